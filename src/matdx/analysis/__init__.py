@@ -1,0 +1,1 @@
+"""Engine-agnostic analysis of computed results (thermodynamics, plots)."""

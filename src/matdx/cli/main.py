@@ -1,0 +1,266 @@
+"""``matdx``: run campaigns, follow them, rank, export and plot their results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.table import Table
+
+from matdx.cli.ui import RichProgress, console, err_console, one_line
+from matdx.core.errors import InputError, MatdxError, StoreUnavailableError
+
+app = typer.Typer(
+    name="matdx",
+    help="High-throughput materials screening: campaign file → candidates → calculations → "
+    "ranked, stored, exportable results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URI (default: MATDX_DB_URI, else the embedded store)."),
+]
+UserOption = Annotated[str | None, typer.Option("--user", help="Read as this user.")]
+GroupOption = Annotated[
+    list[str] | None, typer.Option("--group", help="Read as a member of this group (repeat).")
+]
+
+
+def _caller(user: str | None, groups: list[str] | None) -> object:
+    from matdx.core.settings import get_settings
+    from matdx.store.repository import Caller
+
+    s = get_settings(user=user)
+    return Caller(s.user, tuple(groups if groups is not None else s.groups))
+
+
+def _open(db: str | None) -> object:
+    from matdx.workflows.context import open_store
+
+    return open_store(db)
+
+
+@app.command()
+def run(
+    campaign_file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+    db: DbOption = None,
+    no_launch: Annotated[
+        bool, typer.Option("--no-launch", help="Only queue the Fireworks; workers run them.")
+    ] = False,
+) -> None:
+    """Generate, deduplicate, queue and run a campaign, then show the top results."""
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.runner import submit_campaign
+
+    loaded = load_campaign(campaign_file)
+    report = submit_campaign(loaded, RichProgress(), launch=not no_launch, db_uri=db)
+    c = report.states.get("candidates", {})
+    console.print(
+        f"[bold]{report.campaign}[/]: {report.n_raw} raw candidates → {report.n_unique} unique "
+        f"({report.n_reused} already stored by other campaigns); "
+        f"{report.n_done_before} computed before, {report.n_queued_before} already queued, "
+        f"{report.n_submitted} submitted" + (f" (workflow {report.wf_id})" if report.wf_id else "")
+    )
+    console.print(
+        "candidates by state: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v)
+        if c
+        else "no Fireworks"
+    )
+    if not no_launch:
+        results(report.campaign, top=10, db=db)
+
+
+@app.command()
+def status(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    db: DbOption = None,
+) -> None:
+    """Progress of a campaign: candidates and Fireworks by state, calculations by outcome."""
+    from matdx.workflows import fireworks_adapter as fwa
+
+    store, backend = _open(db)  # type: ignore[misc]
+    doc = store.campaign(campaign)
+    lp = fwa.get_launchpad(backend)
+    states = fwa.state_counts(lp, campaign)
+    calcs = store.count_calculations(campaign)
+    table = Table(title=f"campaign {campaign}", show_header=True)
+    table.add_column("state")
+    table.add_column("fireworks", justify="right")
+    table.add_column("candidates", justify="right")
+    for s in (
+        "WAITING",
+        "READY",
+        "RESERVED",
+        "RUNNING",
+        "COMPLETED",
+        "FIZZLED",
+        "DEFUSED",
+        "PAUSED",
+    ):
+        table.add_row(s, str(states["fireworks"].get(s, 0)), str(states["candidates"].get(s, 0)))
+    console.print(
+        f"candidates: {doc.n_raw} raw, {doc.n_unique} unique ({doc.n_reused} from other "
+        f"campaigns); workflows {list(doc.wf_ids)}"
+    )
+    console.print(table)
+    console.print(f"calculations: {calcs['completed']} completed, {calcs['failed']} failed")
+
+
+RANK_KEYS = ("energy_above_hull", "formation_energy_per_atom", "energy_per_atom", "volume_per_atom")
+
+
+@app.command()
+def results(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    top: Annotated[int, typer.Option("--top", min=0, help="Rows to show (0 = all).")] = 20,
+    sort: Annotated[
+        str | None, typer.Option("--sort", help=f"Ranking key: {', '.join(RANK_KEYS)}.")
+    ] = None,
+    db: DbOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
+) -> None:
+    """Ranked table of a campaign's results."""
+    store, _ = _open(db)  # type: ignore[misc]
+    doc = store.campaign(campaign)
+    ranking = doc.spec.get("ranking", {})
+    key = sort or ranking.get("key", "energy_above_hull")
+    if key not in RANK_KEYS:
+        raise InputError(f"unknown ranking key {key!r} (choose from {', '.join(RANK_KEYS)})")
+    rows = store.summaries(
+        campaign,
+        _caller(user, group),
+        sort=key,
+        ascending=ranking.get("ascending", True),
+        limit=top,
+    )
+    table = Table(title=f"{campaign}: top {len(rows)} by {key}")
+    for col, just in (
+        ("#", "right"),
+        ("material_id", "left"),
+        ("formula", "left"),
+        ("spacegroup", "left"),
+        ("nsites", "right"),
+        ("E (eV/at)", "right"),
+        ("E_form (eV/at)", "right"),
+        ("E_hull (eV/at)", "right"),
+        ("V (Å³/at)", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+
+    def f(x: float | None, fmt: str = "{:.4f}") -> str:
+        return "–" if x is None else fmt.format(x)
+
+    for i, r in enumerate(rows, 1):
+        sym = r.get("symmetry") or {}
+        table.add_row(
+            str(i),
+            r["material_id"],
+            r["formula_pretty"],
+            f"{sym.get('symbol')} ({sym.get('number')})",
+            str(r["nsites"]),
+            f(r.get("energy_per_atom")),
+            f(r.get("formation_energy_per_atom")),
+            f(r.get("energy_above_hull")),
+            f(r.get("volume_per_atom"), "{:.2f}"),
+        )
+    console.print(table)
+
+
+@app.command()
+def export(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv, json or extxyz.")] = "parquet",
+    db: DbOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
+) -> None:
+    """Write a campaign's results to a file (written whole or not at all)."""
+    from matdx.store.export import FORMATS
+    from matdx.store.export import export as do_export
+    from matdx.workflows.campaign import validate_campaign
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    store, _ = _open(db)  # type: ignore[misc]
+    doc = store.campaign(campaign)
+    from matdx.workflows.campaign import LoadedCampaign
+
+    spec = validate_campaign(doc.spec, {}, f"stored campaign {campaign}")
+    loaded = LoadedCampaign(spec, Path(campaign), doc.spec)
+    n = do_export(store, campaign, _caller(user, group), fmt, output, loaded.settings_hash)
+    console.print(f"wrote {n} records to {output} ({fmt})")
+
+
+@app.command()
+def plot(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    kind: Annotated[str, typer.Argument(help="hull or distribution.")] = "hull",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Image file.")] = Path("hull.png"),
+    chemsys: Annotated[
+        str | None, typer.Option("--chemsys", help="One system, e.g. Au-Cu or Au-Cu-Pt.")
+    ] = None,
+    db: DbOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
+) -> None:
+    """Plot convex hulls or property distributions of a campaign."""
+    from matdx.analysis.plots import PLOTS
+
+    if kind not in PLOTS:
+        raise InputError(f"unknown plot {kind!r} (choose from {', '.join(PLOTS)})")
+    store, _ = _open(db)  # type: ignore[misc]
+    store.campaign(campaign)
+    rows = store.summaries(campaign, _caller(user, group))
+    if not rows:
+        raise InputError(f"campaign {campaign!r} has no results yet")
+    PLOTS[kind](rows, output, chemsys)
+    console.print(f"wrote {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and an exit code.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit code.
+    """
+    from pymongo.errors import PyMongoError
+
+    try:
+        rv = app(args=argv, prog_name="matdx", standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        err_console.print(f"error: {one_line(exc.format_message())}", markup=False, highlight=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except MatdxError as exc:
+        err_console.print(f"error: {one_line(str(exc))}", markup=False, highlight=False)
+        return exc.exit_code
+    except PyMongoError as exc:
+        from matdx.core.dburi import redact_uri
+
+        msg = redact_uri(one_line(str(exc)).split(", Timeout")[0])
+        err_console.print(f"error: database operation failed: {msg}", markup=False)
+        return StoreUnavailableError.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Core utilities shared by every layer: settings, errors, hashing, YAML loading."""

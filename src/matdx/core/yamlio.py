@@ -1,0 +1,135 @@
+"""YAML loading that remembers the line of every key, for one-line error messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from matdx.core.errors import InputError
+
+Loc = tuple[str | int, ...]
+
+
+def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, loc, {})
+            if isinstance(key, list | dict):
+                raise InputError(f"line {key_node.start_mark.line + 1}: a key must be a scalar")
+            if key in out:
+                raise InputError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            out[key] = _construct(value_node, (*loc, key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, (*loc, i), lines) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def load_yaml(path: str | Path, what: str = "file") -> tuple[Any, dict[Loc, int]]:
+    """Load a YAML file and the line number of each key path.
+
+    Parameters
+    ----------
+    path
+        File to read.
+    what
+        Word used in error messages (``"campaign file"``, ``"profile"``).
+
+    Returns
+    -------
+    data, lines
+        The loaded object and a mapping from key path (tuple) to 1-based line.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, unreadable or not valid YAML.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} {str(p)!r} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {str(p)!r} cannot be read: {exc}") from None
+    return parse_yaml(text, what=f"{what} {p.name}")
+
+
+def parse_yaml(text: str, what: str = "YAML") -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML text, see :func:`load_yaml`."""
+    lines: dict[Loc, int] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = None if node is None else _construct(node, (), lines)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{what}{where}: malformed YAML ({problem})") from None
+    except RecursionError:
+        raise InputError(f"{what}: YAML nested too deeply") from None
+    return data, lines
+
+
+def line_of(loc: Sequence[str | int], lines: dict[Loc, int]) -> int | None:
+    """Return the line of the longest prefix of ``loc`` that has a known line."""
+    loc = tuple(loc)
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def validate_yaml_model(
+    model: type[BaseModel],
+    data: Any,
+    lines: dict[Loc, int],
+    what: str,
+    context: dict[str, Any] | None = None,
+) -> BaseModel:
+    """Validate ``data`` against ``model``; turn the first error into a one-line InputError.
+
+    Parameters
+    ----------
+    model
+        Pydantic model class.
+    data
+        Loaded YAML.
+    lines
+        Key-path → line map from :func:`load_yaml`.
+    what
+        Name of the file for the message.
+    context
+        Validation context passed to the model's validators.
+
+    Returns
+    -------
+    BaseModel
+        The validated model instance.
+
+    Raises
+    ------
+    InputError
+        ``"<what> line N, field a.b.c: <message>"``.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"{what}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        line = line_of(loc, lines)
+        field = ".".join(str(x) for x in loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        where = f" line {line}" if line else ""
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise InputError(f"{what}{where}, field {field}: {msg}{more}") from None

@@ -1,0 +1,1 @@
+"""ASE's effective-medium theory: the cheap pre-screen engine."""

@@ -1,0 +1,1 @@
+"""Candidate generation: pure functions from chemical space to pymatgen structures."""

@@ -1,0 +1,1 @@
+"""Pydantic models shared by every layer. No database or workflow-manager imports here."""

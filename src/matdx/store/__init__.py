@@ -1,0 +1,1 @@
+"""The property store: mongoengine documents, the database backend, reads and writes."""

@@ -1,0 +1,181 @@
+"""mongoengine documents of the property store.
+
+Field names follow the Materials Project (emmet) documents where one exists
+(``formula_pretty``, ``chemsys``, ``nsites``, ``symmetry``, ``energy_per_atom``,
+``formation_energy_per_atom``, ``energy_above_hull``) and OPTIMADE's (``elements``,
+``nelements``). Every record carries a data tier and rights (see :class:`Governed`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mongoengine import (
+    BooleanField,
+    DateTimeField,
+    DictField,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentField,
+    FloatField,
+    IntField,
+    ListField,
+    StringField,
+)
+
+ALIAS = "matdx"
+SCHEMA_VERSION = 1
+TIERS = ("open", "shared-closed", "closed")
+
+
+def utcnow() -> datetime:
+    """Current time in UTC (naive, as MongoDB stores it)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class TierChange(EmbeddedDocument):
+    """One entry of the audit trail of tier changes."""
+
+    by = StringField(required=True)
+    at = DateTimeField(required=True)
+    from_tier = StringField(choices=TIERS)
+    to_tier = StringField(choices=TIERS, required=True)
+
+
+class Governed(Document):
+    """Data tier, owner, groups, rights and export control shared by all records."""
+
+    meta = {"abstract": True}
+
+    tier = StringField(choices=TIERS, default="open", required=True)
+    owner = StringField(required=True)
+    groups = ListField(StringField())
+    rights = StringField(default="CC-BY-4.0")
+    export_control = BooleanField(default=False)
+    tier_history = ListField(EmbeddedDocumentField(TierChange))
+    schema_version = IntField(default=SCHEMA_VERSION)
+
+
+class Symmetry(EmbeddedDocument):
+    """Space group of a structure."""
+
+    number = IntField()
+    symbol = StringField()
+    symprec = FloatField()
+
+
+class CampaignDoc(Governed):
+    """A campaign as run: its file, sizes and the workflows made for it."""
+
+    meta = {
+        "collection": "campaigns",
+        "db_alias": ALIAS,
+        "auto_create_index": False,
+        "indexes": [{"fields": ["name"], "unique": True}],
+    }
+
+    name = StringField(required=True)
+    spec = DictField(required=True)
+    n_raw = IntField(default=0)
+    n_unique = IntField(default=0)
+    n_reused = IntField(default=0, help_text="Unique candidates already stored by other campaigns.")
+    wf_ids = ListField(IntField())
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class MaterialDoc(Governed):
+    """A distinct crystal (the representative of a deduplication group)."""
+
+    meta = {
+        "collection": "materials",
+        "db_alias": ALIAS,
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["material_id"], "unique": True},
+            "fingerprint",
+            "campaigns",
+            "chemsys",
+            "elements",
+            "formula_pretty",
+        ],
+    }
+
+    material_id = StringField(required=True)
+    structure = DictField(required=True)
+    formula_pretty = StringField(required=True)
+    chemsys = StringField(required=True)
+    elements = ListField(StringField(), required=True)
+    nelements = IntField(required=True)
+    nsites = IntField(required=True)
+    symmetry = EmbeddedDocumentField(Symmetry)
+    fingerprint = StringField(required=True)
+    source = StringField()
+    campaigns = ListField(StringField())
+    created_at = DateTimeField(default=utcnow)
+
+
+class CalculationDoc(Governed):
+    """One calculation of one material with one set of settings (idempotency key ``calc_id``)."""
+
+    meta = {
+        "collection": "calculations",
+        "db_alias": ALIAS,
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["calc_id"], "unique": True},
+            ("material_id", "settings_hash"),
+            ("campaign", "status"),
+        ],
+    }
+
+    calc_id = StringField(required=True)
+    material_id = StringField(required=True)
+    campaign = StringField(required=True)
+    engine = StringField(required=True)
+    task = StringField(required=True)
+    settings = DictField()
+    settings_hash = StringField(required=True)
+    status = StringField(choices=("completed", "failed"), required=True)
+    error = StringField()
+    output = DictField()
+    provenance = DictField()
+    created_at = DateTimeField(default=utcnow)
+
+
+class SummaryDoc(Governed):
+    """Derived properties of a material within a campaign: what results and plots show."""
+
+    meta = {
+        "collection": "summaries",
+        "db_alias": ALIAS,
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["key"], "unique": True},
+            ("campaign", "energy_above_hull"),
+            ("campaign", "formation_energy_per_atom"),
+            ("campaign", "energy_per_atom"),
+            "chemsys",
+        ],
+    }
+
+    key = StringField(required=True, help_text="'<campaign>:<material_id>'")
+    campaign = StringField(required=True)
+    material_id = StringField(required=True)
+    formula_pretty = StringField(required=True)
+    chemsys = StringField(required=True)
+    elements = ListField(StringField())
+    nelements = IntField()
+    nsites = IntField()
+    symmetry = EmbeddedDocumentField(Symmetry, help_text="Of the relaxed structure.")
+    energy_per_atom = FloatField(help_text="eV/atom")
+    formation_energy_per_atom = FloatField(help_text="eV/atom")
+    energy_above_hull = FloatField(help_text="eV/atom")
+    is_stable = BooleanField()
+    decomposes_to = ListField(StringField())
+    volume_per_atom = FloatField(help_text="Å³/atom")
+    method = DictField(help_text="engine, settings_hash, references")
+    updated_at = DateTimeField(default=utcnow)
+
+
+ALL_DOCUMENTS = (CampaignDoc, MaterialDoc, CalculationDoc, SummaryDoc)

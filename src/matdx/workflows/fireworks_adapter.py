@@ -1,0 +1,241 @@
+"""The one module that imports FireWorks.
+
+It turns a campaign plan into an ordinary FireWorks workflow (one Firework per batch of
+candidates and one analysis Firework after them), runs Fireworks in this process, and
+reads their states with plain queries (which work on MongoDB, FerretDB and mongomock).
+Workflows made here are normal FireWorks workflows: ``lpad get_wflows``,
+``lpad rerun_fws`` and ``rlaunch`` work on them, given ``MATDX_DB_URI`` in the worker's
+environment.
+
+Import :mod:`matdx.store.backend` (``open_backend``) before this module when using the
+embedded store: FireWorks picks its client class when first imported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
+from fireworks.core.firework import FiretaskBase
+from fireworks.core.rocket_launcher import rapidfire
+from fireworks.utilities.fw_utilities import explicit_serialize
+
+from matdx.store.backend import Backend
+
+ACTIVE_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "PAUSED")
+FINAL_STATES = ("COMPLETED", "FIZZLED", "DEFUSED")
+
+
+@explicit_serialize
+class MatdxTask(FiretaskBase):
+    """Run one registered matdx step (see :data:`matdx.workflows.steps.STEPS`).
+
+    Parameters
+    ----------
+    step
+        Step name.
+    kwargs
+        Arguments of the step.
+    """
+
+    required_params = ("step", "kwargs")
+
+    def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
+        """Run the step and store its summary in the launch."""
+        from matdx.workflows.steps import STEPS
+
+        kwargs = dict(self["kwargs"])
+        if self["step"] == "prescreen":
+            kwargs["fw_id"] = getattr(self, "fw_id", None)
+        summary = STEPS[self["step"]](**kwargs)
+        return FWAction(stored_data={"summary": summary})
+
+
+def get_launchpad(backend: Backend) -> LaunchPad:
+    """A LaunchPad on the same database as the store, initialised if new.
+
+    Parameters
+    ----------
+    backend
+        Opened backend (embedded or server).
+
+    Returns
+    -------
+    LaunchPad
+        Ready to take workflows.
+    """
+    target = backend.target
+    if target.kind == "embedded":
+        from fireworks import fw_config
+
+        if "mongomock" not in getattr(fw_config.MongoClient, "__module__", ""):
+            raise RuntimeError("FireWorks was imported before the embedded store was opened")
+        lp = LaunchPad(
+            host="localhost",
+            name=target.db_name,
+            strm_lvl="ERROR",
+            mongoclient_kwargs=dict(backend.client_kwargs),
+        )
+    else:
+        lp = LaunchPad(
+            host=target.uri,
+            name=target.db_name,
+            uri_mode=True,
+            strm_lvl="ERROR",
+            mongoclient_kwargs=dict(backend.client_kwargs),
+        )
+    if lp.fw_id_assigner.count_documents({}) == 0:
+        lp.reset("", require_password=False, max_reset_wo_password=0)
+    return lp
+
+
+def build_workflow(
+    campaign: str,
+    batches: Sequence[dict[str, Any]],
+    analysis: dict[str, Any],
+) -> Workflow:
+    """One Firework per batch, then an analysis Firework that runs even if a batch fizzles.
+
+    Parameters
+    ----------
+    campaign
+        Campaign name (stored as ``spec._matdx.campaign`` and workflow metadata).
+    batches
+        Keyword arguments of :func:`matdx.workflows.steps.prescreen_batch`, one per batch.
+    analysis
+        Keyword arguments of :func:`matdx.workflows.steps.analyse_campaign`.
+
+    Returns
+    -------
+    Workflow
+        The workflow, not yet added.
+    """
+    fws = []
+    for i, kwargs in enumerate(batches):
+        ids = [it["material_id"] for it in kwargs["items"]]
+        spec = {
+            "_matdx": {
+                "campaign": campaign,
+                "step": "prescreen",
+                "n": len(ids),
+                "material_ids": ids,
+            },
+            "_add_launchpad_and_fw_id": True,
+        }
+        fws.append(
+            Firework(
+                [MatdxTask(step="prescreen", kwargs=kwargs)],
+                spec=spec,
+                name=f"{campaign}:prescreen:{i:04d}",
+            )
+        )
+    spec = {
+        "_matdx": {"campaign": campaign, "step": "analyse", "n": 0, "material_ids": []},
+        "_allow_fizzled_parents": True,
+    }
+    final = Firework(
+        [MatdxTask(step="analyse", kwargs=analysis)],
+        spec=spec,
+        name=f"{campaign}:analyse",
+        parents=fws or None,
+    )
+    return Workflow([*fws, final], name=f"matdx:{campaign}", metadata={"matdx_campaign": campaign})
+
+
+def add_workflow(lp: LaunchPad, wf: Workflow) -> int:
+    """Add a workflow; return the id of its first Firework (the workflow's handle)."""
+    id_map = lp.add_wf(wf)
+    return min(id_map.values())
+
+
+def queued_material_ids(lp: LaunchPad, campaign: str) -> set[str]:
+    """Materials in Fireworks of this campaign that have not reached a final state."""
+    out: set[str] = set()
+    for d in lp.fireworks.find(
+        {"spec._matdx.campaign": campaign, "state": {"$in": ACTIVE_STATES}},
+        {"spec._matdx.material_ids": 1},
+    ):
+        out.update(d["spec"]["_matdx"]["material_ids"])
+    return out
+
+
+def state_counts(lp: LaunchPad, campaign: str) -> dict[str, dict[str, int]]:
+    """Fireworks and candidates of a campaign by FireWorks state.
+
+    Returns
+    -------
+    dict
+        ``{"fireworks": {state: n}, "candidates": {state: n}}``.
+    """
+    fws: Counter[str] = Counter()
+    cands: Counter[str] = Counter()
+    for d in lp.fireworks.find(
+        {"spec._matdx.campaign": campaign}, {"state": 1, "spec._matdx.n": 1}
+    ):
+        fws[d["state"]] += 1
+        cands[d["state"]] += d["spec"]["_matdx"].get("n", 0)
+    return {"fireworks": dict(fws), "candidates": dict(cands)}
+
+
+def campaign_fworker(campaign: str) -> FWorker:
+    """A worker that only takes Fireworks of ``campaign``."""
+    return FWorker(name=f"matdx-{campaign}", query={"spec._matdx.campaign": campaign})
+
+
+def _quiet_rocket_logs() -> None:
+    """Keep FireWorks' per-launch INFO lines off the terminal (progress bars show progress).
+
+    Rockets register a stream handler at ``ROCKET_STREAM_LOGLEVEL``; registering it first
+    and raising its level makes later registrations reuse the quiet handler.
+    """
+    from fireworks import fw_config
+    from fireworks.utilities.fw_utilities import get_fw_logger
+
+    for level in {fw_config.ROCKET_STREAM_LOGLEVEL, "ERROR"}:
+        logger = get_fw_logger("rocket.launcher", stream_level=level)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.WARNING)
+
+
+def run_fireworks(
+    lp: LaunchPad,
+    campaign: str,
+    run_dir: Path,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Run this campaign's READY Fireworks in this process until none is left.
+
+    Parameters
+    ----------
+    lp
+        LaunchPad.
+    campaign
+        Campaign whose Fireworks to run.
+    run_dir
+        Directory under which each launch gets its own ``launcher_*`` directory.
+    on_progress
+        Called with the number of candidates whose Firework reached a final state.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fworker = campaign_fworker(campaign)
+    _quiet_rocket_logs()
+    while lp.run_exists(fworker):
+        rapidfire(
+            lp,
+            fworker,
+            m_dir=str(run_dir),
+            nlaunches=1,
+            max_loops=1,
+            sleep_time=0,
+            strm_lvl="ERROR",
+        )
+        if on_progress is not None:
+            counts = state_counts(lp, campaign)["candidates"]
+            on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))

@@ -1,0 +1,191 @@
+"""From a campaign file to stored, ranked results: plan, submit and (optionally) run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matdx.core.progress import NullProgress, ProgressSink
+from matdx.core.settings import get_settings
+from matdx.generation.candidates import Candidate, count_combinations, decorate, generate_candidates
+from matdx.generation.dedup import deduplicate
+from matdx.generation.prototypes import PROTOTYPES
+from matdx.schemas.campaign import CampaignSpec
+from matdx.store.repository import Governance, NewMaterial, Store
+from matdx.workflows.campaign import LoadedCampaign
+from matdx.workflows.context import open_store
+
+REFERENCE_PROTOTYPES = ("fcc", "bcc", "hcp")
+"""Elemental phases always computed, so that formation energies have references."""
+
+
+@dataclass
+class RunReport:
+    """What ``matdx run`` did."""
+
+    campaign: str
+    n_raw: int = 0
+    n_unique: int = 0
+    n_reused: int = 0
+    n_done_before: int = 0
+    n_queued_before: int = 0
+    n_submitted: int = 0
+    wf_id: int | None = None
+    states: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def governance(spec: CampaignSpec, user: str) -> Governance:
+    """Tier and rights of the records a campaign creates."""
+    d = spec.data
+    return Governance(
+        tier=d.tier,
+        owner=d.owner or user,
+        groups=tuple(d.groups),
+        rights=d.rights,
+        export_control=d.export_control,
+    )
+
+
+def candidates_with_references(spec: CampaignSpec, progress: ProgressSink) -> list[Candidate]:
+    """The campaign's raw candidates plus the elemental reference phases."""
+    space = spec.chemical_space
+    with progress.stage("generate", count_combinations(space)) as advance:
+        raw = generate_candidates(space, progress=advance)
+    refs = [
+        c
+        for el in space.elements
+        for name in REFERENCE_PROTOTYPES
+        for c in decorate(PROTOTYPES[name], [el])
+    ]
+    return raw + [Candidate(f"reference:{c.source}", c.structure) for c in refs]
+
+
+def plan_materials(
+    loaded: LoadedCampaign, store: Store, progress: ProgressSink
+) -> tuple[list[NewMaterial], int, int]:
+    """Generate and deduplicate; return the campaign's materials, raw count and reused count."""
+    cands = candidates_with_references(loaded.spec, progress)
+    with progress.stage("deduplicate", len(cands)) as advance:
+        result = deduplicate(
+            [c.structure for c in cands], known=store.known_structures, progress=advance
+        )
+    materials = []
+    for pos, group in enumerate(result.groups):
+        rep = group[0]
+        materials.append(
+            NewMaterial(
+                material_id=result.known_ids.get(pos, result.ids[rep]),
+                structure=cands[rep].structure,
+                fingerprint=result.fingerprints[rep],
+                source=cands[rep].source,
+                symmetry={"number": int(result.fingerprints[rep].split("|")[1]), "symprec": 0.1},
+            )
+        )
+    return materials, len(cands), len(result.known_ids)
+
+
+def submit_campaign(
+    loaded: LoadedCampaign,
+    progress: ProgressSink | None = None,
+    launch: bool = True,
+    db_uri: str | None = None,
+) -> RunReport:
+    """Plan a campaign, store its materials, add a workflow for what is left, and run it.
+
+    Parameters
+    ----------
+    loaded
+        Validated campaign.
+    progress
+        Where to show progress.
+    launch
+        Run the Fireworks in this process; otherwise leave them READY for workers.
+    db_uri
+        Database URI overriding ``MATDX_DB_URI`` and the campaign's ``store.uri``.
+
+    Returns
+    -------
+    RunReport
+        Counts and final states.
+    """
+    progress = progress or NullProgress()
+    spec = loaded.spec
+    settings = get_settings(db_uri=db_uri or _env_or(spec.store.uri))
+    store, backend = open_store(settings.db_uri)
+    from matdx.workflows import fireworks_adapter as fwa
+
+    lp = fwa.get_launchpad(backend)
+    gov = governance(spec, settings.user)
+    report = RunReport(spec.name)
+
+    materials, report.n_raw, report.n_reused = plan_materials(loaded, store, progress)
+    report.n_unique = len(materials)
+    ids = [m.material_id for m in materials]
+    store.upsert_materials(spec.name, materials, gov)
+    store.upsert_campaign(
+        spec.name,
+        loaded.raw,
+        gov,
+        n_raw=report.n_raw,
+        n_unique=report.n_unique,
+        n_reused=report.n_reused,
+    )
+    done = store.completed(ids, loaded.settings_hash)
+    queued = fwa.queued_material_ids(lp, spec.name)
+    report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
+    todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
+    report.n_submitted = len(todo)
+    analysis = {
+        "campaign": spec.name,
+        "settings_hash": loaded.settings_hash,
+        "governance": gov.fields(),
+    }
+    if todo:
+        batches = [
+            _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
+            for i in range(0, len(todo), spec.batch_size)
+        ]
+        report.wf_id = fwa.add_workflow(lp, fwa.build_workflow(spec.name, batches, analysis))
+        store.add_workflow(spec.name, report.wf_id)
+    backend.flush()
+    if launch:
+        total = sum(len(b) for b in [todo]) or 0
+        with progress.stage("calculate", total) as advance:
+            seen = [0]
+            base = fwa.state_counts(lp, spec.name)["candidates"]
+            already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
+
+            def on_progress(final: int) -> None:
+                advance(final - already - seen[0])
+                seen[0] = final - already
+
+            fwa.run_fireworks(lp, spec.name, settings.runs_dir / spec.name, on_progress)
+        if not todo and not queued:
+            from matdx.workflows.steps import analyse_campaign
+
+            analyse_campaign(**analysis)
+    report.states = fwa.state_counts(lp, spec.name)
+    backend.flush()
+    return report
+
+
+def _env_or(uri: str | None) -> str | None:
+    import os
+
+    return None if os.environ.get("MATDX_DB_URI") else uri
+
+
+def _batch_kwargs(
+    loaded: LoadedCampaign, mats: list[NewMaterial], gov: Governance
+) -> dict[str, Any]:
+    return {
+        "campaign": loaded.spec.name,
+        "settings": loaded.settings,
+        "settings_hash": loaded.settings_hash,
+        "items": [{"material_id": m.material_id, "structure": m.structure.as_dict()} for m in mats],
+        "governance": gov.fields(),
+    }
+
+
+__all__ = ["Path", "RunReport", "submit_campaign"]

@@ -1,0 +1,193 @@
+"""Workflow steps: small typed functions that a workflow manager runs.
+
+Each step takes plain JSON-serialisable arguments (so any manager can carry them), does
+its work through the engines and the store, and returns a JSON-serialisable summary.
+:data:`STEPS` is the registry the FireWorks adapter dispatches on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+from pymatgen.core import Composition, Structure
+
+from matdx.analysis.thermo import EnergyPoint, thermodynamics
+from matdx.engines.registry import get_engine
+from matdx.workflows.context import open_store
+
+FLUSH_SECONDS = 20.0
+"""Results of a batch are written at least this often, so a killed batch loses little."""
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("matdx", "ase", "pymatgen", "spglib", "fireworks"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = "unknown"
+    return out
+
+
+def _structure(obj: Structure | dict[str, Any]) -> Structure:
+    # FireWorks turns MSONable dicts in a spec back into objects; accept both
+    return obj if isinstance(obj, Structure) else Structure.from_dict(obj)
+
+
+def prescreen_batch(
+    campaign: str,
+    settings: dict[str, Any],
+    settings_hash: str,
+    items: list[dict[str, Any]],
+    governance: dict[str, Any],
+    fw_id: int | None = None,
+) -> dict[str, Any]:
+    """Relax a batch of materials with the pre-screen engine and store each result.
+
+    Materials that already have a completed calculation with these settings are skipped,
+    so a re-run batch resumes where a killed one stopped.
+
+    Parameters
+    ----------
+    campaign
+        Campaign name.
+    settings
+        ``{"engine": name, **engine options}``.
+    settings_hash
+        Hash of ``settings``.
+    items
+        ``[{"material_id": ..., "structure": <pymatgen dict>}, ...]``.
+    governance
+        Tier and rights fields stamped on each calculation.
+    fw_id
+        Firework id, for provenance.
+
+    Returns
+    -------
+    dict
+        Counts of completed, failed and skipped materials.
+    """
+    store, backend = open_store()
+    options = {k: v for k, v in settings.items() if k != "engine"}
+    relax = get_engine(settings["engine"]).relaxer()
+    done = store.completed([it["material_id"] for it in items], settings_hash)
+    versions = _versions()
+    host = socket.gethostname()
+    launch_dir = os.getcwd()
+    pending: list[dict[str, Any]] = []
+    counts = {"completed": 0, "failed": 0, "skipped": len(done)}
+    last_flush = time.monotonic()
+    for it in items:
+        if it["material_id"] in done:
+            continue
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {
+            "material_id": it["material_id"],
+            "campaign": campaign,
+            "engine": settings["engine"],
+            "task": "relax",
+            "settings": settings,
+            "settings_hash": settings_hash,
+            **governance,
+        }
+        try:
+            result = relax(_structure(it["structure"]), **options)
+            record.update(status="completed", output=result.model_dump())
+            counts["completed"] += 1
+        except Exception as exc:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            counts["failed"] += 1
+        ended = datetime.now(UTC)
+        record["provenance"] = {
+            "matdx_version": versions["matdx"],
+            "code_versions": versions,
+            "host": host,
+            "launch_dir": launch_dir,
+            "fw_id": fw_id,
+            "started_at": started.isoformat(),
+            "ended_at": ended.isoformat(),
+            "wall_time_s": time.perf_counter() - t0,
+        }
+        pending.append(record)
+        if time.monotonic() - last_flush > FLUSH_SECONDS:
+            store.write_calculations(pending)
+            pending, last_flush = [], time.monotonic()
+    store.write_calculations(pending)
+    backend.flush()
+    return counts
+
+
+def analyse_campaign(
+    campaign: str, settings_hash: str, governance: dict[str, Any]
+) -> dict[str, Any]:
+    """Compute formation energies and energies above hull over a campaign and store them.
+
+    Parameters
+    ----------
+    campaign
+        Campaign name.
+    settings_hash
+        Settings of the calculations to use (elemental references come from the same).
+    governance
+        Tier and rights fields stamped on each summary.
+
+    Returns
+    -------
+    dict
+        Number of materials summarised and of stable ones.
+    """
+    store, backend = open_store()
+    ids = store.material_ids(campaign)
+    mats = store.materials(ids)
+    calcs = {c["material_id"]: c for c in store.calculations(ids, settings_hash)}
+    points = [
+        EnergyPoint(mid, Composition(mats[mid]["formula_pretty"]), c["output"]["energy_per_atom"])
+        for mid, c in calcs.items()
+    ]
+    thermo = thermodynamics(points)
+    rows = []
+    for mid, c in calcs.items():
+        m, out, t = mats[mid], c["output"], thermo[mid]
+        rows.append(
+            {
+                "material_id": mid,
+                "formula_pretty": m["formula_pretty"],
+                "chemsys": m["chemsys"],
+                "elements": m["elements"],
+                "nelements": m["nelements"],
+                "nsites": m["nsites"],
+                "symmetry": {
+                    "number": out.get("spacegroup_number"),
+                    "symbol": out.get("spacegroup_symbol"),
+                    "symprec": 0.01,
+                },
+                "energy_per_atom": out["energy_per_atom"],
+                "formation_energy_per_atom": t.formation_energy_per_atom,
+                "energy_above_hull": t.energy_above_hull,
+                "is_stable": t.is_stable,
+                "decomposes_to": t.decomposes_to,
+                "volume_per_atom": out["volume_per_atom"],
+                "method": {
+                    "engine": c["engine"],
+                    "settings_hash": settings_hash,
+                    "units": {"energy": "eV/atom", "volume": "Å³/atom"},
+                },
+                **governance,
+            }
+        )
+    store.write_summaries(campaign, rows)
+    backend.flush()
+    return {"summarised": len(rows), "stable": sum(bool(r["is_stable"]) for r in rows)}
+
+
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "prescreen": prescreen_batch,
+    "analyse": analyse_campaign,
+}
