@@ -63,7 +63,7 @@ def run(
     c = report.states.get("candidates", {})
     console.print(
         f"[bold]{report.campaign}[/]: {report.n_raw} raw candidates → {report.n_unique} unique "
-        f"({report.n_reused} already stored by other campaigns); "
+        f"({report.n_reused} already in the store); "
         f"{report.n_done_before} computed before, {report.n_queued_before} already queued, "
         f"{report.n_submitted} submitted" + (f" (workflow {report.wf_id})" if report.wf_id else "")
     )
@@ -105,8 +105,8 @@ def status(
     ):
         table.add_row(s, str(states["fireworks"].get(s, 0)), str(states["candidates"].get(s, 0)))
     console.print(
-        f"candidates: {doc.n_raw} raw, {doc.n_unique} unique ({doc.n_reused} from other "
-        f"campaigns); workflows {list(doc.wf_ids)}"
+        f"candidates: {doc.n_raw} raw, {doc.n_unique} unique ({doc.n_reused} already in the "
+        f"store); workflows {list(doc.wf_ids)}"
     )
     console.print(table)
     console.print(f"calculations: {calcs['completed']} completed, {calcs['failed']} failed")

@@ -1,5 +1,10 @@
 """mongoengine documents of the property store.
 
+Every document's ``_id`` is its natural key (campaign name, material id, calculation id,
+``<campaign>:<material_id>``): idempotent upserts and lookups then go by ``_id``, which
+every MongoDB-wire server serves from its primary index (FerretDB 1.x pushes down no
+other filter).
+
 Field names follow the Materials Project (emmet) documents where one exists
 (``formula_pretty``, ``chemsys``, ``nsites``, ``symmetry``, ``energy_per_atom``,
 ``formation_energy_per_atom``, ``energy_above_hull``) and OPTIMADE's (``elements``,
@@ -71,14 +76,15 @@ class CampaignDoc(Governed):
         "collection": "campaigns",
         "db_alias": ALIAS,
         "auto_create_index": False,
-        "indexes": [{"fields": ["name"], "unique": True}],
+        "indexes": [],
     }
 
+    id = StringField(primary_key=True, help_text="The campaign name.")
     name = StringField(required=True)
     spec = DictField(required=True)
     n_raw = IntField(default=0)
     n_unique = IntField(default=0)
-    n_reused = IntField(default=0, help_text="Unique candidates already stored by other campaigns.")
+    n_reused = IntField(default=0, help_text="Unique candidates found already stored.")
     wf_ids = ListField(IntField())
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -92,15 +98,14 @@ class MaterialDoc(Governed):
         "db_alias": ALIAS,
         "auto_create_index": False,
         "indexes": [
-            {"fields": ["material_id"], "unique": True},
             "fingerprint",
-            "campaigns",
             "chemsys",
             "elements",
             "formula_pretty",
         ],
     }
 
+    id = StringField(primary_key=True, help_text="Same as material_id.")
     material_id = StringField(required=True)
     structure = DictField(required=True)
     formula_pretty = StringField(required=True)
@@ -111,7 +116,24 @@ class MaterialDoc(Governed):
     symmetry = EmbeddedDocumentField(Symmetry)
     fingerprint = StringField(required=True)
     source = StringField()
-    campaigns = ListField(StringField())
+    created_at = DateTimeField(default=utcnow)
+
+
+class CampaignMaterialDoc(Document):
+    """Membership of a material in a campaign (insert-only link, ``_id`` = campaign:material)."""
+
+    meta = {
+        "collection": "campaign_materials",
+        "db_alias": ALIAS,
+        "auto_create_index": False,
+        "indexes": ["campaign", "material_id"],
+    }
+
+    id = StringField(primary_key=True)
+    campaign = StringField(required=True)
+    material_id = StringField(required=True)
+    source = StringField(help_text="How the campaign generated it.")
+    reused = BooleanField(default=False, help_text="Already stored by an earlier campaign.")
     created_at = DateTimeField(default=utcnow)
 
 
@@ -123,12 +145,12 @@ class CalculationDoc(Governed):
         "db_alias": ALIAS,
         "auto_create_index": False,
         "indexes": [
-            {"fields": ["calc_id"], "unique": True},
             ("material_id", "settings_hash"),
             ("campaign", "status"),
         ],
     }
 
+    id = StringField(primary_key=True, help_text="Same as calc_id.")
     calc_id = StringField(required=True)
     material_id = StringField(required=True)
     campaign = StringField(required=True)
@@ -151,7 +173,6 @@ class SummaryDoc(Governed):
         "db_alias": ALIAS,
         "auto_create_index": False,
         "indexes": [
-            {"fields": ["key"], "unique": True},
             ("campaign", "energy_above_hull"),
             ("campaign", "formation_energy_per_atom"),
             ("campaign", "energy_per_atom"),
@@ -159,7 +180,7 @@ class SummaryDoc(Governed):
         ],
     }
 
-    key = StringField(required=True, help_text="'<campaign>:<material_id>'")
+    id = StringField(primary_key=True, help_text="'<campaign>:<material_id>'")
     campaign = StringField(required=True)
     material_id = StringField(required=True)
     formula_pretty = StringField(required=True)
@@ -178,4 +199,4 @@ class SummaryDoc(Governed):
     updated_at = DateTimeField(default=utcnow)
 
 
-ALL_DOCUMENTS = (CampaignDoc, MaterialDoc, CalculationDoc, SummaryDoc)
+ALL_DOCUMENTS = (CampaignDoc, MaterialDoc, CampaignMaterialDoc, CalculationDoc, SummaryDoc)

@@ -1,14 +1,16 @@
 """Reads and writes of the property store used by the workflows and the CLI.
 
-Writes are idempotent upserts keyed by ``material_id`` (a structure identifier),
-``calc_id`` (material + settings hash) and ``<campaign>:<material_id>``: running a
-campaign twice adds nothing.
+Writes are idempotent upserts keyed by ``_id``: the material id (a structure
+identifier), the calculation id (material + settings hash), ``<campaign>:<material_id>``
+for summaries and the name for campaigns. Running a campaign twice adds nothing.
+Nested arrays are packed (see :mod:`matdx.store.codec`) on the way in and unpacked on
+the way out.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +18,19 @@ from pymatgen.core import Structure
 
 from matdx.core.errors import UnknownCampaignError
 from matdx.core.hashing import stable_hash
-from matdx.store.bulk import Upsert, apply_upserts
+from matdx.store.bulk import Upsert, apply_upserts, insert_new
+from matdx.store.codec import pack, unpack
 from matdx.store.documents import (
     CalculationDoc,
     CampaignDoc,
+    CampaignMaterialDoc,
     MaterialDoc,
     SummaryDoc,
     utcnow,
 )
+
+CHUNK = 500
+"""Identifiers per ``$in`` query."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,21 @@ def calc_id(material_id: str, settings_hash: str) -> str:
 
 
 def _validated(doc_cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate with the mongoengine schema; return the packed document (with ``_id``)."""
     doc = doc_cls(**data)
     doc.validate()
-    out = doc.to_mongo().to_dict()
-    out.pop("_id", None)
-    return out
+    return pack(doc.to_mongo().to_dict())
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    skip = {"updated_at", "_id"}
+    keys = (set(old) | set(new)) - skip
+    return any(old.get(k) != new.get(k) for k in keys)
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start : start + CHUNK])
 
 
 @dataclass
@@ -102,7 +119,7 @@ class Store:
         UnknownCampaignError
             If there is none.
         """
-        doc = CampaignDoc.objects(name=name).first()
+        doc = CampaignDoc.objects(id=name).first()
         if doc is None:
             names = [c.name for c in CampaignDoc.objects.only("name").limit(20)]
             known = f" (known: {', '.join(names)})" if names else " (the store has no campaigns)"
@@ -113,18 +130,19 @@ class Store:
         self, name: str, spec: dict[str, Any], gov: Governance, **counts: int
     ) -> None:
         """Create or update a campaign record."""
-        data = _validated(CampaignDoc, {"name": name, "spec": spec, **gov.fields(), **counts})
         now = utcnow()
-        data.pop("created_at", None)
-        data["updated_at"] = now
-        apply_upserts(
-            CampaignDoc._get_collection(),
-            [Upsert({"name": name}, {"$set": data, "$setOnInsert": {"created_at": now}})],
+        data = _validated(
+            CampaignDoc, {"id": name, "name": name, "spec": spec, **gov.fields(), **counts}
         )
+        for key in ("_id", "created_at", "wf_ids"):
+            data.pop(key, None)
+        data["updated_at"] = now
+        update = {"$set": data, "$setOnInsert": {"created_at": now, "wf_ids": []}}
+        apply_upserts(CampaignDoc._get_collection(), [Upsert({"_id": name}, update)])
 
     def add_workflow(self, name: str, wf_id: int) -> None:
         """Record a workflow made for a campaign."""
-        CampaignDoc._get_collection().update_one({"name": name}, {"$addToSet": {"wf_ids": wf_id}})
+        CampaignDoc._get_collection().update_one({"_id": name}, {"$addToSet": {"wf_ids": wf_id}})
 
     # materials -------------------------------------------------------------------------
     def known_structures(
@@ -132,88 +150,103 @@ class Store:
     ) -> dict[str, list[tuple[str, Structure]]]:
         """Stored materials sharing one of ``fingerprints``, for deduplication."""
         out: dict[str, list[tuple[str, Structure]]] = defaultdict(list)
-        fps = sorted(set(fingerprints))
         coll = MaterialDoc._get_collection()
-        for start in range(0, len(fps), 500):
-            cursor = coll.find(
-                {"fingerprint": {"$in": fps[start : start + 500]}},
-                {"material_id": 1, "structure": 1, "fingerprint": 1},
-            )
-            for d in cursor:
-                out[d["fingerprint"]].append(
-                    (d["material_id"], Structure.from_dict(d["structure"]))
-                )
+        for chunk in _chunks(sorted(set(fingerprints))):
+            for d in coll.find({"fingerprint": {"$in": chunk}}, {"structure": 1, "fingerprint": 1}):
+                structure = Structure.from_dict(unpack(d["structure"]))
+                out[d["fingerprint"]].append((d["_id"], structure))
         return dict(out)
 
-    def upsert_materials(
+    def add_materials(
         self, campaign: str, materials: Sequence[NewMaterial], gov: Governance
     ) -> int:
-        """Insert new materials and tag all of them with ``campaign``.
+        """Insert the materials not stored yet and link all of them to ``campaign``.
+
+        Existing materials are never modified: a material's record belongs to the campaign
+        that first stored it; later campaigns only link to it.
 
         Returns
         -------
         int
-            Number of materials inserted or newly tagged.
+            Number of materials inserted.
         """
-        ops = []
+        ids = [m.material_id for m in materials]
+        mcoll = MaterialDoc._get_collection()
+        existing = {
+            d["_id"] for chunk in _chunks(ids) for d in mcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
+        }
+        docs = []
         for m in materials:
+            if m.material_id in existing:
+                continue
             comp = m.structure.composition
             els = sorted(el.symbol for el in comp.elements)
-            data = _validated(
-                MaterialDoc,
-                {
-                    "material_id": m.material_id,
-                    "structure": m.structure.as_dict(),
-                    "formula_pretty": comp.reduced_formula,
-                    "chemsys": "-".join(els),
-                    "elements": els,
-                    "nelements": len(els),
-                    "nsites": len(m.structure),
-                    "symmetry": m.symmetry or None,
-                    "fingerprint": m.fingerprint,
-                    "source": m.source,
-                    **gov.fields(),
-                },
-            )
-            data.pop("campaigns", None)
-            ops.append(
-                Upsert(
-                    {"material_id": m.material_id},
-                    {"$setOnInsert": data, "$addToSet": {"campaigns": campaign}},
+            docs.append(
+                _validated(
+                    MaterialDoc,
+                    {
+                        "id": m.material_id,
+                        "material_id": m.material_id,
+                        "structure": m.structure.as_dict(),
+                        "formula_pretty": comp.reduced_formula,
+                        "chemsys": "-".join(els),
+                        "elements": els,
+                        "nelements": len(els),
+                        "nsites": len(m.structure),
+                        "symmetry": m.symmetry or None,
+                        "fingerprint": m.fingerprint,
+                        "source": m.source,
+                        **gov.fields(),
+                    },
                 )
             )
-        return apply_upserts(MaterialDoc._get_collection(), ops)
+        inserted = insert_new(mcoll, docs)
+        links = [
+            _validated(
+                CampaignMaterialDoc,
+                {
+                    "id": f"{campaign}:{m.material_id}",
+                    "campaign": campaign,
+                    "material_id": m.material_id,
+                    "source": m.source,
+                    "reused": m.material_id in existing,
+                },
+            )
+            for m in materials
+        ]
+        lcoll = CampaignMaterialDoc._get_collection()
+        linked = {
+            d["_id"]
+            for chunk in _chunks([d["_id"] for d in links])
+            for d in lcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
+        }
+        insert_new(lcoll, [d for d in links if d["_id"] not in linked])
+        return inserted
 
     def material_ids(self, campaign: str) -> list[str]:
         """Identifiers of the materials of a campaign."""
-        return [
-            d["material_id"]
-            for d in MaterialDoc._get_collection().find({"campaigns": campaign}, {"material_id": 1})
-        ]
+        coll = CampaignMaterialDoc._get_collection()
+        return [d["material_id"] for d in coll.find({"campaign": campaign}, {"material_id": 1})]
 
     def materials(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Material documents by identifier."""
-        out = {}
         coll = MaterialDoc._get_collection()
-        for start in range(0, len(material_ids), 500):
-            for d in coll.find({"material_id": {"$in": list(material_ids[start : start + 500])}}):
-                d.pop("_id", None)
-                out[d["material_id"]] = d
-        return out
+        return {
+            d["_id"]: unpack(d)
+            for chunk in _chunks(material_ids)
+            for d in coll.find({"_id": {"$in": chunk}})
+        }
 
     # calculations ----------------------------------------------------------------------
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """Materials that already have a completed calculation with these settings."""
         ids = [calc_id(m, settings_hash) for m in material_ids]
         coll = CalculationDoc._get_collection()
-        done = set()
-        for start in range(0, len(ids), 500):
-            for d in coll.find(
-                {"calc_id": {"$in": ids[start : start + 500]}, "status": "completed"},
-                {"material_id": 1},
-            ):
-                done.add(d["material_id"])
-        return done
+        return {
+            d["material_id"]
+            for chunk in _chunks(ids)
+            for d in coll.find({"_id": {"$in": chunk}, "status": "completed"}, {"material_id": 1})
+        }
 
     def write_calculations(self, records: Sequence[dict[str, Any]]) -> int:
         """Upsert calculation records; a completed calculation is never overwritten.
@@ -228,24 +261,26 @@ class Store:
         int
             Records written.
         """
+        if not records:
+            return 0
         coll = CalculationDoc._get_collection()
         prepared = []
         for r in records:
-            data = _validated(
-                CalculationDoc, {**r, "calc_id": calc_id(r["material_id"], r["settings_hash"])}
-            )
-            prepared.append(data)
-        ids = [d["calc_id"] for d in prepared]
-        done = {
-            d["calc_id"]
-            for d in coll.find({"calc_id": {"$in": ids}, "status": "completed"}, {"calc_id": 1})
+            key = calc_id(r["material_id"], r["settings_hash"])
+            prepared.append(_validated(CalculationDoc, {**r, "id": key, "calc_id": key}))
+        existing = {
+            d["_id"]: d["status"]
+            for chunk in _chunks([d["_id"] for d in prepared])
+            for d in coll.find({"_id": {"$in": chunk}}, {"_id": 1, "status": 1})
         }
-        ops = [
-            Upsert({"calc_id": d["calc_id"]}, {"$set": d})
+        new = [d for d in prepared if d["_id"] not in existing]
+        # a failed attempt is replaced by a later one; a completed result never is
+        retried = [
+            Upsert({"_id": d["_id"], "status": {"$ne": "completed"}}, d, replace=True)
             for d in prepared
-            if d["calc_id"] not in done
+            if existing.get(d["_id"]) == "failed"
         ]
-        return apply_upserts(coll, ops)
+        return insert_new(coll, new) + apply_upserts(coll, retried)
 
     def calculations(
         self, material_ids: Sequence[str], settings_hash: str, status: str = "completed"
@@ -253,12 +288,11 @@ class Store:
         """Calculations of these materials with these settings."""
         ids = [calc_id(m, settings_hash) for m in material_ids]
         coll = CalculationDoc._get_collection()
-        out = []
-        for start in range(0, len(ids), 500):
-            for d in coll.find({"calc_id": {"$in": ids[start : start + 500]}, "status": status}):
-                d.pop("_id", None)
-                out.append(d)
-        return out
+        return [
+            unpack(d)
+            for chunk in _chunks(ids)
+            for d in coll.find({"_id": {"$in": chunk}, "status": status})
+        ]
 
     def count_calculations(self, campaign: str) -> dict[str, int]:
         """Number of calculations of a campaign by status."""
@@ -270,16 +304,26 @@ class Store:
 
     # summaries -------------------------------------------------------------------------
     def write_summaries(self, campaign: str, rows: Sequence[dict[str, Any]]) -> int:
-        """Replace the derived properties of a campaign's materials."""
-        ops = []
+        """Store the derived properties of a campaign's materials, writing only changes.
+
+        Returns
+        -------
+        int
+            Number of summaries inserted or replaced.
+        """
+        coll = SummaryDoc._get_collection()
+        current = {d["_id"]: d for d in coll.find({"campaign": campaign})}
         now = utcnow()
+        new, changed = [], []
         for r in rows:
             key = f"{campaign}:{r['material_id']}"
-            data = _validated(
-                SummaryDoc, {**r, "key": key, "campaign": campaign, "updated_at": now}
-            )
-            ops.append(Upsert({"key": key}, data, replace=True))
-        return apply_upserts(SummaryDoc._get_collection(), ops)
+            data = _validated(SummaryDoc, {**r, "id": key, "campaign": campaign, "updated_at": now})
+            old = current.get(key)
+            if old is None:
+                new.append(data)
+            elif _differs(old, data):
+                changed.append(Upsert({"_id": key}, data, replace=True))
+        return insert_new(coll, new) + apply_upserts(coll, changed)
 
     def summaries(
         self,
@@ -291,8 +335,10 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Derived properties of a campaign visible to ``caller``."""
         flt = {"$and": [{"campaign": campaign}, caller.tier_filter()]}
-        cursor = SummaryDoc._get_collection().find(flt, {"_id": 0})
-        rows = list(cursor)
+        rows = [
+            {k: v for k, v in unpack(d).items() if k != "_id"}
+            for d in SummaryDoc._get_collection().find(flt)
+        ]
         if sort:
             # missing values last, whatever the direction
             present = [r for r in rows if r.get(sort) is not None]

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from threading import Event, Thread
 from typing import Any
 
 from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
@@ -204,6 +206,34 @@ def _quiet_rocket_logs() -> None:
             handler.setLevel(logging.WARNING)
 
 
+def _periodic_ping(launchpad: LaunchPad, launch_id: int, stop_event: Event,
+                   master_thread: Thread) -> None:
+    from fireworks.core.rocket import PING_TIME_SECS, do_ping
+
+    while not stop_event.wait(PING_TIME_SECS) and master_thread.is_alive():
+        do_ping(launchpad, launch_id)
+
+
+@contextmanager
+def serial_heartbeat() -> Iterator[None]:
+    """Stop FireWorks' heartbeat thread from pinging after it is told to stop.
+
+    FireWorks' heartbeat pings once more when the Firework ends, concurrently with the
+    write that completes the launch. MongoDB applies both updates atomically; FerretDB 1.x
+    applies an update as read-then-replace, so that last ping can put a COMPLETED launch
+    back to RUNNING. Within this block the heartbeat pings only on its period (the Rocket
+    still pings once itself, in sequence).
+    """
+    from fireworks.core import rocket
+
+    original = rocket.ping_launch
+    rocket.ping_launch = _periodic_ping
+    try:
+        yield
+    finally:
+        rocket.ping_launch = original
+
+
 def run_fireworks(
     lp: LaunchPad,
     campaign: str,
@@ -226,16 +256,10 @@ def run_fireworks(
     run_dir.mkdir(parents=True, exist_ok=True)
     fworker = campaign_fworker(campaign)
     _quiet_rocket_logs()
-    while lp.run_exists(fworker):
-        rapidfire(
-            lp,
-            fworker,
-            m_dir=str(run_dir),
-            nlaunches=1,
-            max_loops=1,
-            sleep_time=0,
-            strm_lvl="ERROR",
-        )
-        if on_progress is not None:
-            counts = state_counts(lp, campaign)["candidates"]
-            on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))
+    with serial_heartbeat():
+        while lp.run_exists(fworker):
+            rapidfire(lp, fworker, m_dir=str(run_dir), nlaunches=1, max_loops=1,
+                      sleep_time=0, strm_lvl="ERROR")
+            if on_progress is not None:
+                counts = state_counts(lp, campaign)["candidates"]
+                on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))

@@ -14,7 +14,7 @@ from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
 from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
-from matdx.workflows.context import open_store
+from matdx.workflows.context import default_db, open_store
 
 REFERENCE_PROTOTYPES = ("fcc", "bcc", "hcp")
 """Elemental phases always computed, so that formation energies have references."""
@@ -122,7 +122,7 @@ def submit_campaign(
     materials, report.n_raw, report.n_reused = plan_materials(loaded, store, progress)
     report.n_unique = len(materials)
     ids = [m.material_id for m in materials]
-    store.upsert_materials(spec.name, materials, gov)
+    store.add_materials(spec.name, materials, gov)
     store.upsert_campaign(
         spec.name,
         loaded.raw,
@@ -150,21 +150,21 @@ def submit_campaign(
         store.add_workflow(spec.name, report.wf_id)
     backend.flush()
     if launch:
-        total = sum(len(b) for b in [todo]) or 0
-        with progress.stage("calculate", total) as advance:
-            seen = [0]
-            base = fwa.state_counts(lp, spec.name)["candidates"]
-            already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
+        base = fwa.state_counts(lp, spec.name)["candidates"]
+        already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
+        pending = sum(base.get(s, 0) for s in fwa.ACTIVE_STATES)
+        with default_db(settings.db_uri), progress.stage("calculate", pending) as advance:
+            shown = [already]
 
             def on_progress(final: int) -> None:
-                advance(final - already - seen[0])
-                seen[0] = final - already
+                advance(final - shown[0])
+                shown[0] = final
 
             fwa.run_fireworks(lp, spec.name, settings.runs_dir / spec.name, on_progress)
-        if not todo and not queued:
-            from matdx.workflows.steps import analyse_campaign
+            if not todo and not queued:
+                from matdx.workflows.steps import analyse_campaign
 
-            analyse_campaign(**analysis)
+                analyse_campaign(**analysis)
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
@@ -183,7 +183,9 @@ def _batch_kwargs(
         "campaign": loaded.spec.name,
         "settings": loaded.settings,
         "settings_hash": loaded.settings_hash,
-        "items": [{"material_id": m.material_id, "structure": m.structure.as_dict()} for m in mats],
+        # JSON text: FireWorks neither rebuilds it into an object nor stores nested arrays
+        "items": [{"material_id": m.material_id, "structure": m.structure.to_json()}
+                  for m in mats],
         "governance": gov.fields(),
     }
 

@@ -35,9 +35,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _structure(obj: Structure | dict[str, Any]) -> Structure:
-    # FireWorks turns MSONable dicts in a spec back into objects; accept both
-    return obj if isinstance(obj, Structure) else Structure.from_dict(obj)
+def _structure(obj: Structure | dict[str, Any] | str) -> Structure:
+    # batches carry JSON text; a Structure or its dict (from other callers) also works
+    if isinstance(obj, Structure):
+        return obj
+    return Structure.from_str(obj, fmt="json") if isinstance(obj, str) else Structure.from_dict(obj)
 
 
 def prescreen_batch(
@@ -62,7 +64,7 @@ def prescreen_batch(
     settings_hash
         Hash of ``settings``.
     items
-        ``[{"material_id": ..., "structure": <pymatgen dict>}, ...]``.
+        ``[{"material_id": ..., "structure": <pymatgen JSON text>}, ...]``.
     governance
         Tier and rights fields stamped on each calculation.
     fw_id
