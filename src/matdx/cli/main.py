@@ -10,7 +10,7 @@ import click
 import typer
 from rich.table import Table
 
-from matdx.cli.ui import RichProgress, console, err_console, one_line
+from matdx.cli.ui import RichProgress, console, one_line
 from matdx.core.errors import InputError, MatdxError, StoreUnavailableError
 
 app = typer.Typer(
@@ -225,6 +225,11 @@ def plot(
     console.print(f"wrote {output}")
 
 
+def _error(message: str) -> None:
+    """Print a user error as exactly one line on stderr."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and an exit code.
 
@@ -243,21 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="matdx", standalone_mode=False)
     except click.exceptions.ClickException as exc:
-        err_console.print(f"error: {one_line(exc.format_message())}", markup=False, highlight=False)
+        _error(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
         return 130
     except MatdxError as exc:
-        err_console.print(f"error: {one_line(str(exc))}", markup=False, highlight=False)
+        _error(str(exc))
         return exc.exit_code
     except PyMongoError as exc:
         from matdx.core.dburi import redact_uri
 
         msg = redact_uri(one_line(str(exc)).split(", Timeout")[0])
-        err_console.print(f"error: database operation failed: {msg}", markup=False)
+        _error(f"database operation failed: {msg}")
         return StoreUnavailableError.exit_code
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _error("interrupted")
         return 130
     return rv if isinstance(rv, int) else 0
 

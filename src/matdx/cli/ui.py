@@ -17,7 +17,7 @@ from rich.progress import (
 
 from matdx.core.progress import Advance
 
-console = Console()
+console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
 
 
