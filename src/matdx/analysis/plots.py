@@ -62,6 +62,20 @@ def _binary_axes(ax: Any, system: str, rows: Sequence[Row]) -> None:
         zorder=3,
     )
     ax.axhline(0, color="grey", lw=0.5)
+    top = max(p[1] for p in pts)
+    if top > 0.3:  # keep the hull region readable; say how many points are off the scale
+        ax.set_ylim(top=0.3)
+        off = sum(p[1] > 0.3 for p in pts)
+        ax.text(
+            0.98,
+            0.97,
+            f"{off} above 0.3",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="grey",
+        )
     ax.set_title(f"{a}–{b}")
     ax.set_xlabel(f"x in {a}$_{{1-x}}${b}$_x$")
     ax.set_ylabel("E$_{form}$ (eV/atom)")

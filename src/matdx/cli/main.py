@@ -82,9 +82,9 @@ def status(
     db: DbOption = None,
 ) -> None:
     """Progress of a campaign: candidates and Fireworks by state, calculations by outcome."""
-    from matdx.workflows import fireworks_adapter as fwa
-
     store, backend = _open(db)  # type: ignore[misc]
+    from matdx.workflows import fireworks_adapter as fwa  # after the store: see its docstring
+
     doc = store.campaign(campaign)
     lp = fwa.get_launchpad(backend)
     states = fwa.state_counts(lp, campaign)

@@ -1,7 +1,8 @@
-"""Terminal output: rich progress bars and one-line errors."""
+"""Terminal output: rich progress bars, plain progress lines in logs, one-line errors."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,16 +21,23 @@ from matdx.core.progress import Advance
 console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
 
+LOG_EVERY_S = 15.0
+"""Without a terminal, a progress line is printed at most this often (and at the end)."""
+
 
 class RichProgress:
-    """Progress bars on the terminal (plain lines when output is not a terminal)."""
+    """Progress bars on a terminal; periodic plain lines when output goes to a log."""
 
     def __init__(self, con: Console | None = None) -> None:
         self.console = con or err_console
 
     @contextmanager
     def stage(self, label: str, total: int | None) -> Iterator[Advance]:
-        """Show one bar while the stage runs."""
+        """Show one bar (or log lines) while the stage runs."""
+        if not self.console.is_terminal:
+            with self._lines(label, total) as advance:
+                yield advance
+            return
         with Progress(
             TextColumn("[bold]{task.description:<12}"),
             BarColumn(),
@@ -37,10 +45,28 @@ class RichProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
-            transient=False,
         ) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
+
+    @contextmanager
+    def _lines(self, label: str, total: int | None) -> Iterator[Advance]:
+        start = last = time.monotonic()
+        done = [0]
+
+        def line() -> str:
+            of = f"/{total}" if total is not None else ""
+            return f"{label:<12} {done[0]}{of}  {time.monotonic() - start:6.1f} s"
+
+        def advance(n: int) -> None:
+            nonlocal last
+            done[0] += n
+            if time.monotonic() - last >= LOG_EVERY_S:
+                last = time.monotonic()
+                self.console.print(line(), highlight=False)
+
+        yield advance
+        self.console.print(line(), highlight=False)
 
     def message(self, text: str) -> None:
         """Print a line."""

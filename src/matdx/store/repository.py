@@ -173,7 +173,9 @@ class Store:
         ids = [m.material_id for m in materials]
         mcoll = MaterialDoc._get_collection()
         existing = {
-            d["_id"] for chunk in _chunks(ids) for d in mcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
+            d["_id"]
+            for chunk in _chunks(ids)
+            for d in mcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
         }
         docs = []
         for m in materials:
@@ -343,6 +345,8 @@ class Store:
             # missing values last, whatever the direction
             present = [r for r in rows if r.get(sort) is not None]
             missing = [r for r in rows if r.get(sort) is None]
-            present.sort(key=lambda r: r[sort], reverse=not ascending)
+            sign = 1 if ascending else -1
+            # ties (e.g. every stable phase at 0 above the hull) by formation energy
+            present.sort(key=lambda r: (sign * r[sort], r.get("formation_energy_per_atom") or 0.0))
             rows = present + missing
         return rows[:limit] if limit else rows

@@ -47,7 +47,8 @@ def open_store(db_uri: str | None = None) -> tuple[Store, Backend]:
     if db_uri is None and _process_default:
         db_uri = _process_default[-1]
     settings = get_settings(db_uri=db_uri)
-    backend = open_backend(parse_db_uri(settings.db_uri, settings.data_dir),
-                           settings.server_timeout_ms)
+    backend = open_backend(
+        parse_db_uri(settings.db_uri, settings.data_dir), settings.server_timeout_ms
+    )
     connect(backend)
     return Store(), backend

@@ -206,8 +206,9 @@ def _quiet_rocket_logs() -> None:
             handler.setLevel(logging.WARNING)
 
 
-def _periodic_ping(launchpad: LaunchPad, launch_id: int, stop_event: Event,
-                   master_thread: Thread) -> None:
+def _periodic_ping(
+    launchpad: LaunchPad, launch_id: int, stop_event: Event, master_thread: Thread
+) -> None:
     from fireworks.core.rocket import PING_TIME_SECS, do_ping
 
     while not stop_event.wait(PING_TIME_SECS) and master_thread.is_alive():
@@ -258,8 +259,15 @@ def run_fireworks(
     _quiet_rocket_logs()
     with serial_heartbeat():
         while lp.run_exists(fworker):
-            rapidfire(lp, fworker, m_dir=str(run_dir), nlaunches=1, max_loops=1,
-                      sleep_time=0, strm_lvl="ERROR")
+            rapidfire(
+                lp,
+                fworker,
+                m_dir=str(run_dir),
+                nlaunches=1,
+                max_loops=1,
+                sleep_time=0,
+                strm_lvl="ERROR",
+            )
             if on_progress is not None:
                 counts = state_counts(lp, campaign)["candidates"]
                 on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))

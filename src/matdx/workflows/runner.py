@@ -184,8 +184,7 @@ def _batch_kwargs(
         "settings": loaded.settings,
         "settings_hash": loaded.settings_hash,
         # JSON text: FireWorks neither rebuilds it into an object nor stores nested arrays
-        "items": [{"material_id": m.material_id, "structure": m.structure.to_json()}
-                  for m in mats],
+        "items": [{"material_id": m.material_id, "structure": m.structure.to_json()} for m in mats],
         "governance": gov.fields(),
     }
 
