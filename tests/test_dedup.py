@@ -6,7 +6,7 @@ from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 
 from matdx.generation.candidates import generate_candidates
-from matdx.generation.dedup import deduplicate, identify
+from matdx.generation.dedup import default_matcher, deduplicate, identify
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import ChemicalSpace
 
@@ -46,7 +46,7 @@ def test_groups_equal_pymatgen_group_structures_on_a_mixed_set():
     base = [c.structure for c in generate_candidates(space)]
     mixed = base + [c for s in base[::7] for c in copies(s, rng)[:4]]
     ours = deduplicate(mixed)
-    theirs = StructureMatcher().group_structures(mixed)
+    theirs = default_matcher().group_structures(mixed)
     index = {id(s): i for i, s in enumerate(mixed)}
     as_sets = sorted(sorted(index[id(s)] for s in g) for g in theirs)
     assert sorted(ours.groups) == as_sets
@@ -66,3 +66,24 @@ def test_identifier_is_deterministic():
     s = PROTOTYPES["L1_0"].build(["Cu", "Pt"])
     assert identify(s) == identify(s.copy())
     assert identify(s)[1] != identify(PROTOTYPES["B2"].build(["Cu", "Pt"]))[1]
+
+
+def sg(s: Structure) -> int:
+    import spglib
+
+    return spglib.get_symmetry_dataset(
+        (s.lattice.matrix, s.frac_coords, [x.specie.Z for x in s]), symprec=1e-3).number
+
+
+def test_distinct_orderings_of_one_composition_stay_apart():
+    space = ChemicalSpace(elements=["Cu", "Au"], min_components=2, max_components=2,
+                          prototypes=[], orderings={"parents": ["bcc"], "sizes": [6]})
+    cuau = [c.structure for c in generate_candidates(space)
+            if c.structure.composition.reduced_formula == "CuAu"]
+    result = deduplicate(cuau)
+    for g in result.groups:
+        assert len({sg(cuau[i]) for i in g}) == 1
+    # pymatgen's default site tolerance merges some of these distinct orderings
+    loose = StructureMatcher().group_structures(cuau)
+    assert any(len({sg(s) for s in g}) > 1 for g in loose)
+    assert len(result.groups) > len(loose)

@@ -122,7 +122,7 @@ def generate_candidates(space: ChemicalSpace, progress: Progress | None = None) 
             out.extend(
                 c
                 for c in found
-                if len(c.structure) <= space.max_atoms
+                if space.min_atoms <= len(c.structure) <= space.max_atoms
                 and not too_close(c.structure, space.min_distance)
             )
             if progress is not None:

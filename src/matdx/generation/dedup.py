@@ -86,9 +86,15 @@ def fingerprint(structure: Structure, symprec: float = SYMPREC) -> str:
     return identify(structure, symprec)[0]
 
 
+MATCHER_STOL = 0.2
+"""Site tolerance of the confirming matcher. pymatgen's default (0.3) merges distinct
+orderings: two CuAu orderings of 6-atom bcc supercells (space groups Cmmm and Amm2) fit
+with a normalised rms of 0.27."""
+
+
 def default_matcher() -> StructureMatcher:
-    """The matcher that confirms duplicates (pymatgen's defaults)."""
-    return StructureMatcher()
+    """The matcher that confirms duplicates: pymatgen's defaults with ``stol=0.2``."""
+    return StructureMatcher(stol=MATCHER_STOL)
 
 
 @dataclass

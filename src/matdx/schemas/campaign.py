@@ -72,6 +72,7 @@ class ChemicalSpace(StrictModel):
     orderings: Orderings | None = Field(
         default_factory=Orderings, description="Supercell orderings; null to disable."
     )
+    min_atoms: int = Field(1, ge=1, le=500, description="Smallest cell kept.")
     max_atoms: int = Field(16, ge=1, le=500, description="Largest cell kept.")
     min_distance: float = Field(
         1.5, gt=0, le=5, description="Smallest allowed interatomic distance (Å)."
@@ -103,6 +104,8 @@ class ChemicalSpace(StrictModel):
             raise ValueError("min_components is larger than max_components")
         if self.min_components > len(self.elements):
             raise ValueError("min_components is larger than the number of elements")
+        if self.min_atoms > self.max_atoms:
+            raise ValueError("min_atoms is larger than max_atoms")
         return self
 
 
@@ -166,5 +169,12 @@ class CampaignSpec(StrictModel):
     )
     ranking: Ranking = Field(default_factory=Ranking)
     batch_size: int = Field(50, ge=1, le=10_000, description="Candidates per Firework.")
+    max_candidates: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Compute at most this many unique candidates (a subset drawn with the "
+        "seed; elemental references are always kept).",
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     data: DataPolicy = Field(default_factory=DataPolicy)

@@ -61,10 +61,17 @@ def candidates_with_references(spec: CampaignSpec, progress: ProgressSink) -> li
     return raw + [Candidate(f"reference:{c.source}", c.structure) for c in refs]
 
 
-def plan_materials(
-    loaded: LoadedCampaign, store: Store, progress: ProgressSink
-) -> tuple[list[NewMaterial], int, int]:
-    """Generate and deduplicate; return the campaign's materials, raw count and reused count."""
+@dataclass
+class Plan:
+    """The unique materials of a campaign, before anything is written."""
+
+    materials: list[NewMaterial]
+    n_raw: int
+    n_reused: int
+
+
+def plan_materials(loaded: LoadedCampaign, store: Store, progress: ProgressSink) -> Plan:
+    """Generate and deduplicate (against the store too) the materials of a campaign."""
     cands = candidates_with_references(loaded.spec, progress)
     with progress.stage("deduplicate", len(cands)) as advance:
         result = deduplicate(
@@ -82,7 +89,22 @@ def plan_materials(
                 symmetry={"number": int(result.fingerprints[rep].split("|")[1]), "symprec": 0.1},
             )
         )
-    return materials, len(cands), len(result.known_ids)
+    limit = loaded.spec.max_candidates
+    if limit is not None and len(materials) > limit:
+        materials = subset(materials, limit, loaded.spec.seed)
+    return Plan(materials, len(cands), len(result.known_ids))
+
+
+def subset(materials: list[NewMaterial], limit: int, seed: int) -> list[NewMaterial]:
+    """At most ``limit`` materials drawn with ``seed``, elemental references always kept."""
+    import numpy as np
+
+    refs = [m for m in materials if len(m.structure.composition.elements) == 1]
+    others = [m for m in materials if len(m.structure.composition.elements) > 1]
+    take = max(limit - len(refs), 0)
+    picked = np.random.default_rng(seed).choice(len(others), size=take, replace=False)
+    keep = {id(others[i]) for i in picked} | {id(m) for m in refs}
+    return [m for m in materials if id(m) in keep]
 
 
 def submit_campaign(
@@ -90,6 +112,7 @@ def submit_campaign(
     progress: ProgressSink | None = None,
     launch: bool = True,
     db_uri: str | None = None,
+    plan: Plan | None = None,
 ) -> RunReport:
     """Plan a campaign, store its materials, add a workflow for what is left, and run it.
 
@@ -103,6 +126,8 @@ def submit_campaign(
         Run the Fireworks in this process; otherwise leave them READY for workers.
     db_uri
         Database URI overriding ``MATDX_DB_URI`` and the campaign's ``store.uri``.
+    plan
+        Materials already planned with :func:`plan_materials` (planned here if omitted).
 
     Returns
     -------
@@ -119,7 +144,8 @@ def submit_campaign(
     gov = governance(spec, settings.user)
     report = RunReport(spec.name)
 
-    materials, report.n_raw, report.n_reused = plan_materials(loaded, store, progress)
+    plan = plan or plan_materials(loaded, store, progress)
+    materials, report.n_raw, report.n_reused = plan.materials, plan.n_raw, plan.n_reused
     report.n_unique = len(materials)
     ids = [m.material_id for m in materials]
     store.add_materials(spec.name, materials, gov)
