@@ -4,8 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --system --ferretdb
 bash scripts/services.sh start
+bash scripts/slurm.sh start
 # shellcheck disable=SC1091
 source .ci/services.env
+# shellcheck disable=SC1091
+source .ci/slurm.env
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 .venv/bin/ruff check src tests benchmarks
 set +e

@@ -225,6 +225,50 @@ def plot(
     console.print(f"wrote {output}")
 
 
+@app.command()
+def farm(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    walltime: Annotated[
+        float | None,
+        typer.Option("--walltime", help="Job walltime in s (default: from the scheduler)."),
+    ] = None,
+    task_estimate: Annotated[
+        float, typer.Option("--task-estimate", help="Expected seconds per Firework.")
+    ] = 60.0,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    db: DbOption = None,
+) -> None:
+    """Run a campaign's Fireworks over MPI ranks (inside a batch job, under mpiexec)."""
+    import json
+
+    from matdx.workflows.farm import farm as run_farm
+    from matdx.workflows.farm import summarise
+
+    report = run_farm(campaign, walltime, task_estimate, db_uri=db, stale_after_s=stale_after)
+    if report is not None:
+        console.print(json.dumps(summarise(report)), highlight=False)
+
+
+@app.command()
+def recover(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    db: DbOption = None,
+) -> None:
+    """Find a campaign's lost runs (stale heartbeat) and make them READY again."""
+    store, backend = _open(db)  # type: ignore[misc]
+    store.campaign(campaign)
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.lostruns import recover_lost
+
+    lost = recover_lost(fwa.get_launchpad(backend), campaign, stale_after)
+    console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
+
+
 def _error(message: str) -> None:
     """Print a user error as exactly one line on stderr."""
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)

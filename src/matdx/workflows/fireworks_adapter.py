@@ -47,13 +47,17 @@ class MatdxTask(FiretaskBase):
     required_params = ("step", "kwargs")
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        """Run the step and store its summary in the launch."""
+        """Run the step, with a heartbeat while it runs, and store its summary."""
+        from matdx.workflows.lostruns import heartbeat
         from matdx.workflows.steps import STEPS
 
         kwargs = dict(self["kwargs"])
+        fw_id = getattr(self, "fw_id", None)
         if self["step"] == "prescreen":
-            kwargs["fw_id"] = getattr(self, "fw_id", None)
-        summary = STEPS[self["step"]](**kwargs)
+            kwargs["fw_id"] = fw_id
+        lp = getattr(self, "launchpad", None)
+        with heartbeat(lp.db if lp is not None else None, fw_id):
+            summary = STEPS[self["step"]](**kwargs)
         return FWAction(stored_data={"summary": summary})
 
 
@@ -93,6 +97,43 @@ def get_launchpad(backend: Backend) -> LaunchPad:
     if lp.fw_id_assigner.count_documents({}) == 0:
         lp.reset("", require_password=False, max_reset_wo_password=0)
     return lp
+
+
+def run_one(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> str:
+    """Run Firework ``fw_id`` (claimed by the caller) in ``launch_dir``; return its state.
+
+    Parameters
+    ----------
+    lp
+        LaunchPad.
+    fw_id
+        A READY Firework that no other worker will run (see
+        :func:`matdx.workflows.lostruns.claim_next`).
+    campaign
+        Its campaign (the worker only accepts Fireworks of it).
+    launch_dir
+        New directory for the launch.
+
+    Returns
+    -------
+    str
+        The Firework's state afterwards.
+    """
+    import os
+
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(launch_dir)
+    _quiet_rocket_logs()
+    try:
+        with serial_heartbeat():
+            launch_rocket(lp, campaign_fworker(campaign), fw_id=fw_id, strm_lvl="ERROR")
+    finally:
+        os.chdir(cwd)
+    doc = lp.fireworks.find_one({"fw_id": fw_id}, {"state": 1})
+    return doc["state"] if doc else "UNKNOWN"
 
 
 def build_workflow(

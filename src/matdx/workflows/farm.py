@@ -1,0 +1,196 @@
+"""The MPI task farm: one batch job, many ranks, many Fireworks.
+
+Rank 0 is the master: it recovers lost Fireworks of the campaign, claims READY Fireworks
+one at a time (see :func:`matdx.workflows.lostruns.claim_next`) and hands each to a free
+worker rank through :class:`mpi4py.futures.MPICommExecutor`; worker ranks run them (EMT
+batches run serially on their rank; MPI engines run through the site's launcher). The
+master stops claiming when the time left before the job's walltime is below a task's
+estimate, waits for the tasks in flight, and exits; what is left stays READY for the
+next job. A task cut by the walltime is found by its stale heartbeat and rerun.
+
+Launch with one more process than worker ranks (the master mostly sleeps)::
+
+    mpiexec -n 3 python -m matdx.cli.main farm <campaign> --walltime 3600
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from matdx.core.errors import InputError
+
+WALLTIME_MARGIN_S = 30.0
+"""Time kept free at the end of a job for the last writes."""
+
+
+@dataclass
+class FarmReport:
+    """What one farm run did."""
+
+    workers: int
+    recovered: list[int] = field(default_factory=list)
+    states: dict[int, str] = field(default_factory=dict)
+    stopped_for_walltime: bool = False
+    elapsed_s: float = 0.0
+
+
+def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
+    """Seconds of walltime the current batch job has, from the scheduler's environment.
+
+    Reads ``MATDX_WALLTIME_S`` (set in matdx-rendered scripts), Slurm's
+    ``SLURM_JOB_END_TIME`` (epoch seconds) and PJM's ``PJM_ELAPSE_LIMIT`` (seconds).
+    """
+    env = dict(os.environ if env is None else env)
+    if env.get("MATDX_WALLTIME_S"):
+        return float(env["MATDX_WALLTIME_S"])
+    if env.get("SLURM_JOB_END_TIME"):
+        return max(float(env["SLURM_JOB_END_TIME"]) - time.time(), 0.0)
+    if env.get("PJM_ELAPSE_LIMIT"):
+        return float(env["PJM_ELAPSE_LIMIT"])
+    return None
+
+
+def run_firework(fw_id: int, campaign: str, run_dir: str, db_uri: str | None) -> tuple[int, str]:
+    """Worker side: run one claimed Firework; return ``(fw_id, final state)``."""
+    from matdx.workflows.context import default_db, open_store
+
+    _, backend = open_store(db_uri)
+    from matdx.workflows import fireworks_adapter as fwa
+
+    lp = fwa.get_launchpad(backend)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    launch_dir = Path(run_dir) / f"launcher_{stamp}_{fw_id}"
+    with default_db(backend.target.uri):
+        state = fwa.run_one(lp, fw_id, campaign, launch_dir)
+    return fw_id, state
+
+
+def drive(
+    executor: Executor,
+    workers: int,
+    claim: Callable[[], int | None],
+    submit: Callable[[Executor, int], Future[tuple[int, str]]],
+    time_left: Callable[[], float],
+    task_estimate: float,
+) -> tuple[dict[int, str], bool]:
+    """Keep ``workers`` tasks in flight until there is nothing to claim or no time.
+
+    Returns
+    -------
+    states, stopped_for_walltime
+        Final state of every Firework run, and whether claiming stopped for time.
+    """
+    in_flight: set[Future[tuple[int, str]]] = set()
+    states: dict[int, str] = {}
+    stopped = False
+    exhausted = False
+    while True:
+        while len(in_flight) < workers and not exhausted and not stopped:
+            if time_left() < task_estimate:
+                stopped = True
+                break
+            fw_id = claim()
+            if fw_id is None:
+                exhausted = True
+                break
+            in_flight.add(submit(executor, fw_id))
+        if not in_flight:
+            return states, stopped
+        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        for fut in done:
+            fw_id, state = fut.result()
+            states[fw_id] = state
+        # a finished Firework may have made others READY (the analysis after the batches)
+        exhausted = False
+
+
+def farm(
+    campaign: str,
+    walltime_s: float | None = None,
+    task_estimate_s: float = 60.0,
+    run_dir: Path | None = None,
+    db_uri: str | None = None,
+    stale_after_s: float = 60.0,
+) -> FarmReport | None:
+    """Run a campaign's Fireworks over the ranks of ``MPI.COMM_WORLD``.
+
+    Parameters
+    ----------
+    campaign
+        Campaign whose Fireworks to run.
+    walltime_s
+        The job's walltime (default: from the scheduler environment, else unlimited).
+    task_estimate_s
+        Expected duration of one Firework; none is started with less time left.
+    run_dir
+        Directory for launch directories (default: ``<data_dir>/runs/<campaign>``).
+    db_uri
+        Database (a server: the embedded store is single-process).
+    stale_after_s
+        Heartbeat age after which a RUNNING Firework counts as lost.
+
+    Returns
+    -------
+    FarmReport or None
+        On rank 0; ``None`` on worker ranks.
+    """
+    from mpi4py import MPI
+    from mpi4py.futures import MPICommExecutor
+
+    from matdx.core.settings import get_settings
+    from matdx.workflows.context import open_store
+
+    start = time.monotonic()
+    comm = MPI.COMM_WORLD
+    settings = get_settings(db_uri=db_uri)
+    run_dir = run_dir or settings.runs_dir / campaign
+    walltime = walltime_s if walltime_s is not None else walltime_from_env()
+    with MPICommExecutor(comm, root=0) as executor:
+        if executor is None:
+            return None
+        store, backend = open_store(db_uri)
+        if backend.target.kind == "embedded":
+            raise InputError("the embedded store is single-process: farm needs a MongoDB server "
+                             "(set MATDX_DB_URI)")
+        store.campaign(campaign)
+        from matdx.workflows import fireworks_adapter as fwa
+        from matdx.workflows.lostruns import claim_next, recover_lost
+
+        lp = fwa.get_launchpad(backend)
+        workers = max(comm.Get_size() - 1, 1)
+        report = FarmReport(workers=workers)
+        report.recovered = recover_lost(lp, campaign, stale_after_s)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+
+        def time_left() -> float:
+            if walltime is None:
+                return float("inf")
+            return walltime - (time.monotonic() - start) - WALLTIME_MARGIN_S
+
+        def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
+            return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)
+
+        report.states, report.stopped_for_walltime = drive(
+            executor, workers, lambda: claim_next(lp, campaign, owner), submit, time_left,
+            task_estimate_s,
+        )
+        report.elapsed_s = time.monotonic() - start
+        return report
+
+
+def summarise(report: FarmReport) -> dict[str, Any]:
+    """A JSON-friendly summary of a farm run."""
+    counts: dict[str, int] = {}
+    for state in report.states.values():
+        counts[state] = counts.get(state, 0) + 1
+    return {"workers": report.workers, "fireworks": counts, "recovered": report.recovered,
+            "stopped_for_walltime": report.stopped_for_walltime,
+            "elapsed_s": round(report.elapsed_s, 1)}

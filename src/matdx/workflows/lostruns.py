@@ -1,0 +1,147 @@
+"""Heartbeats, claims and lost-run recovery, with plain queries only.
+
+FireWorks' own ``detect_lostruns`` needs ``$lookup`` (absent from FerretDB 1.24) and
+relies on a ping every hour. matdx keeps its own heartbeat per running Firework (every
+:data:`HEARTBEAT_S` seconds, in the ``matdx_heartbeats`` collection of the LaunchPad's
+database) and calls a RUNNING Firework *lost* when its heartbeat is older than
+``stale_after`` seconds: a worker killed by ``kill -9``, a node failure or a batch job's
+walltime is detected within ``stale_after`` plus the polling interval. Lost Fireworks are
+marked FIZZLED and rerun (READY again); the steps resume from what was already stored.
+
+A *claim* makes one worker the only one to run a READY Firework: inserting the document
+``{_id: "<fw_id>:<attempt>"}`` succeeds for exactly one caller on any MongoDB-wire server
+(the ``_id`` index is unique), where FireWorks' own reservation is a read-then-write on
+FerretDB.
+
+This module uses the LaunchPad object it is given but does not import FireWorks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+HEARTBEATS = "matdx_heartbeats"
+CLAIMS = "matdx_claims"
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 60.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def beat(db: Any, fw_id: int) -> None:
+    """Record that Firework ``fw_id`` is alive now."""
+    doc = {"updated_on": _now(), "host": socket.gethostname(), "pid": os.getpid(),
+           "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("PJM_JOBID")}
+    db[HEARTBEATS].replace_one({"_id": int(fw_id)}, doc, upsert=True)
+
+
+@contextmanager
+def heartbeat(db: Any | None, fw_id: int | None, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Beat for ``fw_id`` every ``every`` seconds while the block runs.
+
+    The thread is stopped and joined before the block's result goes back to FireWorks,
+    so no heartbeat write overlaps the write that completes the launch.
+    """
+    if db is None or fw_id is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                beat(db, fw_id)
+            except Exception:  # noqa: BLE001 - a missed beat must not kill the task
+                continue
+
+    beat(db, fw_id)
+    thread = threading.Thread(target=loop, name=f"matdx-heartbeat-{fw_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def attempt(fw_doc: dict[str, Any]) -> int:
+    """How many launches a Firework has had (current and archived)."""
+    return len(fw_doc.get("launches", [])) + len(fw_doc.get("archived_launches", []))
+
+
+def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = None) -> int | None:
+    """Claim a READY Firework of ``campaign`` for ``owner``; ``None`` if there is none.
+
+    Parameters
+    ----------
+    lp
+        LaunchPad.
+    campaign
+        Campaign name.
+    owner
+        Who claims (recorded for diagnosis), e.g. ``"<host>:<pid>"``.
+    exclude
+        Firework ids not to consider.
+
+    Returns
+    -------
+    int or None
+        The claimed Firework id.
+    """
+    from pymongo.errors import DuplicateKeyError
+
+    cursor = lp.fireworks.find(
+        {"spec._matdx.campaign": campaign, "state": "READY"},
+        {"fw_id": 1, "launches": 1, "archived_launches": 1},
+    )
+    for doc in sorted(cursor, key=lambda d: d["fw_id"]):
+        if exclude and doc["fw_id"] in exclude:
+            continue
+        try:
+            lp.db[CLAIMS].insert_one({"_id": f"{doc['fw_id']}:{attempt(doc)}", "owner": owner,
+                                      "at": _now()})
+        except DuplicateKeyError:
+            continue
+        return int(doc["fw_id"])
+    return None
+
+
+def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
+    """RUNNING or RESERVED Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``."""
+    cutoff = _now() - timedelta(seconds=stale_after)
+    running = list(lp.fireworks.find(
+        {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
+        {"fw_id": 1, "updated_on": 1},
+    ))
+    if not running:
+        return []
+    ids = [d["fw_id"] for d in running]
+    beats = {d["_id"]: d["updated_on"] for d in lp.db[HEARTBEATS].find({"_id": {"$in": ids}})}
+    lost = []
+    for d in running:
+        last = beats.get(d["fw_id"]) or d.get("updated_on")
+        if last is None or last < cutoff:
+            lost.append(int(d["fw_id"]))
+    return lost
+
+
+def recover_lost(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
+    """Mark lost Fireworks' launches FIZZLED and rerun them; return their ids."""
+    lost = lost_fireworks(lp, campaign, stale_after)
+    for fw_id in lost:
+        doc = lp.fireworks.find_one({"fw_id": fw_id}, {"launches": 1})
+        for launch_id in doc.get("launches", []):
+            lp.launches.update_one({"launch_id": launch_id, "state": {"$in": ["RUNNING",
+                                                                              "RESERVED"]}},
+                                   {"$set": {"state": "FIZZLED"}})
+        lp.rerun_fw(fw_id)
+        lp.db[HEARTBEATS].delete_one({"_id": fw_id})
+    return lost
