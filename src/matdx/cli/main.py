@@ -238,17 +238,56 @@ def farm(
     stale_after: Annotated[
         float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
     ] = 60.0,
+    offline_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--offline-dir",
+            help="Run the Fireworks reserved in this job directory "
+            "without a database (see `matdx sync`).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Run a campaign's Fireworks over MPI ranks (inside a batch job, under mpiexec)."""
     import json
 
+    if offline_dir is not None:
+        from matdx.workflows.offline import farm_offline
+
+        result = farm_offline(offline_dir, walltime, task_estimate)
+        if result is not None:
+            console.print(json.dumps(result), highlight=False)
+        return
     from matdx.workflows.farm import farm as run_farm
     from matdx.workflows.farm import summarise
 
     report = run_farm(campaign, walltime, task_estimate, db_uri=db, stale_after_s=stale_after)
     if report is not None:
         console.print(json.dumps(summarise(report)), highlight=False)
+
+
+@app.command()
+def sync(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    db: DbOption = None,
+) -> None:
+    """Bring offline results (compute nodes without database) into the store."""
+    store, backend = _open(db)  # type: ignore[misc]
+    store.campaign(campaign)
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.context import default_db
+    from matdx.workflows.offline import sync as do_sync
+
+    with default_db(backend.target.uri):
+        r = do_sync(fwa.get_launchpad(backend), store, campaign, stale_after)
+    console.print(
+        f"ingested {r.ingested} records; {len(r.recovered)} offline runs recovered, "
+        f"{len(r.lost)} lost and made READY again, {len(r.running)} still running"
+        + ("; analysis done" if r.analysed else "")
+    )
 
 
 @app.command()

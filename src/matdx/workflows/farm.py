@@ -158,8 +158,10 @@ def farm(
             return None
         store, backend = open_store(db_uri)
         if backend.target.kind == "embedded":
-            raise InputError("the embedded store is single-process: farm needs a MongoDB server "
-                             "(set MATDX_DB_URI)")
+            raise InputError(
+                "the embedded store is single-process: farm needs a MongoDB server "
+                "(set MATDX_DB_URI)"
+            )
         store.campaign(campaign)
         from matdx.workflows import fireworks_adapter as fwa
         from matdx.workflows.lostruns import claim_next, recover_lost
@@ -179,7 +181,11 @@ def farm(
             return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)
 
         report.states, report.stopped_for_walltime = drive(
-            executor, workers, lambda: claim_next(lp, campaign, owner), submit, time_left,
+            executor,
+            workers,
+            lambda: claim_next(lp, campaign, owner),
+            submit,
+            time_left,
             task_estimate_s,
         )
         report.elapsed_s = time.monotonic() - start
@@ -191,6 +197,10 @@ def summarise(report: FarmReport) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for state in report.states.values():
         counts[state] = counts.get(state, 0) + 1
-    return {"workers": report.workers, "fireworks": counts, "recovered": report.recovered,
-            "stopped_for_walltime": report.stopped_for_walltime,
-            "elapsed_s": round(report.elapsed_s, 1)}
+    return {
+        "workers": report.workers,
+        "fireworks": counts,
+        "recovered": report.recovered,
+        "stopped_for_walltime": report.stopped_for_walltime,
+        "elapsed_s": round(report.elapsed_s, 1),
+    }

@@ -56,7 +56,15 @@ class MatdxTask(FiretaskBase):
         if self["step"] == "prescreen":
             kwargs["fw_id"] = fw_id
         lp = getattr(self, "launchpad", None)
-        with heartbeat(lp.db if lp is not None else None, fw_id):
+        if lp is None:  # offline: FireWorks gives the task no LaunchPad
+            import os
+
+            from matdx.workflows.lostruns import file_heartbeat
+
+            beat = file_heartbeat(os.getcwd())
+        else:
+            beat = heartbeat(lp.db, fw_id)
+        with beat:
             summary = STEPS[self["step"]](**kwargs)
         return FWAction(stored_data={"summary": summary})
 
@@ -224,9 +232,65 @@ def state_counts(lp: LaunchPad, campaign: str) -> dict[str, dict[str, int]]:
     return {"fireworks": dict(fws), "candidates": dict(cands)}
 
 
-def campaign_fworker(campaign: str) -> FWorker:
-    """A worker that only takes Fireworks of ``campaign``."""
-    return FWorker(name=f"matdx-{campaign}", query={"spec._matdx.campaign": campaign})
+def campaign_fworker(campaign: str, step: str | None = None) -> FWorker:
+    """A worker that only takes Fireworks of ``campaign`` (and of ``step``, if given)."""
+    query = {"spec._matdx.campaign": campaign}
+    if step is not None:
+        query["spec._matdx.step"] = step
+    return FWorker(name=f"matdx-{campaign}", query=query)
+
+
+def reserve_offline(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> int:
+    """Reserve claimed Firework ``fw_id`` for an offline run in ``launch_dir``.
+
+    Writes ``FW.json`` and ``FW_offline.json`` there and records the offline run, as
+    FireWorks' own ``qlaunch --reserve`` does; ``matdx sync`` (``recover_offline``) brings
+    the result back. Returns the launch id.
+    """
+    import json
+
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    fw, launch_id = lp.reserve_fw(campaign_fworker(campaign), str(launch_dir), fw_id=fw_id)
+    if fw is None:
+        raise RuntimeError(f"Firework {fw_id} could not be reserved")
+    fw.to_file(str(launch_dir / "FW.json"))
+    (launch_dir / "FW_offline.json").write_text(json.dumps({"launch_id": launch_id}))
+    lp.add_offline_run(launch_id, fw.fw_id, fw.name)
+    return int(launch_id)
+
+
+@contextmanager
+def _offline_zopen() -> Iterator[None]:
+    """Let FireWorks' offline Rocket open files with current monty.
+
+    The Rocket reads ``FW_offline.json`` with ``zopen(path)``; monty's ``zopen`` now
+    requires the mode. Within this block the Rocket's ``zopen`` defaults it to ``"rt"``.
+    """
+    from fireworks.core import rocket
+    from monty.io import zopen
+
+    original = rocket.zopen
+    rocket.zopen = lambda path, mode="rt", **kwargs: zopen(path, mode, **kwargs)
+    try:
+        yield
+    finally:
+        rocket.zopen = original
+
+
+def run_offline(launch_dir: Path) -> None:
+    """Run the reserved Firework of ``launch_dir`` without a database (compute node side)."""
+    import os
+
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    cwd = os.getcwd()
+    os.chdir(launch_dir)
+    _quiet_rocket_logs()
+    try:
+        with _offline_zopen():
+            launch_rocket(None, FWorker(), strm_lvl="ERROR")
+    finally:
+        os.chdir(cwd)
 
 
 def _quiet_rocket_logs() -> None:
@@ -281,6 +345,7 @@ def run_fireworks(
     campaign: str,
     run_dir: Path,
     on_progress: Callable[[int], None] | None = None,
+    step: str | None = None,
 ) -> None:
     """Run this campaign's READY Fireworks in this process until none is left.
 
@@ -294,9 +359,11 @@ def run_fireworks(
         Directory under which each launch gets its own ``launcher_*`` directory.
     on_progress
         Called with the number of candidates whose Firework reached a final state.
+    step
+        Only run Fireworks of this step (``"analyse"``, ``"prescreen"``).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    fworker = campaign_fworker(campaign)
+    fworker = campaign_fworker(campaign, step)
     _quiet_rocket_logs()
     with serial_heartbeat():
         while lp.run_exists(fworker):

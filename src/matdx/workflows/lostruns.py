@@ -38,8 +38,12 @@ def _now() -> datetime:
 
 def beat(db: Any, fw_id: int) -> None:
     """Record that Firework ``fw_id`` is alive now."""
-    doc = {"updated_on": _now(), "host": socket.gethostname(), "pid": os.getpid(),
-           "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("PJM_JOBID")}
+    doc = {
+        "updated_on": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("PJM_JOBID"),
+    }
     db[HEARTBEATS].replace_one({"_id": int(fw_id)}, doc, upsert=True)
 
 
@@ -59,11 +63,48 @@ def heartbeat(db: Any | None, fw_id: int | None, every: float = HEARTBEAT_S) -> 
         while not stop.wait(every):
             try:
                 beat(db, fw_id)
-            except Exception:  # noqa: BLE001 - a missed beat must not kill the task
+            except Exception:  # a missed beat must not kill the task
                 continue
 
     beat(db, fw_id)
     thread = threading.Thread(target=loop, name=f"matdx-heartbeat-{fw_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+FILE_BEAT = "matdx_heartbeat.json"
+
+
+@contextmanager
+def file_heartbeat(directory: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Offline heartbeat: rewrite ``matdx_heartbeat.json`` in ``directory`` periodically."""
+    import json
+    import time
+
+    path = os.path.join(directory, FILE_BEAT)
+    stop = threading.Event()
+
+    def write() -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(
+                {"updated_on": time.time(), "host": socket.gethostname(), "pid": os.getpid()}, fh
+            )
+        os.replace(tmp, path)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                write()
+            except OSError:
+                continue
+
+    write()
+    thread = threading.Thread(target=loop, name="matdx-file-heartbeat", daemon=True)
     thread.start()
     try:
         yield
@@ -106,8 +147,9 @@ def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = No
         if exclude and doc["fw_id"] in exclude:
             continue
         try:
-            lp.db[CLAIMS].insert_one({"_id": f"{doc['fw_id']}:{attempt(doc)}", "owner": owner,
-                                      "at": _now()})
+            lp.db[CLAIMS].insert_one(
+                {"_id": f"{doc['fw_id']}:{attempt(doc)}", "owner": owner, "at": _now()}
+            )
         except DuplicateKeyError:
             continue
         return int(doc["fw_id"])
@@ -117,10 +159,12 @@ def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = No
 def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
     """RUNNING or RESERVED Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``."""
     cutoff = _now() - timedelta(seconds=stale_after)
-    running = list(lp.fireworks.find(
-        {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
-        {"fw_id": 1, "updated_on": 1},
-    ))
+    running = list(
+        lp.fireworks.find(
+            {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
+            {"fw_id": 1, "updated_on": 1},
+        )
+    )
     if not running:
         return []
     ids = [d["fw_id"] for d in running]
@@ -139,9 +183,10 @@ def recover_lost(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> 
     for fw_id in lost:
         doc = lp.fireworks.find_one({"fw_id": fw_id}, {"launches": 1})
         for launch_id in doc.get("launches", []):
-            lp.launches.update_one({"launch_id": launch_id, "state": {"$in": ["RUNNING",
-                                                                              "RESERVED"]}},
-                                   {"$set": {"state": "FIZZLED"}})
+            lp.launches.update_one(
+                {"launch_id": launch_id, "state": {"$in": ["RUNNING", "RESERVED"]}},
+                {"$set": {"state": "FIZZLED"}},
+            )
         lp.rerun_fw(fw_id)
         lp.db[HEARTBEATS].delete_one({"_id": fw_id})
     return lost

@@ -20,6 +20,7 @@ from pymatgen.core import Composition, Structure
 from matdx.analysis.thermo import EnergyPoint, thermodynamics
 from matdx.engines.registry import get_engine
 from matdx.workflows.context import open_store
+from matdx.workflows.sinks import open_sink
 
 FLUSH_SECONDS = 20.0
 """Results of a batch are written at least this often, so a killed batch loses little."""
@@ -50,10 +51,11 @@ def prescreen_batch(
     governance: dict[str, Any],
     fw_id: int | None = None,
 ) -> dict[str, Any]:
-    """Relax a batch of materials with the pre-screen engine and store each result.
+    """Relax a batch of materials with the pre-screen engine and keep each result.
 
-    Materials that already have a completed calculation with these settings are skipped,
-    so a re-run batch resumes where a killed one stopped.
+    Results go to the store, or with ``MATDX_OFFLINE=1`` to the launch directory (see
+    :mod:`matdx.workflows.sinks`). Materials that already have a completed calculation with
+    these settings are skipped, so a re-run batch resumes where a killed one stopped.
 
     Parameters
     ----------
@@ -75,10 +77,10 @@ def prescreen_batch(
     dict
         Counts of completed, failed and skipped materials.
     """
-    store, backend = open_store()
+    sink = open_sink()
     options = {k: v for k, v in settings.items() if k != "engine"}
     relax = get_engine(settings["engine"]).relaxer()
-    done = store.completed([it["material_id"] for it in items], settings_hash)
+    done = sink.completed([it["material_id"] for it in items], settings_hash)
     versions = _versions()
     host = socket.gethostname()
     launch_dir = os.getcwd()
@@ -119,10 +121,10 @@ def prescreen_batch(
         }
         pending.append(record)
         if time.monotonic() - last_flush > FLUSH_SECONDS:
-            store.write_calculations(pending)
+            sink.write(pending)
             pending, last_flush = [], time.monotonic()
-    store.write_calculations(pending)
-    backend.flush()
+    sink.write(pending)
+    sink.close()
     return counts
 
 

@@ -1,0 +1,204 @@
+"""Offline mode: compute nodes that cannot reach the database.
+
+1. On the login node, :func:`reserve_job` claims READY Fireworks and reserves each into a
+   launch directory of a job directory on the shared file system (FireWorks' offline
+   mechanism: ``FW.json`` + ``FW_offline.json``).
+2. The batch job runs :func:`farm_offline` under MPI: ranks run the reserved Fireworks
+   from their directories with ``MATDX_OFFLINE=1``; results are appended to
+   ``matdx_records.jsonl`` and a heartbeat file is rewritten while a task runs.
+3. Back on the login node, :func:`sync` ingests the records into the store (idempotent),
+   lets FireWorks recover each finished offline launch (``recover_offline``), reruns the
+   launches whose heartbeat went stale without finishing (a job killed at its walltime),
+   and runs the campaign's analysis when every batch is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matdx.workflows.lostruns import FILE_BEAT, claim_next
+from matdx.workflows.sinks import OFFLINE_ENV, RECORDS_FILE, read_records
+
+
+def pending_dirs(job_dir: Path) -> list[Path]:
+    """Launch directories of ``job_dir`` that hold a reserved, unfinished Firework."""
+    out = []
+    for d in sorted(job_dir.glob("launcher_*")):
+        offline = d / "FW_offline.json"
+        if (d / "FW.json").exists() and offline.exists():
+            if "fwaction" not in json.loads(offline.read_text() or "{}"):
+                out.append(d)
+    return out
+
+
+def reserve_job(lp: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Path]:
+    """Claim and reserve up to ``n_tasks`` READY Fireworks of ``campaign`` into ``job_dir``.
+
+    Returns
+    -------
+    list of Path
+        The launch directories written.
+    """
+    from matdx.workflows import fireworks_adapter as fwa
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{job_dir.name}"
+    dirs = []
+    while len(dirs) < n_tasks:
+        fw_id = claim_next(lp, campaign, owner)
+        if fw_id is None:
+            break
+        d = job_dir / f"launcher_{fw_id:06d}"
+        fwa.reserve_offline(lp, fw_id, campaign, d)
+        dirs.append(d)
+    return dirs
+
+
+def run_offline_dir(launch_dir: str) -> tuple[str, str]:
+    """Worker side: run the Firework reserved in ``launch_dir``; return (dir, state)."""
+    os.environ[OFFLINE_ENV] = "1"
+    from matdx.workflows import fireworks_adapter as fwa
+
+    fwa.run_offline(Path(launch_dir))
+    data = json.loads((Path(launch_dir) / "FW_offline.json").read_text())
+    return launch_dir, data.get("state", "UNKNOWN")
+
+
+def farm_offline(
+    job_dir: Path, walltime_s: float | None, task_estimate_s: float
+) -> dict[str, Any] | None:
+    """Run the reserved Fireworks of ``job_dir`` over the MPI ranks (rank 0 dispatches).
+
+    Returns
+    -------
+    dict or None
+        Final states by directory on rank 0, ``None`` on workers.
+    """
+    from mpi4py import MPI
+    from mpi4py.futures import MPICommExecutor
+
+    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, walltime_from_env
+
+    start = time.monotonic()
+    walltime = walltime_s if walltime_s is not None else walltime_from_env()
+    comm = MPI.COMM_WORLD
+    with MPICommExecutor(comm, root=0) as executor:
+        if executor is None:
+            return None
+        names = [str(d) for d in pending_dirs(job_dir)]
+        queue = list(range(len(names)))
+
+        def claim() -> int | None:
+            return queue.pop(0) if queue else None
+
+        def submit(ex: Any, i: int) -> Any:
+            return ex.submit(_run_indexed, i, names[i])
+
+        def time_left() -> float:
+            if walltime is None:
+                return float("inf")
+            return walltime - (time.monotonic() - start) - WALLTIME_MARGIN_S
+
+        states, stopped = drive(
+            executor, max(comm.Get_size() - 1, 1), claim, submit, time_left, task_estimate_s
+        )
+        return {
+            "states": {names[i]: s for i, s in states.items()},
+            "stopped_for_walltime": stopped,
+            "elapsed_s": round(time.monotonic() - start, 1),
+        }
+
+
+def _run_indexed(i: int, launch_dir: str) -> tuple[int, str]:
+    return i, run_offline_dir(launch_dir)[1]
+
+
+@dataclass
+class SyncReport:
+    """What ``matdx sync`` did."""
+
+    ingested: int = 0
+    recovered: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    running: list[int] = field(default_factory=list)
+    analysed: bool = False
+
+
+def _beat_age(launch_dir: Path) -> float | None:
+    path = launch_dir / FILE_BEAT
+    if not path.exists():
+        return None
+    try:
+        return time.time() - float(json.loads(path.read_text())["updated_on"])
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def sync(
+    lp: Any, store: Any, campaign: str, stale_after_s: float = 60.0, run_dir: Path | None = None
+) -> SyncReport:
+    """Bring a campaign's offline results into the LaunchPad and the store.
+
+    Parameters
+    ----------
+    lp
+        LaunchPad.
+    store
+        Property store.
+    campaign
+        Campaign name.
+    stale_after_s
+        A started offline run whose heartbeat file is older than this, with no result,
+        is lost (its job ended early) and is rerun.
+    run_dir
+        Directory for the analysis launch.
+
+    Returns
+    -------
+    SyncReport
+        Counts and ids.
+    """
+    from matdx.workflows import fireworks_adapter as fwa
+
+    report = SyncReport()
+    for run in list(lp.offline_runs.find({"completed": False, "deprecated": {"$ne": True}})):
+        fw = lp.fireworks.find_one({"fw_id": run["fw_id"]}, {"spec._matdx": 1, "state": 1})
+        if fw is None or fw["spec"]["_matdx"]["campaign"] != campaign:
+            continue
+        launch = lp.launches.find_one({"launch_id": run["launch_id"]}, {"launch_dir": 1})
+        ldir = Path(launch["launch_dir"])
+        records = read_records(ldir / RECORDS_FILE)
+        report.ingested += store.write_calculations(records) if records else 0
+        offline = json.loads((ldir / "FW_offline.json").read_text() or "{}")
+        if "fwaction" in offline:
+            lp.recover_offline(run["launch_id"])
+            report.recovered.append(run["fw_id"])
+            continue
+        age = _beat_age(ldir)
+        started = "started_on" in offline
+        if started and (age is None or age > stale_after_s):
+            lp.offline_runs.update_one(
+                {"launch_id": run["launch_id"]}, {"$set": {"deprecated": True}}
+            )
+            lp.launches.update_one({"launch_id": run["launch_id"]}, {"$set": {"state": "FIZZLED"}})
+            (ldir / "FW.json").rename(ldir / "FW.json.lost")  # a late job must not run it
+            lp.rerun_fw(run["fw_id"])
+            report.lost.append(run["fw_id"])
+        else:
+            report.running.append(run["fw_id"])
+    ready = lp.fireworks.count_documents(
+        {"spec._matdx.campaign": campaign, "spec._matdx.step": "analyse", "state": "READY"}
+    )
+    if ready and not report.running:
+        from matdx.core.settings import get_settings
+
+        fwa.run_fireworks(
+            lp, campaign, run_dir or get_settings().runs_dir / campaign, step="analyse"
+        )
+        report.analysed = True
+    return report
