@@ -157,11 +157,15 @@ def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = No
 
 
 def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
-    """RUNNING or RESERVED Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``."""
+    """RUNNING Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``.
+
+    Fireworks reserved for offline runs stay RESERVED until ``matdx sync``, which judges
+    them by their heartbeat files instead.
+    """
     cutoff = _now() - timedelta(seconds=stale_after)
     running = list(
         lp.fireworks.find(
-            {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
+            {"spec._matdx.campaign": campaign, "state": "RUNNING"},
             {"fw_id": 1, "updated_on": 1},
         )
     )

@@ -31,9 +31,12 @@ def pending_dirs(job_dir: Path) -> list[Path]:
     out = []
     for d in sorted(job_dir.glob("launcher_*")):
         offline = d / "FW_offline.json"
-        if (d / "FW.json").exists() and offline.exists():
-            if "fwaction" not in json.loads(offline.read_text() or "{}"):
-                out.append(d)
+        if (
+            (d / "FW.json").exists()
+            and offline.exists()
+            and "fwaction" not in json.loads(offline.read_text() or "{}")
+        ):
+            out.append(d)
     return out
 
 
