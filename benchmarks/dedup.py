@@ -14,7 +14,6 @@ import argparse
 import time
 
 import numpy as np
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 

@@ -11,7 +11,7 @@ Planning (generation and deduplication) is timed separately and reported both ex
 and included; ``benchmarks/dedup.py`` and ``benchmarks/generation.py`` measure it against
 its own baselines. Goal: pipeline / bare <= 1.10.
 
-    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pipeline_overhead.py [--db URI]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pipeline_overhead.py [--db URI]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 
 from matdx.generation.candidates import generate_candidates
-from matdx.generation.dedup import default_matcher, deduplicate, identify
+from matdx.generation.dedup import deduplicate, default_matcher, identify
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import ChemicalSpace
 

@@ -22,6 +22,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+def _register_subcommands() -> None:
+    from matdx.cli.profile import profile_app
+
+    app.add_typer(profile_app, name="profile")
+
+
+_register_subcommands()
+
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Database URI (default: MATDX_DB_URI, else the embedded store)."),

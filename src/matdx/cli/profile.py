@@ -1,0 +1,110 @@
+"""``matdx profile``: check a site profile and preview the batch script of a job.
+
+Wired into the main CLI with ``app.add_typer(profile_app, name="profile")``. Errors are
+:class:`~matdx.core.errors.InputError` one-liners, printed by :func:`matdx.cli.main.main`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from matdx.core.errors import InputError
+
+profile_app = typer.Typer(
+    help="Site profiles (hpc_profiles/*.yaml): validate them and preview batch scripts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ProfileFile = Annotated[Path, typer.Argument(help="Site profile YAML file.")]
+
+
+@profile_app.command()
+def check(file: ProfileFile) -> None:
+    """Validate a site profile; print 'ok: <site> (<scheduler>)'."""
+    from matdx.sites import load_profile
+
+    p = load_profile(file)
+    typer.echo(f"ok: {p.site} ({p.scheduler})")
+
+
+@profile_app.command()
+def show(
+    file: ProfileFile,
+    nodes: Annotated[int | None, typer.Option("--nodes", help="Number of nodes.")] = None,
+    ranks_per_node: Annotated[
+        int | None, typer.Option("--ranks-per-node", help="MPI ranks per node.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="OpenMP threads per rank.")
+    ] = None,
+    elapse: Annotated[
+        str | None, typer.Option("--elapse", help="Wall time: HH:MM:SS, 72h, 30m or seconds.")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Group (PJM -g) or account (Slurm).")
+    ] = None,
+    rscgrp: Annotated[
+        str | None, typer.Option("--rscgrp", help="Resource group (PJM) or partition (Slurm).")
+    ] = None,
+    job_name: Annotated[str | None, typer.Option("--job-name", help="Job name.")] = None,
+    array: Annotated[
+        str | None, typer.Option("--array", help="Bulk/array range, e.g. 0-9.")
+    ] = None,
+    command: Annotated[
+        str | None,
+        typer.Option("--command", help="Program and arguments, e.g. 'pw.x -in scf.in'."),
+    ] = None,
+) -> None:
+    """Resolve a job against a profile; print its layout and its batch script."""
+    from matdx.schedulers import scheduler_for
+    from matdx.sites import format_hms, load_profile, parse_job_request, resolve_job
+
+    profile = load_profile(file)
+    fields: dict[str, Any] = {
+        "nodes": nodes,
+        "ranks_per_node": ranks_per_node,
+        "threads_per_rank": threads,
+        "elapse": elapse,
+        "group": group,
+        "rscgrp": rscgrp,
+        "job_name": job_name,
+        "array": array,
+    }
+    if command is not None:
+        try:
+            fields["command"] = shlex.split(command)
+        except ValueError as exc:
+            raise InputError(f"--command cannot be split into words ({exc})") from None
+    request = parse_job_request(
+        {k: v for k, v in fields.items() if v is not None}, what="job options"
+    )
+    job = resolve_job(profile, request, what="job options")
+    node, rg = profile.node, job.resource_group
+    typer.echo(f"site: {profile.site} ({profile.scheduler})")
+    typer.echo(
+        f"resource group: {job.rscgrp} (nodes {rg.min_nodes}-{rg.max_nodes}, "
+        f"elapse up to {format_hms(rg.max_elapse)})"
+    )
+    typer.echo(f"group: {job.group or '-'}")
+    typer.echo(f"nodes: {job.nodes}")
+    typer.echo(f"total ranks: {job.total_ranks} ({job.ranks_per_node} per node)")
+    typer.echo(f"threads per rank: {job.threads_per_rank}")
+    typer.echo(
+        f"cores per node: {job.cores_used_per_node} used of {node.cores_per_node} "
+        f"({node.numa_domains} {node.numa_name} x {node.cores_per_domain} cores, "
+        f"{node.memory_gib:g} GiB)"
+    )
+    typer.echo(f"elapse: {job.elapse_hms}")
+    typer.echo(f"{node.numa_name} mapping (each node):")
+    for p in job.placement():
+        doms = ", ".join(str(d) for d in p.domains)
+        word = node.numa_name + ("s" if len(p.domains) > 1 else "")
+        typer.echo(f"  rank {p.rank}: cores {p.first_core}-{p.last_core} ({word} {doms})")
+    typer.echo("batch script:")
+    typer.echo(scheduler_for(profile).render(job), nl=False)

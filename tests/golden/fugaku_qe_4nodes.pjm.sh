@@ -1,0 +1,20 @@
+#!/bin/bash
+#PJM -N qe-scf
+#PJM -L "node=4"
+#PJM -L "rscgrp=small"
+#PJM -L "elapse=24:00:00"
+#PJM --mpi "proc=16"
+#PJM --mpi "max-proc-per-node=4"
+#PJM -g hp120000
+#PJM -x PJM_LLIO_GFSCACHE=/vol0004
+#PJM --llio sharedtmp-size=10Gi
+#PJM -o qe-scf.%j.out
+#PJM -j
+#PJM -S
+# matdx job qe-scf on fugaku (pjm): 4 node(s) x 4 ranks x 12 threads, elapse 24:00:00
+# site set-up (trusted lines from the profile)
+. /vol0004/apps/oss/spack/share/spack/setup-env.sh
+spack load quantum-espresso
+export OMP_NUM_THREADS=12
+export PLE_MPI_STD_EMPTYFILE=off
+mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err pw.x -nk 4 -in scf.in

@@ -1,0 +1,1225 @@
+"""A stand-in for Fujitsu PJM (``pjsub``, ``pjstat``, ``pjdel``) that really runs jobs locally.
+
+PJM, the job manager of Fujitsu's Technical Computing Suite (Fugaku), exists only on Fujitsu
+machines. This module lets tests drive code that talks to PJM through its command-line
+interface: jobs are accepted with Fugaku's messages, run detached on this machine under
+Fugaku's environment variables and output-file names, have their elapsed-time limit enforced,
+and are listed by ``pjstat`` in Fugaku's column layout. It uses the standard library only and
+runs with any ``python3`` from 3.10 on (the three commands are ``#!/usr/bin/env python3``).
+
+State
+-----
+Everything lives in ``$PJM_STANDIN_STATE`` (default ``/tmp/pjm-standin-<uid>``)::
+
+    counter            last job id handed out (ids increase monotonically)
+    .lock              fcntl lock taken around every read-modify-write
+    jobs/<ID>.json     one record per job or sub-job, replaced atomically
+                       (``12345.json``; bulk ``12345[3].json``; step ``12345_0.json``)
+    spool/<JOBID>/     the job script as submitted (PJM, too, runs a copy)
+    log/<ID>.log       the supervisor's own diagnostics
+
+Every runnable unit (a normal job, a bulk sub-job, a step) has a detached supervisor process
+(``python3 _pjm.py _supervise STATE ID``, own session) that moves it through
+ACC -> QUE -> RNA -> RNP -> RUN -> RNE -> RNO -> EXT, runs the script in a new process group
+with the submission directory as working directory, enforces the elapse limit and records
+how it ended. Bulk and step jobs also have a parent record whose state ``pjstat`` derives
+from the sub-jobs.
+
+How a job ends (fields EC, PC, SN of ``pjstat -v``, and of the ``-S``/``-s`` stats file)
+-----------------------------------------------------------------------------------------
+- normal end: ST ``EXT``, PC (PJM code) 0, EC = the script's exit status, SN ``-``.
+- elapse limit exceeded: like Fugaku, the job is forcibly ended and still shows ST ``EXT``;
+  the cause is PJM code 11 ("job execution timeout due to violation of the elapsed time
+  limit", from the Fugaku user guide's PJM code table) with REASON ``ELAPSE LIMIT EXCEEDED``
+  (the REASON wording is an approximation). The whole process group gets SIGTERM, then SIGKILL
+  after ``PJM_STANDIN_KILL_GRACE`` seconds (default 2); SN is the signal that ended the script
+  and EC is 128 + SN.
+- ``pjdel``: ST ``CCL``, PC 1 (same signalling); a step cancelled by its ``sd=`` dependency
+  expression: ST ``CCL``, PC 6.
+- the output file cannot be opened: ST ``ERR``, PC 16. The supervisor vanished (machine
+  restarted, killed): ``pjstat`` marks the unit ``ERR``, PC 27.
+Processes a job script leaves behind are killed when it ends, as PJM does.
+
+Environment knobs
+-----------------
+``PJM_STANDIN_STATE`` state directory; ``PJM_STANDIN_RSCGRPS`` extra resource groups
+``name:maxnodes:maxelapse_seconds,...``; ``PJM_STANDIN_KILL_GRACE`` seconds between SIGTERM and
+SIGKILL; ``PJM_STANDIN_QUEUE_DELAY`` seconds a job stays QUE before it starts (default 0);
+``PJM_STANDIN_FIRST_JOBID`` first id of a fresh state directory (default 10001);
+``PJM_STANDIN_DEFAULT_PATH`` PATH of a job submitted without ``-X``.
+
+See README.md beside this file for the formats and for what is faithful and what simplified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import grp
+import json
+import math
+import os
+import pwd
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+Record = dict[str, Any]
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+
+#: Built-in resource groups: name -> (max nodes, max elapse in seconds). Fugaku's public groups.
+RSCGRPS: dict[str, tuple[int, int]] = {
+    "small": (384, 72 * 3600),
+    "large": (55296, 24 * 3600),
+    "small-free": (384, 12 * 3600),
+    "large-free": (55296, 12 * 3600),
+}
+DEFAULT_RSCGRP = "small"
+
+#: States after which nothing more happens.
+FINAL_STATES = ("EXT", "CCL", "ERR", "RJT")
+#: States of a unit whose script is (about to be) running.
+RUNNING_STATES = ("RNA", "RNP", "RUN", "RNE", "RNO")
+
+#: ``pjstat`` columns: (title, width); the last column is not padded.
+PJSTAT_COLUMNS: list[tuple[str, int]] = [
+    ("JOB_ID", 10),
+    ("JOB_NAME", 10),
+    ("MD", 2),
+    ("ST", 3),
+    ("USER", 8),
+    ("START_DATE", 15),
+    ("ELAPSE_LIM", 10),
+    ("NODE_REQUIRE", 15),
+    ("VNODE", 6),
+    ("CORE", 4),
+    ("V_MEM", 0),
+]
+#: ``pjstat -v`` columns.
+PJSTAT_V_COLUMNS: list[tuple[str, int]] = [
+    ("JOB_ID", 10),
+    ("JOB_NAME", 10),
+    ("MD", 2),
+    ("ST", 3),
+    ("USER", 8),
+    ("GROUP", 8),
+    ("START_DATE", 15),
+    ("ELAPSE_TIM", 10),
+    ("ELAPSE_LIM", 10),
+    ("NODE_REQUIRE", 15),
+    ("VNODE", 6),
+    ("CORE", 4),
+    ("V_MEM", 5),
+    ("V_POL", 5),
+    ("E_POL", 5),
+    ("RANK", 5),
+    ("LST", 3),
+    ("EC", 3),
+    ("PC", 3),
+    ("SN", 3),
+    ("PRI", 3),
+    ("ACCEPT", 14),
+    ("RSC_GRP", 10),
+    ("REASON", 0),
+]
+
+PJSUB_USAGE = """\
+usage: pjsub [-L "resource=value[,...]"] [--mpi "param[,...]"] [-g group] [-x VAR=VALUE[,...]]
+             [-X] [-j] [-o file] [-e file] [-s|-S] [-N name] [--llio ...]
+             [--bulk --sparam START-END] [--step [--sparam "jid=JOBID[,sd=EXPR]"]]
+             [-z jid] [script [args...]]
+(stand-in for Fujitsu PJM, see tests/pjm_standin/README.md)
+"""
+
+
+class PJMError(Exception):
+    """A user-facing PJM error: ``[ERR.] PJM <code> <command> <message>``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def render(self, command: str) -> str:
+        """The message as PJM prints it."""
+        return f"[ERR.] PJM {self.code:04d} {command} {self.message}"
+
+
+# --------------------------------------------------------------------------------------------
+# state directory
+# --------------------------------------------------------------------------------------------
+
+
+def state_dir() -> str:
+    """The state directory, created if needed."""
+    path = os.environ.get("PJM_STANDIN_STATE") or f"/tmp/pjm-standin-{os.getuid()}"
+    for sub in ("jobs", "spool", "log"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def locked(state: str) -> Iterator[None]:
+    """Hold the state directory's exclusive lock."""
+    fd = os.open(os.path.join(state, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def record_path(state: str, uid: str) -> str:
+    """Path of the JSON record of job or sub-job ``uid``."""
+    return os.path.join(state, "jobs", f"{uid}.json")
+
+
+def load(state: str, uid: str) -> Record | None:
+    """Read one record (``None`` if there is none)."""
+    try:
+        with open(record_path(state, uid), encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def save(state: str, rec: Record) -> None:
+    """Write one record atomically (callers hold the lock when they read-modify-write)."""
+    _write_atomic(record_path(state, rec["id"]), json.dumps(rec, indent=1, sort_keys=True))
+
+
+def update(sdir: str, uid: str, /, **changes: Any) -> Record:
+    """Apply ``changes`` to record ``uid`` of state directory ``sdir`` under the lock."""
+    with locked(sdir):
+        rec = load(sdir, uid)
+        if rec is None:
+            raise KeyError(uid)
+        if "state" in changes and changes["state"] != rec.get("state"):
+            changes.setdefault("last_state", rec.get("state"))
+        rec.update(changes)
+        save(sdir, rec)
+        return rec
+
+
+def all_records(state: str) -> list[Record]:
+    """Every record in the state directory."""
+    out = []
+    jobs = os.path.join(state, "jobs")
+    for name in os.listdir(jobs):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(jobs, name), encoding="utf-8") as fh:
+                out.append(json.load(fh))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def next_jobid(state: str) -> int:
+    """Hand out the next job id (caller holds the lock)."""
+    path = os.path.join(state, "counter")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            last = int(fh.read().strip())
+    except (FileNotFoundError, ValueError):
+        last = int(os.environ.get("PJM_STANDIN_FIRST_JOBID", "10001")) - 1
+    _write_atomic(path, f"{last + 1}\n")
+    return last + 1
+
+
+# --------------------------------------------------------------------------------------------
+# small formatting helpers
+# --------------------------------------------------------------------------------------------
+
+
+def parse_elapse(text: str) -> int:
+    """``HH:MM:SS``, ``MM:SS`` or ``SS`` (hours may exceed 24) to seconds."""
+    parts = text.strip().split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.strip().isdigit() for p in parts):
+        raise PJMError(4, f'Invalid value of the option -L "elapse={text}".')
+    secs = 0
+    for p in parts:
+        secs = secs * 60 + int(p)
+    return secs
+
+
+def fmt_hms(secs: int | None, hour_width: int = 2) -> str:
+    """Seconds as ``HH:MM:SS`` (``hour_width`` digits of hours)."""
+    if secs is None:
+        return "-"
+    secs = max(0, int(secs))
+    return f"{secs // 3600:0{hour_width}d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
+def fmt_date(ts: float | None, with_seconds: bool = True) -> str:
+    """``MM/DD HH:MM:SS`` as pjstat prints dates."""
+    if ts is None:
+        return "-"
+    return time.strftime("%m/%d %H:%M:%S" if with_seconds else "%m/%d %H:%M", time.localtime(ts))
+
+
+def fmt_full_date(ts: float | None) -> str:
+    """``YYYY/MM/DD HH:MM:SS`` as the statistics file prints dates."""
+    if ts is None:
+        return "-"
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(ts))
+
+
+def dash(value: Any) -> str:
+    """``-`` for an absent value."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def fmt_row(columns: list[tuple[str, int]], values: list[str]) -> str:
+    """One fixed-width row (a value wider than its column pushes the rest right)."""
+    cells = []
+    for (_, width), value in zip(columns, values, strict=False):
+        cells.append(value.ljust(width) if width else value)
+    return " ".join(cells).rstrip()
+
+
+def user_name(uid: int) -> str:
+    """Login name of ``uid``."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """Group name of ``gid``."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def resource_groups() -> dict[str, tuple[int, int]]:
+    """Built-in groups plus those of ``PJM_STANDIN_RSCGRPS`` (``name:maxnodes:maxsecs,...``)."""
+    groups = dict(RSCGRPS)
+    spec = os.environ.get("PJM_STANDIN_RSCGRPS", "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            name, nodes, secs = item.split(":")
+            groups[name] = (int(nodes), int(secs))
+        except ValueError:
+            print(f"pjm-standin: ignoring bad PJM_STANDIN_RSCGRPS entry {item!r}", file=sys.stderr)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# pjsub option parsing
+# --------------------------------------------------------------------------------------------
+
+#: option -> (canonical name, takes an argument)
+_OPTIONS: dict[str, tuple[str, bool]] = {
+    "-L": ("rsc", True),
+    "--rsc-list": ("rsc", True),
+    "--mpi": ("mpi", True),
+    "-g": ("group", True),
+    "-x": ("env", True),
+    "-X": ("inherit_env", False),
+    "--llio": ("llio", True),
+    "-j": ("merge", False),
+    "-o": ("stdout", True),
+    "-e": ("stderr", True),
+    "-S": ("stats", False),
+    "-s": ("stats", False),
+    "-N": ("name", True),
+    "--name": ("name", True),
+    "--bulk": ("bulk", False),
+    "--step": ("step", False),
+    "--sparam": ("sparam", True),
+    "-z": ("print_format", True),
+    "--help": ("help", False),
+    "--interact": ("interact", False),
+    # accepted and recorded, no effect here
+    "-m": ("mail", True),
+    "--mail-list": ("mail_list", True),
+    "-p": ("priority", True),
+    "--comment": ("comment", True),
+    "--gname": ("gname", True),
+    "--restart": ("restart", False),
+    "--norestart": ("norestart", False),
+    "--no-check-directory": ("no_check_directory", False),
+    "--appname": ("appname", True),
+    "-U": ("user_opt", True),
+    "-w": ("wait_opt", True),
+}
+_LIST_OPTIONS = ("rsc", "mpi", "env", "llio")
+
+
+def parse_options(tokens: list[str], *, in_script: bool) -> tuple[dict[str, Any], list[str]]:
+    """Parse pjsub options; return (options, remaining tokens = script and its arguments)."""
+    opts: dict[str, Any] = {k: [] for k in _LIST_OPTIONS}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("-") or tok == "-":
+            break
+        if tok == "--":
+            i += 1
+            break
+        name, value = tok, None
+        if tok.startswith("--") and "=" in tok:
+            name, value = tok.split("=", 1)
+        elif not tok.startswith("--") and len(tok) > 2 and tok[:2] in _OPTIONS:
+            name, value = tok[:2], tok[2:]
+        if name not in _OPTIONS:
+            where = " in the job script" if in_script else ""
+            raise PJMError(4, f"Invalid option{where}: {tok}.")
+        key, takes_arg = _OPTIONS[name]
+        if takes_arg and value is None:
+            i += 1
+            if i >= len(tokens):
+                raise PJMError(4, f"Option {name} requires an argument.")
+            value = tokens[i]
+        if key in _LIST_OPTIONS:
+            opts[key].append(value)
+        else:
+            opts[key] = value if takes_arg else True
+        i += 1
+    return opts, tokens[i:]
+
+
+def script_directives(text: str) -> list[str]:
+    """Tokens of the ``#PJM`` lines of the script's leading comment block."""
+    tokens: list[str] = []
+    for n, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if n == 0 and stripped.startswith("#!"):
+            continue
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            break  # the first command ends the directive block
+        if stripped.startswith("#PJM") and (len(stripped) == 4 or stripped[4].isspace()):
+            try:
+                tokens += shlex.split(stripped[4:], comments=True)
+            except ValueError as exc:
+                raise PJMError(4, f"Invalid directive in the job script: {stripped} ({exc}).") from exc
+    return tokens
+
+
+def _keyvals(items: list[str], option: str) -> dict[str, str]:
+    """``["node=1,elapse=1:00", "rscgrp=small"]`` to an ordered dict (later values win)."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            key, sep, val = part.partition("=")
+            out[key.strip()] = val.strip() if sep else ""
+    if "" in out:
+        raise PJMError(4, f"Invalid value of the option {option}.")
+    return out
+
+
+def _env_vars(items: list[str]) -> dict[str, str]:
+    """``-x`` values: ``VAR=VALUE[,VAR2=VALUE2]`` or ``VAR`` (value taken from pjsub's env)."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in filter(None, item.split(",")):
+            name, sep, val = part.partition("=")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise PJMError(4, f"Invalid value of the option -x: {part}.")
+            out[name] = val if sep else os.environ.get(name, "")
+    return out
+
+
+def merge_options(script_opts: dict[str, Any], cli_opts: dict[str, Any]) -> dict[str, Any]:
+    """Script directives overridden by command-line options."""
+    merged: dict[str, Any] = {}
+    for key in set(script_opts) | set(cli_opts):
+        if key in _LIST_OPTIONS:
+            merged[key] = script_opts.get(key, []) + cli_opts.get(key, [])
+        else:
+            merged[key] = cli_opts.get(key, script_opts.get(key))
+    return merged
+
+
+def _parse_nodes(spec: str) -> tuple[int, str]:
+    """``node=`` value to (node count, NODE_REQUIRE text)."""
+    shape, _, mode = spec.partition(":")
+    dims = shape.lower().split("x")
+    if not all(d.isdigit() and int(d) > 0 for d in dims):
+        raise PJMError(4, f'Invalid value of the option -L "node={spec}".')
+    count = math.prod(int(d) for d in dims)
+    if len(dims) > 1:
+        return count, f"{count}:{shape}"
+    return count, f"{count}:{mode}" if mode else str(count)
+
+
+def build_request(opts: dict[str, Any]) -> Record:
+    """Validate merged options against the resource groups; the job's resource request."""
+    rsc = _keyvals(opts["rsc"], "-L")
+    mpi = _keyvals(opts["mpi"], "--mpi")
+    groups = resource_groups()
+    rscgrp = rsc.get("rscgrp", DEFAULT_RSCGRP)
+    if rscgrp not in groups:
+        raise PJMError(49, f"The specified resource group does not exist: rscgrp={rscgrp}.")
+    max_nodes, max_elapse = groups[rscgrp]
+    nodes, node_require = _parse_nodes(rsc.get("node", "1"))
+    if nodes > max_nodes:
+        raise PJMError(57, f"node={nodes} is greater than the upper limit ({max_nodes}).")
+    elapse = parse_elapse(rsc["elapse"]) if "elapse" in rsc else max_elapse
+    if elapse <= 0:
+        raise PJMError(4, f'Invalid value of the option -L "elapse={rsc["elapse"]}".')
+    if elapse > max_elapse:
+        raise PJMError(
+            57, f"elapse={fmt_hms(elapse)} is greater than the upper limit ({fmt_hms(max_elapse)})."
+        )
+    try:
+        per_node = int(mpi["max-proc-per-node"]) if "max-proc-per-node" in mpi else None
+        proc = int(mpi["proc"]) if "proc" in mpi else None
+    except ValueError as exc:
+        raise PJMError(4, "Invalid value of the option --mpi.") from exc
+    if proc is not None and per_node is not None and proc > nodes * per_node:
+        raise PJMError(
+            57, f"proc={proc} is greater than the upper limit ({nodes * per_node})."
+        )
+    if proc is None:
+        proc = nodes * (per_node or 1)
+    if per_node is None:
+        per_node = max(1, -(-proc // nodes))
+    return {
+        "rscgrp": rscgrp,
+        "nodes": nodes,
+        "node_require": node_require,
+        "elapse": elapse,
+        "mpi_proc": proc,
+        "proc_per_node": per_node,
+        "rsc": rsc,
+        "mpi": mpi,
+    }
+
+
+def _sparam(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, val = part.partition("=")
+        out[key.strip()] = val.strip()
+    return out
+
+
+_SD_RE = re.compile(r"^(ec|pc|sn)(==|!=|<=|>=|<|>)(-?\d+):(one|all|after)(?::(\d+))?$")
+
+
+def parse_step_dependency(expr: str | None) -> Record | None:
+    """``sd=ec!=0:all`` style expression (one comparison) to a dict, ``None`` if absent."""
+    if not expr:
+        return None
+    m = _SD_RE.match(expr.replace(" ", ""))
+    if not m:
+        raise PJMError(4, f"Invalid step dependency expression: sd={expr}.")
+    return {"var": m[1], "op": m[2], "value": int(m[3]), "action": m[4], "target": m[5]}
+
+
+# --------------------------------------------------------------------------------------------
+# pjsub
+# --------------------------------------------------------------------------------------------
+
+
+def _spawn_supervisor(state: str, uid: str) -> None:
+    """Start the detached supervisor of one unit (own session, no inherited stdio)."""
+    log = open(os.path.join(state, "log", f"{uid}.log"), "ab")  # noqa: SIM115 (handed to child)
+    try:
+        subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "_pjm.py"), "_supervise", state, uid],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        log.close()
+
+
+def pjsub(argv: list[str]) -> int:
+    """The ``pjsub`` command."""
+    try:
+        return _pjsub(argv)
+    except PJMError as exc:
+        print(exc.render("pjsub"), file=sys.stderr)
+        return 1
+
+
+def _pjsub(argv: list[str]) -> int:
+    cli, rest = parse_options(argv, in_script=False)
+    if cli.get("help"):
+        print(PJSUB_USAGE, end="")
+        return 0
+    if cli.get("interact"):
+        raise PJMError(4, "Interactive jobs (--interact) are not supported by this stand-in.")
+    if rest:
+        script_arg, args = rest[0], rest[1:]
+        if not os.path.isfile(script_arg):
+            raise PJMError(5, f"The job script does not exist: {script_arg}.")
+        try:
+            with open(script_arg, encoding="utf-8", errors="surrogateescape") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise PJMError(5, f"The job script cannot be read: {script_arg}.") from exc
+        default_name = os.path.basename(script_arg)
+    else:
+        text, args, default_name = sys.stdin.read(), [], "STDIN"
+    script_opts, _ = parse_options(script_directives(text), in_script=True)
+    opts = merge_options(script_opts, cli)
+    if opts.get("bulk") and opts.get("step"):
+        raise PJMError(4, "The options --bulk and --step cannot be specified together.")
+    req = build_request(opts)
+    env_vars = _env_vars(opts["env"])
+    name = opts.get("name") or default_name
+    if len(name.encode()) > 63:
+        raise PJMError(4, "The job name is longer than 63 bytes.")
+    sparam = _sparam(opts.get("sparam"))
+
+    bulk_range: list[int] = []
+    if opts.get("bulk"):
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", opts.get("sparam") or "")
+        if not m or int(m[1]) > int(m[2]) or int(m[2]) > 999999:
+            raise PJMError(4, f'Invalid value of the option --sparam "{opts.get("sparam")}".')
+        bulk_range = list(range(int(m[1]), int(m[2]) + 1))
+    step_dep = parse_step_dependency(sparam.get("sd")) if opts.get("step") else None
+
+    state = state_dir()
+    cwd = os.getcwd()
+    uid = os.getuid()
+    base: Record = {
+        "name": name,
+        "uid": uid,
+        "user": user_name(uid),
+        "group": opts.get("group") or group_name(os.getgid()),
+        "workdir": cwd,
+        "args": args,
+        "env": env_vars,
+        "inherit_env": bool(opts.get("inherit_env")),
+        "submit_env": dict(os.environ) if opts.get("inherit_env") else {},
+        "merge": bool(opts.get("merge")),
+        "stdout_opt": opts.get("stdout"),
+        "stderr_opt": opts.get("stderr"),
+        "stats": bool(opts.get("stats")),
+        "llio": opts["llio"],
+        "host": socket.gethostname(),
+        "accept_time": time.time(),
+        "state": "ACC",
+        "last_state": None,
+        "start_time": None,
+        "end_time": None,
+        "exit_code": None,
+        "pjm_code": None,
+        "signal": None,
+        "reason": None,
+        "cancel": False,
+        **req,
+    }
+
+    units: list[str] = []
+    with locked(state):
+        if opts.get("step") and "jid" in sparam:
+            parent = load(state, sparam["jid"])
+            if parent is None or parent.get("model") != "ST":
+                raise PJMError(
+                    10, f"The specified step job does not exist: jid={sparam['jid']}."
+                )
+            jobid = int(parent["id"])
+            stepno = int(sparam.get("sn", parent["next_step"]))
+            if stepno < parent["next_step"]:
+                raise PJMError(4, f"Invalid step number: sn={stepno}.")
+            prev = parent["subjobs"][-1] if parent["subjobs"] else None
+        else:
+            jobid = next_jobid(state)
+            stepno, prev = 0, None
+            parent = None
+        spool = os.path.join(state, "spool", str(jobid))
+        os.makedirs(spool, exist_ok=True)
+        script_path = os.path.join(spool, f"script.{stepno}" if opts.get("step") else "script")
+        with open(script_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+        os.chmod(script_path, 0o700)
+        base["script"] = script_path
+
+        if opts.get("bulk"):
+            ids = [f"{jobid}[{n}]" for n in bulk_range]
+            save(state, {**base, "id": str(jobid), "jobid": str(jobid), "model": "BU",
+                         "role": "parent", "subjobs": ids})
+            for n, sid in zip(bulk_range, ids, strict=True):
+                save(state, {**base, "id": sid, "jobid": str(jobid), "model": "BU",
+                             "role": "sub", "bulknum": n})
+            units = ids
+            shown = str(jobid)
+        elif opts.get("step"):
+            sid = f"{jobid}_{stepno}"
+            if parent is None:
+                parent = {**base, "id": str(jobid), "jobid": str(jobid), "model": "ST",
+                          "role": "parent", "subjobs": [], "next_step": 0}
+            parent["subjobs"].append(sid)
+            parent["next_step"] = stepno + 1
+            save(state, parent)
+            save(state, {**base, "id": sid, "jobid": str(jobid), "model": "ST", "role": "sub",
+                         "stepnum": stepno, "depends_on": prev, "step_dep": step_dep})
+            units = [sid]
+            shown = sid
+        else:
+            save(state, {**base, "id": str(jobid), "jobid": str(jobid), "model": "NM",
+                         "role": "job"})
+            units = [str(jobid)]
+            shown = str(jobid)
+
+    for unit in units:
+        _spawn_supervisor(state, unit)
+    if opts.get("print_format") == "jid":
+        print(shown)
+    else:
+        print(f"[INFO] PJM 0000 pjsub Job {shown} submitted.")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# supervisor: runs one unit
+# --------------------------------------------------------------------------------------------
+
+
+def _proc_start_ticks(pid: int) -> str | None:
+    """Start time of ``pid`` from /proc (tells a live supervisor from a reused pid).
+
+    ``None`` when there is no such process or it is a zombie.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def supervisor_alive(rec: Record) -> bool:
+    """Whether the unit's supervisor process still runs."""
+    pid = rec.get("supervisor_pid")
+    if not pid:
+        # not started yet: give pjsub's child a moment before declaring it lost
+        return time.time() - rec.get("accept_time", 0) < 30
+    if os.path.exists("/proc/self/stat"):
+        ticks = _proc_start_ticks(pid)
+        return ticks is not None and ticks == rec.get("supervisor_ticks")
+    try:  # no /proc: best effort
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _out_paths(rec: Record) -> tuple[str, str | None, str]:
+    """Absolute stdout, stderr (``None`` if merged) and stats paths of a unit."""
+    label = rec["id"]  # 12345, 12345[3] or 12345_0
+
+    def resolve(opt: str | None, suffix: str) -> str:
+        path = opt.replace("%j", rec["jobid"]) if opt else f"{rec['name']}.{label}.{suffix}"
+        return os.path.join(rec["workdir"], path)
+
+    out = resolve(rec.get("stdout_opt"), "out")
+    err = None if rec.get("merge") else resolve(rec.get("stderr_opt"), "err")
+    stats = os.path.join(rec["workdir"], f"{rec['name']}.{label}.stats")
+    return out, err, stats
+
+
+def job_environment(rec: Record) -> dict[str, str]:
+    """The environment a unit's script runs with."""
+    try:
+        pw = pwd.getpwuid(rec["uid"])
+        home, shell = pw.pw_dir, pw.pw_shell or "/bin/sh"
+    except KeyError:
+        home, shell = "/", "/bin/sh"
+    if rec.get("inherit_env"):
+        env = dict(rec.get("submit_env") or {})
+    else:
+        default_path = "/usr/local/bin:/usr/bin:/bin"
+        if rec["uid"] == 0:
+            default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env = {
+            "HOME": home,
+            "USER": rec["user"],
+            "LOGNAME": rec["user"],
+            "SHELL": shell,
+            "PATH": os.environ.get("PJM_STANDIN_DEFAULT_PATH", default_path),
+        }
+        for keep in ("LANG", "LC_ALL", "TZ", "TMPDIR"):
+            if keep in os.environ:
+                env[keep] = os.environ[keep]
+    sub = rec["id"]
+    env.update(
+        {
+            "PWD": rec["workdir"],
+            "PJM_JOBID": rec["jobid"],
+            "PJM_SUBJOBID": sub,
+            "PJM_JOBNAME": rec["name"],
+            "PJM_JOBDIR": rec["workdir"],
+            "PJM_O_WORKDIR": rec["workdir"],
+            "PJM_O_LOGNAME": rec["user"],
+            "PJM_O_HOST": rec.get("host", ""),
+            "PJM_O_HOME": home,
+            "PJM_MPI_PROC": str(rec["mpi_proc"]),
+            "PJM_PROC_BY_NODE": str(rec["proc_per_node"]),
+            "PJM_NODE": str(rec["nodes"]),
+            "PJM_RSCGRP": rec["rscgrp"],
+            "PJM_ELAPSE_LIMIT": str(rec["elapse"]),
+            "PJM_ENVIRONMENT": "BATCH",
+        }
+    )
+    if "bulknum" in rec:
+        env["PJM_BULKNUM"] = str(rec["bulknum"])
+    if "stepnum" in rec:
+        env["PJM_STEPNUM"] = str(rec["stepnum"])
+    env.update(rec.get("env") or {})
+    return env
+
+
+def _command(rec: Record) -> list[str]:
+    """argv that runs the spooled script: its ``#!`` line, else the user's login shell."""
+    with open(rec["script"], "rb") as fh:
+        first = fh.readline()
+    if first.startswith(b"#!"):
+        return [rec["script"], *rec["args"]]
+    return [job_environment(rec)["SHELL"], rec["script"], *rec["args"]]
+
+
+def _compare(a: int, op: str, b: int) -> bool:
+    return {
+        "==": a == b,
+        "!=": a != b,
+        "<": a < b,
+        ">": a > b,
+        "<=": a <= b,
+        ">=": a >= b,
+    }[op]
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def write_stats(rec: Record) -> None:
+    """The ``-s``/``-S`` statistics file ``JOBNAME.JOBID.stats``."""
+    _, _, path = _out_paths(rec)
+    with contextlib.suppress(OSError):
+        _write_atomic(path, stats_block(rec) + "\n")
+
+
+def stats_block(rec: Record) -> str:
+    """Job statistical information, as in the stats file and ``pjstat -s``."""
+    used = None
+    if rec.get("start_time"):
+        used = int((rec.get("end_time") or time.time()) - rec["start_time"])
+    items = [
+        ("JOB ID", rec["id"]),
+        ("JOB NAME", rec["name"]),
+        ("JOB TYPE", "BATCH"),
+        ("JOB MODEL", rec["model"]),
+        ("USER", rec["user"]),
+        ("GROUP", rec["group"]),
+        ("RESOURCE UNIT", "standin"),
+        ("RESOURCE GROUP", rec["rscgrp"]),
+        ("STATE", rec["state"]),
+        ("LAST STATE", dash(rec.get("last_state"))),
+        ("PJM CODE", dash(rec.get("pjm_code"))),
+        ("REASON", dash(rec.get("reason"))),
+        ("EXIT CODE", dash(rec.get("exit_code"))),
+        ("SIGNAL NO", dash(rec.get("signal"))),
+        ("NODE NUM (REQUIRE)", rec["node_require"]),
+        ("MPI PROC NUM", str(rec["mpi_proc"])),
+        ("ELAPSE TIME (LIMIT)", f"{fmt_hms(rec['elapse'])} ({rec['elapse']})"),
+        ("ELAPSE TIME (USE)", "-" if used is None else f"{fmt_hms(used)} ({used})"),
+        ("JOB ACCEPT DATE", fmt_full_date(rec.get("accept_time"))),
+        ("JOB START DATE", fmt_full_date(rec.get("start_time"))),
+        ("JOB END DATE", fmt_full_date(rec.get("end_time"))),
+    ]
+    if "bulknum" in rec:
+        items.insert(2, ("BULK NO", str(rec["bulknum"])))
+    if "stepnum" in rec:
+        items.insert(2, ("STEP NO", str(rec["stepnum"])))
+    lines = ["[Job Statistical Information]"]
+    lines += [f" {key:<28}: {value}" for key, value in items]
+    return "\n".join(lines)
+
+
+def _finish(sdir: str, uid: str, /, **fields: Any) -> Record:
+    rec = update(sdir, uid, end_time=time.time(), **fields)
+    if rec.get("stats"):
+        write_stats(rec)
+    return rec
+
+
+def supervise(state: str, uid: str) -> int:
+    """Run one unit to its end (the body of the detached supervisor process)."""
+    poll = 0.05
+    grace = float(os.environ.get("PJM_STANDIN_KILL_GRACE", "2"))
+    me = os.getpid()
+    rec = update(state, uid, supervisor_pid=me, supervisor_ticks=_proc_start_ticks(me))
+    if rec["state"] in FINAL_STATES:
+        return 0
+    rec = update(state, uid, state="QUE")
+
+    def cancelled() -> bool:
+        cur = load(state, uid)
+        return bool(cur and cur.get("cancel"))
+
+    # wait in the queue: optional delay, then a step waits for its predecessor
+    until = time.monotonic() + float(os.environ.get("PJM_STANDIN_QUEUE_DELAY", "0"))
+    while time.monotonic() < until:
+        if cancelled():
+            _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+            return 0
+        time.sleep(poll)
+    prev_id = rec.get("depends_on")
+    if prev_id:
+        while True:
+            prev = load(state, prev_id)
+            if prev is None or prev["state"] in FINAL_STATES:
+                break
+            if cancelled():
+                _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+                return 0
+            time.sleep(poll)
+        if prev and prev.get("cancel_following"):
+            _finish(state, uid, state="CCL", pjm_code=6, reason="STEP DEPENDENCY",
+                    cancel_following=True)
+            return 0
+        dep = rec.get("step_dep")
+        if dep and prev:
+            value = prev.get({"ec": "exit_code", "pc": "pjm_code", "sn": "signal"}[dep["var"]])
+            if value is not None and _compare(int(value), dep["op"], dep["value"]):
+                _finish(state, uid, state="CCL", pjm_code=6, reason="STEP DEPENDENCY",
+                        cancel_following=dep["action"] == "all")
+                return 0
+    if cancelled():
+        _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+        return 0
+
+    update(state, uid, state="RNA")
+    update(state, uid, state="RNP")
+    out_path, err_path, _ = _out_paths(rec)
+    mode = "a" if rec["model"] == "BU" and rec.get("stdout_opt") else "w"
+    try:
+        out = open(out_path, mode + "b")  # noqa: SIM115 (closed below)
+        err = open(err_path, mode + "b") if err_path else None  # noqa: SIM115
+    except OSError as exc:
+        _finish(state, uid, state="ERR", pjm_code=16, reason=f"CANNOT OPEN OUTPUT FILE ({exc})")
+        return 0
+    try:
+        proc = subprocess.Popen(
+            _command(rec),
+            cwd=rec["workdir"],
+            env=job_environment(rec),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err if err else subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        out.close()
+        if err:
+            err.close()
+        _finish(state, uid, state="EXT", pjm_code=21, reason=f"SHELL EXECUTION FAILURE ({exc})")
+        return 0
+    out.close()
+    if err:
+        err.close()
+    started = time.monotonic()
+    update(state, uid, state="RUN", start_time=time.time(), pgid=proc.pid)
+
+    deadline = started + rec["elapse"]
+    why = None  # None (normal end), "elapse" or "cancel"
+    next_check = 0.0
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now >= deadline:
+            why = "elapse"
+        elif now >= next_check:
+            next_check = now + 0.2
+            if cancelled():
+                why = "cancel"
+        if why:
+            _kill_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(poll)
+    rc = proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)  # whatever the script left behind
+    update(state, uid, state="RNE")
+    update(state, uid, state="RNO")
+    sig = -rc if rc < 0 else None
+    ec = 128 + sig if sig else rc
+    if why == "elapse":
+        _finish(state, uid, state="EXT", exit_code=ec, signal=sig, pjm_code=11,
+                reason="ELAPSE LIMIT EXCEEDED")
+    elif why == "cancel":
+        _finish(state, uid, state="CCL", exit_code=ec, signal=sig, pjm_code=1,
+                reason="CANCELED BY USER")
+    else:
+        _finish(state, uid, state="EXT", exit_code=ec, signal=sig, pjm_code=0)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# pjstat
+# --------------------------------------------------------------------------------------------
+
+
+def reap_lost(state: str, records: list[Record]) -> list[Record]:
+    """Mark units whose supervisor is gone as ``ERR`` (PJM code 27); return fresh records."""
+    lost = [
+        r
+        for r in records
+        if r.get("role") != "parent" and r["state"] not in FINAL_STATES and not supervisor_alive(r)
+    ]
+    if not lost:
+        return records
+    for r in lost:
+        if r.get("pgid"):
+            _kill_group(r["pgid"], signal.SIGKILL)
+        with contextlib.suppress(KeyError):
+            update(state, r["id"], state="ERR", pjm_code=27, end_time=time.time(),
+                   reason="STANDIN SUPERVISOR LOST")
+    return all_records(state)
+
+
+_AGGREGATE_ORDER = ("RUN", "RNA", "RNP", "RNE", "RNO", "QUE", "ACC")
+
+
+def derive_parent(parent: Record, subs: list[Record]) -> Record:
+    """A bulk/step parent record with its state and times derived from its sub-jobs."""
+    p = dict(parent)
+    if not subs:
+        return p
+    states = [s["state"] for s in subs]
+    if all(st in FINAL_STATES for st in states):
+        if all(st == "CCL" for st in states):
+            p["state"] = "CCL"
+        elif "ERR" in states and "EXT" not in states:
+            p["state"] = "ERR"
+        else:
+            p["state"] = "EXT"
+        p["end_time"] = max((s.get("end_time") or 0) for s in subs) or None
+    else:
+        live = [st for st in states if st not in FINAL_STATES]
+        p["state"] = next((st for st in _AGGREGATE_ORDER if st in live), live[0])
+        if any(st in FINAL_STATES for st in states) and p["state"] in ("QUE", "ACC"):
+            p["state"] = "RUN"  # some sub-jobs done, others waiting: the job is under way
+    starts = [s["start_time"] for s in subs if s.get("start_time")]
+    p["start_time"] = min(starts) if starts else None
+    p["exit_code"] = max((s["exit_code"] for s in subs if s.get("exit_code") is not None),
+                         default=None)
+    p["pjm_code"] = max((s["pjm_code"] for s in subs if s.get("pjm_code") is not None),
+                        default=None)
+    return p
+
+
+def _start_column(rec: Record) -> str:
+    if rec.get("start_time"):
+        return fmt_date(rec["start_time"])
+    if rec["state"] in FINAL_STATES or rec.get("depends_on") or rec["state"] == "ACC":
+        return "-"
+    return f"({fmt_date(time.time(), with_seconds=False)})"  # estimated start: now
+
+
+def _row(rec: Record, verbose: bool) -> str:
+    is_step_parent = rec.get("model") == "ST" and rec.get("role") == "parent"
+    elapse_lim = "-" if is_step_parent else fmt_hms(rec["elapse"], hour_width=4)
+    node_req = "-" if is_step_parent else rec["node_require"]
+    if not verbose:
+        values = [rec["id"], rec["name"], rec["model"], rec["state"], rec["user"],
+                  _start_column(rec), elapse_lim, node_req, "-", "-", "-"]
+        return fmt_row(PJSTAT_COLUMNS, values)
+    used = None
+    if rec.get("start_time"):
+        used = int((rec.get("end_time") or time.time()) - rec["start_time"])
+    values = [
+        rec["id"], rec["name"], rec["model"], rec["state"], rec["user"], rec["group"],
+        _start_column(rec), fmt_hms(used, hour_width=4) if used is not None else "-",
+        elapse_lim, node_req, "-", "-", "-", "-", "-", "-",
+        dash(rec.get("last_state")), dash(rec.get("exit_code")), dash(rec.get("pjm_code")),
+        dash(rec.get("signal")), "-", fmt_date(rec.get("accept_time")), rec["rscgrp"],
+        dash(rec.get("reason")),
+    ]
+    return fmt_row(PJSTAT_V_COLUMNS, values)
+
+
+_ID_RE = re.compile(r"^\d+(\[\d+\]|_\d+)?$")
+
+
+def pjstat(argv: list[str]) -> int:
+    """The ``pjstat`` command."""
+    history = expand = verbose = stats = all_users = False
+    days: float | None = None
+    ids: list[str] = []
+    for arg in argv:
+        if arg in ("-H", "--history"):
+            history = True
+        elif arg == "-E":
+            expand = True
+        elif arg == "-v":
+            verbose = True
+        elif arg == "-s":
+            stats = True
+        elif arg == "-A":
+            all_users = True
+        elif arg.startswith("day="):
+            try:
+                days = float(arg[4:])
+            except ValueError:
+                print(f"[ERR.] PJM 0004 pjstat Invalid value: {arg}.", file=sys.stderr)
+                return 1
+        elif arg in ("--help", "-h"):
+            print("usage: pjstat [-H [day=N]] [-E] [-v] [-s] [-A] [JOBID ...]"
+                  " (stand-in for Fujitsu PJM)")
+            return 0
+        elif arg.startswith("-"):
+            print(f"[ERR.] PJM 0004 pjstat Invalid option: {arg}.", file=sys.stderr)
+            return 1
+        elif _ID_RE.match(arg):
+            ids.append(arg)
+        else:
+            print(f"[ERR.] PJM 0211 pjstat Invalid jobid: {arg}.", file=sys.stderr)
+            return 1
+
+    state = state_dir()
+    records = reap_lost(state, all_records(state))
+    by_id = {r["id"]: r for r in records}
+    me = os.getuid()
+    tops: list[Record] = []
+    for r in records:
+        if r.get("role") == "sub" or (not all_users and r.get("uid") != me):
+            continue
+        if r.get("role") == "parent":
+            r = derive_parent(r, [by_id[s] for s in r["subjobs"] if s in by_id])
+        tops.append(r)
+    tops.sort(key=lambda r: (int(r["jobid"]), r["id"]))
+
+    def wanted_state(r: Record) -> bool:
+        done = r["state"] in FINAL_STATES
+        if history:
+            if not done:
+                return False
+            return days is None or (r.get("end_time") or 0) >= time.time() - days * 86400
+        return not done
+
+    lines: list[Record] = []
+    for top in tops:
+        subs = [by_id[s] for s in top.get("subjobs", []) if s in by_id]
+        if ids:
+            if top["id"] in ids and wanted_state(top):
+                lines.append(top)
+                if expand:
+                    lines += subs
+            lines += [s for s in subs if s["id"] in ids and wanted_state(s)]
+            continue
+        if not wanted_state(top):
+            continue
+        lines.append(top)
+        if expand:
+            lines += subs
+
+    if stats:
+        print("\n\n".join(stats_block(r) for r in lines))
+        return 0
+    columns = PJSTAT_V_COLUMNS if verbose else PJSTAT_COLUMNS
+    print(fmt_row(columns, [title for title, _ in columns]))
+    for r in lines:
+        print(_row(r, verbose))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# pjdel
+# --------------------------------------------------------------------------------------------
+
+
+def pjdel(argv: list[str]) -> int:
+    """The ``pjdel`` command."""
+    ids = [a for a in argv if not a.startswith("-")]
+    if not ids or len(ids) != len(argv):
+        print("[ERR.] PJM 0004 pjdel Usage: pjdel JOBID [JOBID ...]", file=sys.stderr)
+        return 1
+    state = state_dir()
+    rc = 0
+    for jid in ids:
+        if not _ID_RE.match(jid):
+            print(f"[ERR.] PJM 0111 pjdel Invalid jobid: {jid}.", file=sys.stderr)
+            rc = 1
+            continue
+        with locked(state):
+            rec = load(state, jid)
+            if rec is None or rec.get("uid") != os.getuid():
+                print(f"[ERR.] PJM 0110 pjdel Job {jid} does not exist.", file=sys.stderr)
+                rc = 1
+                continue
+            units = [load(state, s) for s in rec["subjobs"]] if rec.get("role") == "parent" else [rec]
+            live = [u for u in units if u and u["state"] not in FINAL_STATES]
+            if not live:
+                print(f"[ERR.] PJM 0110 pjdel Job {jid} has already ended.", file=sys.stderr)
+                rc = 1
+                continue
+            orphans = []
+            for u in live:
+                u["cancel"] = True
+                save(state, u)
+                if not supervisor_alive(u):
+                    orphans.append(u)
+        for u in orphans:  # nobody left to act on the flag: do it here
+            if u.get("pgid"):
+                _kill_group(u["pgid"], signal.SIGKILL)
+            update(state, u["id"], state="CCL", pjm_code=1, end_time=time.time(),
+                   reason="CANCELED BY USER")
+        print(f"[INFO] PJM 0100 pjdel Job {jid} canceled.")
+    return rc
+
+
+def main(argv: list[str]) -> int:
+    """Entry point when this file is run directly: ``_supervise STATE ID`` or a command name."""
+    if len(argv) == 3 and argv[0] == "_supervise":
+        try:
+            return supervise(argv[1], argv[2])
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                _finish(argv[1], argv[2], state="ERR", pjm_code=27, reason="STANDIN INTERNAL ERROR")
+            return 1
+    commands = {"pjsub": pjsub, "pjstat": pjstat, "pjdel": pjdel}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    print("usage: _pjm.py pjsub|pjstat|pjdel ARGS...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
