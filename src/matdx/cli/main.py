@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
 def _register_subcommands() -> None:
     from matdx.cli.profile import profile_app
 
@@ -250,19 +251,35 @@ def farm(
         Path | None,
         typer.Option(
             "--offline-dir",
-            help="Run the Fireworks reserved in this job directory "
-            "without a database (see `matdx sync`).",
+            help="Run the Fireworks reserved in this job directory (or in its "
+            "job-$MATDX_ARRAY_INDEX) without a database (see `matdx sync`).",
+        ),
+    ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="KEY=VALUE lines added to the environment first (how submitted jobs "
+            "receive MATDX_DB_URI without it being written into the script).",
         ),
     ] = None,
     db: DbOption = None,
 ) -> None:
     """Run a campaign's Fireworks over MPI ranks (inside a batch job, under mpiexec)."""
     import json
+    import os
 
+    if env_file is not None:
+        for line in env_file.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                os.environ.setdefault(key.strip(), value.strip())
     if offline_dir is not None:
         from matdx.workflows.offline import farm_offline
 
-        result = farm_offline(offline_dir, walltime, task_estimate)
+        sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
+        target = sub if sub.is_dir() else offline_dir
+        result = farm_offline(target, walltime, task_estimate)
         if result is not None:
             console.print(json.dumps(result), highlight=False)
         return
@@ -314,6 +331,78 @@ def recover(
 
     lost = recover_lost(fwa.get_launchpad(backend), campaign, stale_after)
     console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
+
+
+@app.command()
+def submit(
+    campaign_file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+    profile: Annotated[Path, typer.Option("--profile", help="Site profile YAML.")],
+    nodes: Annotated[int | None, typer.Option("--nodes", help="Nodes per job.")] = None,
+    ranks_per_node: Annotated[int | None, typer.Option("--ranks-per-node")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads per rank.")] = None,
+    elapse: Annotated[str | None, typer.Option("--elapse", help="Walltime per job.")] = None,
+    rscgrp: Annotated[
+        str | None, typer.Option("--rscgrp", help="Resource group / partition.")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Group / account.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Compute nodes without database access.")
+    ] = False,
+    task_estimate: Annotated[
+        float | None, typer.Option("--task-estimate", help="Seconds per Firework.")
+    ] = None,
+    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1)] = None,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the script only.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Submit a campaign to a batch system: few jobs, each packing many tasks (MPI farm)."""
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.submit import submit as do_submit
+
+    loaded = load_campaign(campaign_file)
+    job = {
+        k: v
+        for k, v in {
+            "nodes": nodes,
+            "ranks_per_node": ranks_per_node,
+            "threads_per_rank": threads,
+            "elapse": elapse,
+            "rscgrp": rscgrp,
+            "group": group,
+        }.items()
+        if v is not None
+    }
+    r = do_submit(
+        loaded,
+        profile,
+        job,
+        offline=offline,
+        task_estimate_s=task_estimate,
+        max_jobs=max_jobs,
+        db_uri=db,
+        dry_run=dry_run,
+        stale_after_s=stale_after,
+    )
+    p = r.packing
+    console.print(
+        f"{loaded.spec.name}: {r.run.n_unique} unique candidates, {r.run.n_submitted} newly "
+        f"queued; {p.n_tasks if p else 0} tasks"
+        + (
+            f" → {p.n_jobs} job(s) × {p.tasks_per_job} task slots ({p.workers_per_job} "
+            f"workers, ~{p.task_estimate_s:g} s per task)"
+            if p and p.n_jobs
+            else ""
+        )
+    )
+    if r.script is not None:
+        console.print(
+            f"script: {r.script}" + (f" (reserved {r.reserved} offline)" if offline else "")
+        )
+    if r.job_ids:
+        console.print(f"submitted: {', '.join(r.job_ids)}")
 
 
 def _error(message: str) -> None:

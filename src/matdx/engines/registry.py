@@ -24,11 +24,14 @@ class EngineInfo:
         Module holding ``relax(structure, **settings)`` and ``SUPPORTED_ELEMENTS``.
     description
         One line for ``matdx`` help and errors.
+    seconds_per_structure
+        Rough cost of one calculation on one core, for packing tasks into batch jobs.
     """
 
     name: str
     module: str
     description: str
+    seconds_per_structure: float = 60.0
 
     def load(self) -> object:
         """Import the engine module (on demand, so unused engines cost nothing)."""
@@ -44,7 +47,7 @@ class EngineInfo:
 
 
 ENGINES: dict[str, EngineInfo] = {
-    "emt": EngineInfo("emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)"),
+    "emt": EngineInfo("emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15),
 }
 
 

@@ -229,6 +229,12 @@ class SiteProfile(StrictModel):
         default_factory=dict, description="Environment variables (values are quoted)."
     )
     launcher: Launcher
+    farm_launcher: Launcher | None = Field(
+        None,
+        description="How the matdx task farm (Python with mpi4py) is started, when that "
+        "differs from the launcher of the simulation codes (e.g. an MPICH-built mpi4py "
+        "beside Open MPI programs); default: the launcher.",
+    )
     container: Container | None = None
     pjm: PjmOptions | None = Field(None, description="PJM-only options (LLIO, statistics).")
     local: LocalOptions | None = Field(None, description="Local-scheduler options.")

@@ -136,7 +136,7 @@ def submit_campaign(
     """
     progress = progress or NullProgress()
     spec = loaded.spec
-    settings = get_settings(db_uri=db_uri or _env_or(spec.store.uri))
+    settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
     store, backend = open_store(settings.db_uri)
     from matdx.workflows import fireworks_adapter as fwa
 
@@ -196,10 +196,11 @@ def submit_campaign(
     return report
 
 
-def _env_or(uri: str | None) -> str | None:
+def campaign_db_uri(loaded: LoadedCampaign) -> str | None:
+    """The campaign's ``store.uri``, unless ``MATDX_DB_URI`` (which wins) is set."""
     import os
 
-    return None if os.environ.get("MATDX_DB_URI") else uri
+    return None if os.environ.get("MATDX_DB_URI") else loaded.spec.store.uri
 
 
 def _batch_kwargs(

@@ -1,0 +1,267 @@
+"""``matdx submit``: a campaign to batch jobs that pack many Fireworks each.
+
+The campaign is planned and its workflow added as by ``matdx run --no-launch``; then
+:func:`pack` decides how many jobs and how many tasks each, from the site profile (ranks
+per job, walltime) and a per-task time estimate, and one batch submission (an array/bulk
+job when more than one job is needed) runs the MPI task farm (:mod:`matdx.workflows.farm`)
+in each job. 1,000 small tasks become a handful of jobs, not 1,000.
+
+Online, the farm ranks reach the database themselves. Offline (``offline=True``), the
+Fireworks of each job are reserved now into ``job-<k>`` directories, the jobs run them
+without a database, and ``matdx sync`` brings the results back.
+
+Database credentials never enter a job script: the URI goes to a ``matdx.env`` file
+readable by the owner only, which the farm reads (``--env-file``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from matdx.core.errors import InputError
+from matdx.core.settings import get_settings
+from matdx.engines.registry import get_engine
+from matdx.workflows.campaign import LoadedCampaign
+from matdx.workflows.runner import RunReport, campaign_db_uri, submit_campaign
+
+ENV_FILE = "matdx.env"
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a campaign's tasks are spread over batch jobs."""
+
+    n_tasks: int
+    task_estimate_s: float
+    workers_per_job: int
+    tasks_per_job: int
+    n_jobs: int
+
+
+def pack(
+    n_tasks: int,
+    workers: int,
+    elapse_s: float,
+    task_estimate_s: float,
+    margin_s: float = 60.0,
+    max_jobs: int | None = None,
+) -> Packing:
+    """Decide the number of jobs for ``n_tasks`` tasks.
+
+    Each of a job's ``workers`` ranks can run ``floor((elapse - margin) / estimate)`` tasks
+    (at least one); jobs are added until every task has a slot, up to ``max_jobs``.
+
+    Parameters
+    ----------
+    n_tasks
+        Fireworks to run.
+    workers
+        Worker ranks per job.
+    elapse_s
+        Walltime of a job.
+    task_estimate_s
+        Expected duration of one task.
+    margin_s
+        Time kept free at the end of a job.
+    max_jobs
+        Upper bound on the number of jobs.
+
+    Returns
+    -------
+    Packing
+        The decision.
+    """
+    per_worker = max(int((elapse_s - margin_s) // max(task_estimate_s, 1e-9)), 1)
+    per_job = workers * per_worker
+    n_jobs = max(math.ceil(n_tasks / per_job), 1) if n_tasks else 0
+    if max_jobs is not None:
+        n_jobs = min(n_jobs, max_jobs)
+    return Packing(n_tasks, task_estimate_s, workers, per_job, n_jobs)
+
+
+@dataclass
+class SubmitReport:
+    """What ``matdx submit`` did."""
+
+    run: RunReport
+    packing: Packing | None = None
+    job_ids: list[str] = field(default_factory=list)
+    script: Path | None = None
+    job_dir: Path | None = None
+    reserved: int = 0
+
+
+def _launcher_argv(template: str, ranks: int) -> list[str]:
+    """The farm launcher as arguments; a bare program name is looked up next to Python."""
+    argv = shlex.split(template.format(ranks=ranks))
+    if argv and "/" not in argv[0]:
+        local = Path(sys.executable).parent / argv[0]
+        if local.exists():
+            argv[0] = str(local)
+    return argv
+
+
+def write_env_file(job_dir: Path, db_uri: str) -> Path:
+    """Write the job's database URI to a file only its owner can read."""
+    path = job_dir / ENV_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"MATDX_DB_URI={db_uri}\n")
+    return path
+
+
+def submit(
+    loaded: LoadedCampaign,
+    profile_path: Path,
+    job: dict[str, Any] | None = None,
+    offline: bool = False,
+    task_estimate_s: float | None = None,
+    max_jobs: int | None = None,
+    db_uri: str | None = None,
+    dry_run: bool = False,
+    stale_after_s: float = 60.0,
+) -> SubmitReport:
+    """Plan a campaign and submit batch jobs that run it on a site.
+
+    Parameters
+    ----------
+    loaded
+        Validated campaign.
+    profile_path
+        Site profile (``hpc_profiles/*.yaml``).
+    job
+        Job request fields overriding the profile defaults (nodes, ranks_per_node,
+        threads_per_rank, elapse, rscgrp, group).
+    offline
+        Reserve the Fireworks now and run them without database access.
+    task_estimate_s
+        Expected seconds per Firework (default: batch size × the engine's estimate).
+    max_jobs
+        Most jobs to submit.
+    db_uri
+        Database URI.
+    dry_run
+        Write the script but submit nothing.
+    stale_after_s
+        Heartbeat age after which the farm reruns a RUNNING Firework.
+
+    Returns
+    -------
+    SubmitReport
+        Counts, the packing decision and the job ids.
+    """
+    from matdx.schedulers import scheduler_for
+    from matdx.sites import JobRequest, load_profile, resolve_job
+
+    profile = load_profile(profile_path)
+    base = JobRequest.model_validate({"job_name": _job_name(loaded.spec.name), **(job or {})})
+    resolved = resolve_job(profile, base, what="job options")
+    settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
+    from matdx.workflows.context import open_store
+
+    _, backend = open_store(settings.db_uri)
+    if backend.target.kind == "embedded" and not offline:
+        raise InputError(
+            "the embedded store is single-process: submit needs a MongoDB server "
+            "(set MATDX_DB_URI), or use offline mode"
+        )
+
+    run = submit_campaign(loaded, launch=False, db_uri=settings.db_uri)
+    report = SubmitReport(run)
+    from matdx.workflows import fireworks_adapter as fwa
+
+    lp = fwa.get_launchpad(backend)
+    n_tasks = lp.fireworks.count_documents(
+        {
+            "spec._matdx.campaign": loaded.spec.name,
+            "spec._matdx.step": "prescreen",
+            "state": "READY",
+        }
+    )
+    estimate = task_estimate_s or (
+        loaded.spec.batch_size * get_engine(loaded.spec.prescreen.engine).seconds_per_structure
+    )
+    # An explicit farm launcher (MPICH-style mpiexec) starts one process more than the job's
+    # ranks: the master, which mostly sleeps. The site launcher is held to the job's ranks,
+    # so there the master takes one of them.
+    extra = 1 if profile.farm_launcher is not None else 0
+    workers = max(resolved.total_ranks - 1 + extra, 1)
+    report.packing = pack(n_tasks, workers, resolved.elapse, estimate, max_jobs=max_jobs)
+    if report.packing.n_jobs == 0:
+        return report
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    job_dir = settings.runs_dir / loaded.spec.name / f"submit-{stamp}"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    report.job_dir = job_dir
+    n_jobs = report.packing.n_jobs
+    if offline:
+        from matdx.workflows.offline import reserve_job
+
+        for k in range(n_jobs):
+            report.reserved += len(
+                reserve_job(
+                    lp, loaded.spec.name, job_dir / f"job-{k}", report.packing.tasks_per_job
+                )
+            )
+        backend.flush()
+
+    env_file = write_env_file(job_dir, settings.db_uri)
+    template = (profile.farm_launcher or profile.launcher).command
+    argv = [
+        *_launcher_argv(template, resolved.total_ranks + extra),
+        sys.executable,
+        "-m",
+        "matdx.cli.main",
+        "farm",
+        loaded.spec.name,
+        "--walltime",
+        str(resolved.elapse),
+        "--task-estimate",
+        f"{estimate:g}",
+        "--stale-after",
+        f"{stale_after_s:g}",
+        "--env-file",
+        str(env_file),
+    ]
+    if offline:
+        argv += ["--offline-dir", str(job_dir)]
+    request = base.model_copy(
+        update={
+            "command": argv,
+            "use_launcher": False,
+            "workdir": str(job_dir),
+            "array": f"0-{n_jobs - 1}" if n_jobs > 1 else None,
+            "stdout": None,
+            "env": {
+                **base.env,
+                "MATDX_DATA_DIR": str(settings.data_dir),
+                "MATDX_WALLTIME_S": str(resolved.elapse),
+            },
+        }
+    )
+    final = resolve_job(profile, request, what="job options")
+    scheduler = scheduler_for(profile)
+    script = job_dir / "job.sh"
+    script.write_text(scheduler.render(final), encoding="utf-8")
+    report.script = script
+    if not dry_run:
+        cwd = os.getcwd()
+        os.chdir(job_dir)  # the batch system's default output files land in the job directory
+        try:
+            report.job_ids.append(scheduler.submit(script, final))
+        finally:
+            os.chdir(cwd)
+    return report
+
+
+def _job_name(campaign: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "_-" else "-" for c in campaign)
+    return f"mdx-{safe}"[:32]
