@@ -322,15 +322,17 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arg=TEXT, env_value=TEXT)
-def test_arbitrary_arguments_round_trip_through_bash(local, arg, env_value):
+def test_arbitrary_arguments_round_trip_through_bash(local, arg, env_value, tmp_path_factory):
     script = render(
         local,
         command=["printf", "%s|", arg, "$MATDX_T"],
         use_launcher=False,
         env={"MATDX_T": env_value},
     )
-    out = run_bash(script + 'printf "%s" "$MATDX_T"\n')
+    where = tmp_path_factory.mktemp("bash")
+    out = run_bash(script + 'printf "%s" "$MATDX_T"\n', cwd=where)
     assert out.returncode == 0
+    assert not list(where.iterdir())  # nothing in the argument made the script write a file
     assert out.stdout == f"{arg}|$MATDX_T|{env_value}"
 
 

@@ -247,6 +247,9 @@ def farm(
     stale_after: Annotated[
         float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
     ] = 60.0,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Seconds kept free before the walltime.")
+    ] = 30.0,
     offline_dir: Annotated[
         Path | None,
         typer.Option(
@@ -279,14 +282,16 @@ def farm(
 
         sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
         target = sub if sub.is_dir() else offline_dir
-        result = farm_offline(target, walltime, task_estimate)
+        result = farm_offline(target, walltime, task_estimate, margin)
         if result is not None:
             console.print(json.dumps(result), highlight=False)
         return
     from matdx.workflows.farm import farm as run_farm
     from matdx.workflows.farm import summarise
 
-    report = run_farm(campaign, walltime, task_estimate, db_uri=db, stale_after_s=stale_after)
+    report = run_farm(
+        campaign, walltime, task_estimate, db_uri=db, stale_after_s=stale_after, margin_s=margin
+    )
     if report is not None:
         console.print(json.dumps(summarise(report)), highlight=False)
 
@@ -352,6 +357,9 @@ def submit(
         float | None, typer.Option("--task-estimate", help="Seconds per Firework.")
     ] = None,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1)] = None,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Seconds kept free before each job's walltime.")
+    ] = 30.0,
     stale_after: Annotated[
         float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
     ] = 60.0,
@@ -385,6 +393,7 @@ def submit(
         db_uri=db,
         dry_run=dry_run,
         stale_after_s=stale_after,
+        margin_s=margin,
     )
     p = r.packing
     console.print(

@@ -119,6 +119,7 @@ def farm(
     run_dir: Path | None = None,
     db_uri: str | None = None,
     stale_after_s: float = 60.0,
+    margin_s: float = WALLTIME_MARGIN_S,
 ) -> FarmReport | None:
     """Run a campaign's Fireworks over the ranks of ``MPI.COMM_WORLD``.
 
@@ -136,6 +137,8 @@ def farm(
         Database (a server: the embedded store is single-process).
     stale_after_s
         Heartbeat age after which a RUNNING Firework counts as lost.
+    margin_s
+        Time kept free before the walltime.
 
     Returns
     -------
@@ -175,7 +178,7 @@ def farm(
         def time_left() -> float:
             if walltime is None:
                 return float("inf")
-            return walltime - (time.monotonic() - start) - WALLTIME_MARGIN_S
+            return walltime - (time.monotonic() - start) - margin_s
 
         def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
             return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)

@@ -73,7 +73,10 @@ def run_offline_dir(launch_dir: str) -> tuple[str, str]:
 
 
 def farm_offline(
-    job_dir: Path, walltime_s: float | None, task_estimate_s: float
+    job_dir: Path,
+    walltime_s: float | None,
+    task_estimate_s: float,
+    margin_s: float | None = None,
 ) -> dict[str, Any] | None:
     """Run the reserved Fireworks of ``job_dir`` over the MPI ranks (rank 0 dispatches).
 
@@ -105,7 +108,8 @@ def farm_offline(
         def time_left() -> float:
             if walltime is None:
                 return float("inf")
-            return walltime - (time.monotonic() - start) - WALLTIME_MARGIN_S
+            margin = WALLTIME_MARGIN_S if margin_s is None else margin_s
+            return walltime - (time.monotonic() - start) - margin
 
         states, stopped = drive(
             executor, max(comm.Get_size() - 1, 1), claim, submit, time_left, task_estimate_s

@@ -50,7 +50,7 @@ def pack(
     workers: int,
     elapse_s: float,
     task_estimate_s: float,
-    margin_s: float = 60.0,
+    margin_s: float = 30.0,
     max_jobs: int | None = None,
 ) -> Packing:
     """Decide the number of jobs for ``n_tasks`` tasks.
@@ -96,6 +96,7 @@ class SubmitReport:
     script: Path | None = None
     job_dir: Path | None = None
     reserved: int = 0
+    recovered: list[int] = field(default_factory=list)
 
 
 def _launcher_argv(template: str, ranks: int) -> list[str]:
@@ -127,6 +128,7 @@ def submit(
     db_uri: str | None = None,
     dry_run: bool = False,
     stale_after_s: float = 60.0,
+    margin_s: float = 30.0,
 ) -> SubmitReport:
     """Plan a campaign and submit batch jobs that run it on a site.
 
@@ -151,6 +153,8 @@ def submit(
         Write the script but submit nothing.
     stale_after_s
         Heartbeat age after which the farm reruns a RUNNING Firework.
+    margin_s
+        Time each job keeps free before its walltime.
 
     Returns
     -------
@@ -178,6 +182,9 @@ def submit(
     from matdx.workflows import fireworks_adapter as fwa
 
     lp = fwa.get_launchpad(backend)
+    from matdx.workflows.lostruns import recover_lost
+
+    report.recovered = recover_lost(lp, loaded.spec.name, stale_after_s)
     n_tasks = lp.fireworks.count_documents(
         {
             "spec._matdx.campaign": loaded.spec.name,
@@ -193,7 +200,7 @@ def submit(
     # so there the master takes one of them.
     extra = 1 if profile.farm_launcher is not None else 0
     workers = max(resolved.total_ranks - 1 + extra, 1)
-    report.packing = pack(n_tasks, workers, resolved.elapse, estimate, max_jobs=max_jobs)
+    report.packing = pack(n_tasks, workers, resolved.elapse, estimate, margin_s, max_jobs)
     if report.packing.n_jobs == 0:
         return report
 
@@ -228,6 +235,8 @@ def submit(
         f"{estimate:g}",
         "--stale-after",
         f"{stale_after_s:g}",
+        "--margin",
+        f"{margin_s:g}",
         "--env-file",
         str(env_file),
     ]
