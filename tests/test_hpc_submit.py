@@ -68,8 +68,12 @@ def test_packing_turns_many_small_tasks_into_few_jobs():
 def test_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     profile_path = ROOT / "hpc_profiles" / "ci_slurm.yaml"
-    report = submit(load_campaign(ROOT / "workflows" / "cu_au_pt.yaml"), profile_path,
-                    {"elapse": "10m"}, db_uri=db_uri)
+    report = submit(
+        load_campaign(ROOT / "workflows" / "cu_au_pt.yaml"),
+        profile_path,
+        {"elapse": "10m"},
+        db_uri=db_uri,
+    )
     assert report.packing.n_jobs == 1 and len(report.job_ids) == 1
     script = report.script.read_text()
     assert "#SBATCH --partition=debug" in script and db_uri not in script
@@ -89,9 +93,14 @@ def pjm(tmp_path, monkeypatch):
 
 def test_campaign_through_pjm_as_a_bulk_job(db_uri, pjm):
     # a task estimate close to the walltime forces several jobs: one bulk submission
-    report = submit(load_campaign(ROOT / "workflows" / "cu_au_pt.yaml"),
-                    STANDIN / "profile.yaml", {"elapse": "90"}, task_estimate_s=40,
-                    margin_s=5, db_uri=db_uri)
+    report = submit(
+        load_campaign(ROOT / "workflows" / "cu_au_pt.yaml"),
+        STANDIN / "profile.yaml",
+        {"elapse": "90"},
+        task_estimate_s=40,
+        margin_s=5,
+        db_uri=db_uri,
+    )
     p = report.packing
     assert p.n_tasks == 7 and p.workers_per_job == 2 and p.n_jobs == 2
     script = report.script.read_text()
@@ -115,20 +124,29 @@ def test_job_killed_at_its_elapse_is_rerun_by_the_next_job(db_uri, pjm, tmp_path
     path = tmp_path / "slow.yaml"
     path.write_text(SLOW)
     loaded = load_campaign(path)
-    first = submit(loaded, STANDIN / "profile.yaml", {"elapse": "12"}, task_estimate_s=1,
-                   margin_s=0, stale_after_s=5, db_uri=db_uri)
+    first = submit(
+        loaded,
+        STANDIN / "profile.yaml",
+        {"elapse": "12"},
+        task_estimate_s=1,
+        margin_s=0,
+        stale_after_s=5,
+        db_uri=db_uri,
+    )
     assert first.packing.n_tasks == 1 and len(first.job_ids) == 1
     wait_jobs(pjm, first.job_ids)
-    hist = subprocess.run(["pjstat", "-H", "-v", first.job_ids[0]], capture_output=True,
-                          text=True).stdout
+    hist = subprocess.run(
+        ["pjstat", "-H", "-v", first.job_ids[0]], capture_output=True, text=True
+    ).stdout
     assert "ELAPSE" in hist.upper()
     db = db_of(db_uri)
     batch = db.fireworks.find_one({"spec._matdx.step": "prescreen"})
     assert batch["state"] == "RUNNING"  # cut by the limit: its heartbeat stops
     partial = db.calculations.count_documents({})
     time.sleep(6)
-    second = submit(loaded, STANDIN / "profile.yaml", {"elapse": "10m"}, stale_after_s=5,
-                    db_uri=db_uri)
+    second = submit(
+        loaded, STANDIN / "profile.yaml", {"elapse": "10m"}, stale_after_s=5, db_uri=db_uri
+    )
     assert second.recovered == [batch["fw_id"]]
     wait_jobs(pjm, second.job_ids)
     unique = assert_complete(db, "slow-cu-au")

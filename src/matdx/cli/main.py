@@ -308,11 +308,9 @@ def sync(
     store, backend = _open(db)  # type: ignore[misc]
     store.campaign(campaign)
     from matdx.workflows import fireworks_adapter as fwa
-    from matdx.workflows.context import default_db
     from matdx.workflows.offline import sync as do_sync
 
-    with default_db(backend.target.uri):
-        r = do_sync(fwa.get_launchpad(backend), store, campaign, stale_after)
+    r = do_sync(fwa.get_launchpad(backend), store, campaign, stale_after, db_uri=backend.target.uri)
     console.print(
         f"ingested {r.ingested} records; {len(r.recovered)} offline runs recovered, "
         f"{len(r.lost)} lost and made READY again, {len(r.running)} still running"

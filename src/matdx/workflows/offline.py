@@ -147,7 +147,12 @@ def _beat_age(launch_dir: Path) -> float | None:
 
 
 def sync(
-    lp: Any, store: Any, campaign: str, stale_after_s: float = 60.0, run_dir: Path | None = None
+    lp: Any,
+    store: Any,
+    campaign: str,
+    stale_after_s: float = 60.0,
+    run_dir: Path | None = None,
+    db_uri: str | None = None,
 ) -> SyncReport:
     """Bring a campaign's offline results into the LaunchPad and the store.
 
@@ -164,6 +169,8 @@ def sync(
         is lost (its job ended early) and is rerun.
     run_dir
         Directory for the analysis launch.
+    db_uri
+        Database the analysis step writes to (default: the process default).
 
     Returns
     -------
@@ -204,8 +211,13 @@ def sync(
     if ready and not report.running:
         from matdx.core.settings import get_settings
 
-        fwa.run_fireworks(
-            lp, campaign, run_dir or get_settings().runs_dir / campaign, step="analyse"
-        )
+        from matdx.workflows.context import default_db
+
+        target = run_dir or get_settings().runs_dir / campaign
+        if db_uri is None:
+            fwa.run_fireworks(lp, campaign, target, step="analyse")
+        else:
+            with default_db(db_uri):
+                fwa.run_fireworks(lp, campaign, target, step="analyse")
         report.analysed = True
     return report

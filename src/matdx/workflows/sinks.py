@@ -21,6 +21,9 @@ OFFLINE_ENV = "MATDX_OFFLINE"
 class Sink(Protocol):
     """Destination of calculation records."""
 
+    flush_every_s: float
+    """Records are handed over at least this often."""
+
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """Materials that already have a completed record."""
         ...  # pragma: no cover
@@ -35,7 +38,9 @@ class Sink(Protocol):
 
 
 class StoreSink:
-    """Records go to the property store."""
+    """Records go to the property store (in bulk, at least every 20 s)."""
+
+    flush_every_s = 20.0
 
     def __init__(self) -> None:
         from matdx.workflows.context import open_store
@@ -69,7 +74,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class FileSink:
-    """Records are appended to :data:`RECORDS_FILE` in the working directory."""
+    """Records are appended to :data:`RECORDS_FILE` in the working directory, each at once."""
+
+    flush_every_s = 0.0
 
     def __init__(self, directory: Path | None = None) -> None:
         self.path = (directory or Path.cwd()) / RECORDS_FILE

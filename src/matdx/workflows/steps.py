@@ -22,9 +22,6 @@ from matdx.engines.registry import get_engine
 from matdx.workflows.context import open_store
 from matdx.workflows.sinks import open_sink
 
-FLUSH_SECONDS = 20.0
-"""Results of a batch are written at least this often, so a killed batch loses little."""
-
 
 def _versions() -> dict[str, str]:
     out = {}
@@ -120,7 +117,7 @@ def prescreen_batch(
             "wall_time_s": time.perf_counter() - t0,
         }
         pending.append(record)
-        if time.monotonic() - last_flush > FLUSH_SECONDS:
+        if time.monotonic() - last_flush >= sink.flush_every_s:
             sink.write(pending)
             pending, last_flush = [], time.monotonic()
     sink.write(pending)
