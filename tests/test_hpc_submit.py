@@ -79,7 +79,7 @@ def test_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     assert "#SBATCH --partition=debug" in script and db_uri not in script
     states = wait_jobs(load_profile(profile_path), report.job_ids)
     assert set(states.values()) == {JobState.COMPLETED}
-    assert_complete(db_of(db_uri), "cu-au-pt") > 200
+    assert assert_complete(db_of(db_uri), "cu-au-pt") > 200
 
 
 @pytest.fixture

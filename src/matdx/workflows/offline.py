@@ -210,7 +210,6 @@ def sync(
     )
     if ready and not report.running:
         from matdx.core.settings import get_settings
-
         from matdx.workflows.context import default_db
 
         target = run_dir or get_settings().runs_dir / campaign
