@@ -109,6 +109,14 @@ def _launcher_argv(template: str, ranks: int) -> list[str]:
     return argv
 
 
+def _python(profile: Any) -> list[str]:
+    """The Python that runs the farm: this one, or the image's under ``apptainer exec``."""
+    c = profile.container
+    if c is None:
+        return [sys.executable]
+    return [*c.exec_command, *c.options, c.image, "python"]
+
+
 def write_env_file(job_dir: Path, db_uri: str) -> Path:
     """Write the job's database URI to a file only its owner can read."""
     path = job_dir / ENV_FILE
@@ -224,7 +232,7 @@ def submit(
     template = (profile.farm_launcher or profile.launcher).command
     argv = [
         *_launcher_argv(template, resolved.total_ranks + extra),
-        sys.executable,
+        *_python(profile),
         "-m",
         "matdx.cli.main",
         "farm",
@@ -246,6 +254,7 @@ def submit(
         update={
             "command": argv,
             "use_launcher": False,
+            "use_container": False,  # the launcher starts the container, see _python
             "workdir": str(job_dir),
             "array": f"0-{n_jobs - 1}" if n_jobs > 1 else None,
             "stdout": None,
