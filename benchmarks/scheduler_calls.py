@@ -93,8 +93,7 @@ def main() -> None:
 
     _, backend = open_store(args.db)
     lp = fwa.get_launchpad(backend)
-    lp.fireworks.update_many({"spec._matdx.campaign": "bench-calls",
-                              "spec._matdx.step": "prescreen"}, {"$set": {"state": "READY"}})
+    # the jobs of matdx submit never ran: the Fireworks are still READY
     qadapter = make_qadapter(profile, JobRequest(elapse=args.elapse))
     t0 = time.perf_counter()
     launch_dir = work / "qlaunch"
