@@ -47,3 +47,10 @@ class CalcResult(BaseModel):
     band_gap: float | None = Field(None, description="Band gap (eV) where defined.")
     magmoms: list[float] | None = Field(None, description="Magnetic moments (μB) where defined.")
     wall_time_s: float = 0.0
+    corrections: list[dict[str, Any]] = Field(
+        default_factory=list, description="Error-recovery corrections applied, in order."
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Engine- or task-specific results (MD averages, phonon data, ...).",
+    )
