@@ -196,6 +196,11 @@ class SummaryDoc(Governed):
     decomposes_to = ListField(StringField())
     volume_per_atom = FloatField(help_text="Å³/atom")
     method = DictField(help_text="engine, settings_hash, references")
+    derived_access = ListField(
+        DictField(),
+        help_text="Governance (tier, owner, groups) of every record the derived values "
+        "(formation energy, hull) were computed from.",
+    )
     updated_at = DateTimeField(default=utcnow)
 
 

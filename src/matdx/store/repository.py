@@ -18,6 +18,7 @@ from pymatgen.core import Structure
 
 from matdx.core.errors import UnknownCampaignError
 from matdx.core.hashing import stable_hash
+from matdx.store.access import Caller
 from matdx.store.bulk import Upsert, apply_upserts, insert_new
 from matdx.store.codec import pack, unpack
 from matdx.store.documents import (
@@ -31,25 +32,6 @@ from matdx.store.documents import (
 
 CHUNK = 500
 """Identifiers per ``$in`` query."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is reading: a user and the groups/projects they belong to."""
-
-    user: str
-    groups: tuple[str, ...] = ()
-
-    def tier_filter(self) -> dict[str, Any]:
-        """MongoDB filter selecting the records this caller may read."""
-        mine = [self.user, *self.groups]
-        return {
-            "$or": [
-                {"tier": "open"},
-                {"owner": {"$in": mine}},
-                {"tier": "shared-closed", "groups": {"$in": list(self.groups) or ["\x00"]}},
-            ]
-        }
 
 
 @dataclass(frozen=True)
@@ -335,18 +317,8 @@ class Store:
         ascending: bool = True,
         limit: int = 0,
     ) -> list[dict[str, Any]]:
-        """Derived properties of a campaign visible to ``caller``."""
-        flt = {"$and": [{"campaign": campaign}, caller.tier_filter()]}
-        rows = [
-            {k: v for k, v in unpack(d).items() if k != "_id"}
-            for d in SummaryDoc._get_collection().find(flt)
-        ]
-        if sort:
-            # missing values last, whatever the direction
-            present = [r for r in rows if r.get(sort) is not None]
-            missing = [r for r in rows if r.get(sort) is None]
-            sign = 1 if ascending else -1
-            # ties (e.g. every stable phase at 0 above the hull) by formation energy
-            present.sort(key=lambda r: (sign * r[sort], r.get("formation_energy_per_atom") or 0.0))
-            rows = present + missing
-        return rows[:limit] if limit else rows
+        """Derived properties of a campaign visible to ``caller`` (see :mod:`.query`)."""
+        from matdx.store.query import MaterialQuery, run_query
+
+        q = MaterialQuery(campaign=campaign, sort=sort, ascending=ascending, limit=limit)
+        return run_query(q, caller)

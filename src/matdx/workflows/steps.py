@@ -125,6 +125,29 @@ def prescreen_batch(
     return counts
 
 
+GOVERNANCE_KEYS = ("tier", "owner", "groups", "rights", "export_control")
+
+
+def derived_access(
+    calcs: dict[str, dict[str, Any]], mats: dict[str, dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Governance of every calculation a chemical system's hull is built from.
+
+    A hull (and formation energy) in system A-B-C uses the calculations of A-B-C and of all
+    its subsystems; a reader must be allowed to see all of them to see the derived values.
+    """
+    by_sys: dict[str, set[tuple[str, str, tuple[str, ...]]]] = {}
+    for mid, c in calcs.items():
+        key = (c.get("tier", "open"), c.get("owner", ""), tuple(c.get("groups") or ()))
+        by_sys.setdefault(mats[mid]["chemsys"], set()).add(key)
+    out = {}
+    for system in by_sys:
+        els = set(system.split("-"))
+        keys = set().union(*(v for k, v in by_sys.items() if set(k.split("-")) <= els))
+        out[system] = [{"tier": t, "owner": o, "groups": list(g)} for t, o, g in sorted(keys)]
+    return out
+
+
 def analyse_campaign(
     campaign: str, settings_hash: str, governance: dict[str, Any]
 ) -> dict[str, Any]:
@@ -137,7 +160,8 @@ def analyse_campaign(
     settings_hash
         Settings of the calculations to use (elemental references come from the same).
     governance
-        Tier and rights fields stamped on each summary.
+        Tier and rights of the campaign (a summary takes those of the calculation it
+        summarises, which may come from another campaign).
 
     Returns
     -------
@@ -153,6 +177,7 @@ def analyse_campaign(
         for mid, c in calcs.items()
     ]
     thermo = thermodynamics(points)
+    access = derived_access({mid: c for mid, c in calcs.items()}, mats)
     rows = []
     for mid, c in calcs.items():
         m, out, t = mats[mid], c["output"], thermo[mid]
@@ -180,7 +205,8 @@ def analyse_campaign(
                     "settings_hash": settings_hash,
                     "units": {"energy": "eV/atom", "volume": "Å³/atom"},
                 },
-                **governance,
+                "derived_access": access[m["chemsys"]],
+                **{k: c.get(k, governance.get(k)) for k in GOVERNANCE_KEYS},
             }
         )
     store.write_summaries(campaign, rows)
