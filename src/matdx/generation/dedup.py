@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import spglib
@@ -70,15 +71,29 @@ def identify(structure: Structure, symprec: float = SYMPREC) -> tuple[str, str]:
         orbits[(numbers[rep], data.site_symmetry_symbols[rep])] += 1
     signature = sorted((z, sym, str(Fraction(count, n))) for (z, sym), count in orbits.items())
     fp = f"{formula}|{data.number}|{stable_hash(signature, 10)}"
-    pos = np.round(data.std_positions % 1.0, 3) % 1.0
-    order = np.lexsort((*pos.T[::-1], data.std_types))
-    key = [
-        fp,
-        np.round(data.std_lattice, 3).tolist(),
-        pos[order].tolist(),
-        np.asarray(data.std_types)[order].tolist(),
-    ]
+    key = [fp, np.round(data.std_lattice, 3).tolist(), *_canonical_sites(data)]
     return fp, "mdx-" + stable_hash(key, 16)
+
+
+def _canonical_sites(data: Any) -> tuple[list[list[float]], list[int]]:
+    """Sites of spglib's standardised cell, independent of the origin and the site order.
+
+    Every atom of the rarest species is tried as the origin; the lexicographically
+    smallest sorted site list wins. Copies of one crystal (rotated, translated, permuted,
+    supercells) then give the same list, so equal identifiers mean equal crystals.
+    """
+    types = np.asarray(data.std_types)
+    values, counts = np.unique(types, return_counts=True)
+    rare = values[np.argmin(counts)]
+    best: tuple[list[list[float]], list[int]] | None = None
+    for origin in np.flatnonzero(types == rare):
+        pos = np.round((data.std_positions - data.std_positions[origin]) % 1.0, 3) % 1.0
+        order = np.lexsort((*pos.T[::-1], types))
+        cand = (pos[order].tolist(), types[order].tolist())
+        if best is None or cand < best:
+            best = cand
+    assert best is not None
+    return best
 
 
 def fingerprint(structure: Structure, symprec: float = SYMPREC) -> str:
@@ -169,12 +184,17 @@ def deduplicate(
     groups: list[list[int]] = []
     group_known: list[str | None] = []
     for fp, members in buckets.items():
-        if len(members) == 1:
+        # equal identifiers are equal crystals: the matcher only compares one per identifier
+        classes: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            classes[ids[i]].append(i)
+        reps = [c[0] for c in classes.values()]
+        if len(reps) == 1:
             sub = [members]
         else:
-            by_obj = {id(structures[i]): i for i in members}
-            grouped = matcher.group_structures([structures[i] for i in members])
-            sub = [sorted(by_obj[id(s)] for s in g) for g in grouped]
+            rep_class = {id(structures[c[0]]): c for c in classes.values()}
+            grouped = matcher.group_structures([structures[i] for i in reps])
+            sub = [sorted(i for s in g for i in rep_class[id(s)]) for g in grouped]
         for g in sub:
             match = None
             for kid, ks in stored.get(fp, ()):
