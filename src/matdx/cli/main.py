@@ -24,9 +24,12 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from matdx.cli.data import data_app, query
     from matdx.cli.profile import profile_app
 
     app.add_typer(profile_app, name="profile")
+    app.add_typer(data_app, name="data")
+    app.command()(query)
 
 
 _register_subcommands()
@@ -89,12 +92,14 @@ def run(
 def status(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
     db: DbOption = None,
+    user: UserOption = None,
+    group: GroupOption = None,
 ) -> None:
     """Progress of a campaign: candidates and Fireworks by state, calculations by outcome."""
     store, backend = _open(db)  # type: ignore[misc]
     from matdx.workflows import fireworks_adapter as fwa  # after the store: see its docstring
 
-    doc = store.campaign(campaign)
+    doc = store.campaign(campaign, _caller(user, group))
     lp = fwa.get_launchpad(backend)
     states = fwa.state_counts(lp, campaign)
     calcs = store.count_calculations(campaign)
@@ -137,7 +142,7 @@ def results(
 ) -> None:
     """Ranked table of a campaign's results."""
     store, _ = _open(db)  # type: ignore[misc]
-    doc = store.campaign(campaign)
+    doc = store.campaign(campaign, _caller(user, group))
     ranking = doc.spec.get("ranking", {})
     key = sort or ranking.get("key", "energy_above_hull")
     if key not in RANK_KEYS:
@@ -186,7 +191,13 @@ def results(
 def export(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="parquet, csv, json or extxyz.")] = "parquet",
+    fmt: Annotated[
+        str, typer.Option("--format", help="parquet, csv, json, extxyz or optimade.")
+    ] = "parquet",
+    allow_export_controlled: Annotated[
+        bool,
+        typer.Option("--allow-export-controlled", help="Include export-controlled records."),
+    ] = False,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
@@ -199,12 +210,20 @@ def export(
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
     store, _ = _open(db)  # type: ignore[misc]
-    doc = store.campaign(campaign)
+    doc = store.campaign(campaign, _caller(user, group))
     from matdx.workflows.campaign import LoadedCampaign
 
     spec = validate_campaign(doc.spec, {}, f"stored campaign {campaign}")
     loaded = LoadedCampaign(spec, Path(campaign), doc.spec)
-    n = do_export(store, campaign, _caller(user, group), fmt, output, loaded.settings_hash)
+    n = do_export(
+        store,
+        campaign,
+        _caller(user, group),
+        fmt,
+        output,
+        loaded.settings_hash,
+        allow_export_controlled,
+    )
     console.print(f"wrote {n} records to {output} ({fmt})")
 
 
@@ -226,7 +245,7 @@ def plot(
     if kind not in PLOTS:
         raise InputError(f"unknown plot {kind!r} (choose from {', '.join(PLOTS)})")
     store, _ = _open(db)  # type: ignore[misc]
-    store.campaign(campaign)
+    store.campaign(campaign, _caller(user, group))
     rows = store.summaries(campaign, _caller(user, group))
     if not rows:
         raise InputError(f"campaign {campaign!r} has no results yet")

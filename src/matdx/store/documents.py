@@ -29,7 +29,7 @@ from mongoengine import (
 )
 
 ALIAS = "matdx"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TIERS = ("open", "shared-closed", "closed")
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from matdx.core.errors import InputError
-from matdx.store.repository import Caller, Store
+from matdx.store.access import Caller, can_see
+from matdx.store.repository import Store
 
 COLUMNS = [
     "material_id",
@@ -97,11 +98,22 @@ TABLE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
     "parquet": _write_parquet,
     "json": _write_json,
 }
-FORMATS = (*TABLE_WRITERS, "extxyz")
+FORMATS = (*TABLE_WRITERS, "extxyz", "optimade")
+
+
+def _visible_calculations(
+    store: Store, rows: dict[str, dict[str, Any]], caller: Caller, settings_hash: str
+) -> list[dict[str, Any]]:
+    return [c for c in store.calculations(sorted(rows), settings_hash) if can_see(c, caller)]
 
 
 def write_extxyz(
-    store: Store, campaign: str, caller: Caller, settings_hash: str, path: Path
+    store: Store,
+    campaign: str,
+    caller: Caller,
+    settings_hash: str,
+    path: Path,
+    rows: dict[str, dict[str, Any]] | None = None,
 ) -> int:
     """Relaxed structures with energy, forces and stress, for ML potential training.
 
@@ -110,23 +122,18 @@ def write_extxyz(
     int
         Number of frames written.
     """
-    from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
-    rows = {r["material_id"]: r for r in store.summaries(campaign, caller)}
-    calcs = store.calculations(sorted(rows), settings_hash)
+    rows = (
+        rows
+        if rows is not None
+        else {r["material_id"]: r for r in store.summaries(campaign, caller)}
+    )
     frames = []
-    for c in calcs:
+    for c in _visible_calculations(store, rows, caller, settings_hash):
         out = c["output"]
-        s = out["structure"]
-        lattice = np.array(s["lattice"]["matrix"])
-        atoms = Atoms(
-            symbols=[site["species"][0]["element"] for site in s["sites"]],
-            positions=[site["xyz"] for site in s["sites"]],
-            cell=lattice,
-            pbc=True,
-        )
+        atoms = to_atoms(out["structure"])
         atoms.calc = SinglePointCalculator(
             atoms,
             energy=out["energy"],
@@ -148,8 +155,108 @@ def write_extxyz(
     return len(frames)
 
 
+def to_atoms(structure: dict[str, Any]) -> Any:
+    """ASE atoms of a pymatgen structure dict (no pymatgen object needed)."""
+    from ase import Atoms
+
+    return Atoms(
+        symbols=[site["species"][0]["element"] for site in structure["sites"]],
+        positions=[site["xyz"] for site in structure["sites"]],
+        cell=np.array(structure["lattice"]["matrix"]),
+        pbc=True,
+    )
+
+
+def optimade_entry(row: dict[str, Any], structure: dict[str, Any]) -> dict[str, Any]:
+    """One result as an OPTIMADE ``structures`` entry (matdx properties prefixed ``_matdx_``)."""
+    from pymatgen.core import Composition
+
+    atoms = to_atoms(structure)
+    symbols = atoms.get_chemical_symbols()
+    comp = Composition(row["formula_pretty"])
+    elements = sorted({*symbols})
+    fractions = [comp.get_atomic_fraction(e) for e in elements]
+    attributes = {
+        "elements": elements,
+        "nelements": len(elements),
+        "elements_ratios": fractions,
+        "chemical_formula_reduced": "".join(
+            f"{e}{'' if n == 1 else int(n)}" for e, n in sorted(comp.get_el_amt_dict().items())
+        ),
+        "chemical_formula_anonymous": comp.anonymized_formula,
+        "nsites": len(symbols),
+        "lattice_vectors": np.asarray(atoms.cell).tolist(),
+        "dimension_types": [1, 1, 1],
+        "nperiodic_dimensions": 3,
+        "cartesian_site_positions": atoms.positions.tolist(),
+        "species_at_sites": symbols,
+        "species": [{"name": e, "chemical_symbols": [e], "concentration": [1.0]} for e in elements],
+        "structure_features": [],
+    }
+    for key in (
+        "energy_per_atom",
+        "formation_energy_per_atom",
+        "energy_above_hull",
+        "volume_per_atom",
+        "campaign",
+        "tier",
+        "rights",
+    ):
+        attributes[f"_matdx_{key}"] = row.get(key)
+    attributes["_matdx_space_group_number"] = (row.get("symmetry") or {}).get("number")
+    return {"id": row["material_id"], "type": "structures", "attributes": attributes}
+
+
+def write_optimade(
+    store: Store,
+    campaign: str,
+    caller: Caller,
+    settings_hash: str,
+    path: Path,
+    rows: dict[str, dict[str, Any]] | None = None,
+) -> int:
+    """Relaxed structures and properties as an OPTIMADE-shaped JSON document."""
+    import json
+    from datetime import UTC, datetime
+
+    from matdx import __version__
+
+    rows = (
+        rows
+        if rows is not None
+        else {r["material_id"]: r for r in store.summaries(campaign, caller)}
+    )
+    data = [
+        optimade_entry(rows[c["material_id"]], c["output"]["structure"])
+        for c in _visible_calculations(store, rows, caller, settings_hash)
+    ]
+    doc = {
+        "data": data,
+        "meta": {
+            "api_version": "1.1.0",
+            "more_data_available": False,
+            "data_returned": len(data),
+            "time_stamp": datetime.now(UTC).isoformat(),
+            "provider": {
+                "name": "matdx",
+                "prefix": "matdx",
+                "description": f"matdx {__version__} export of campaign {campaign}",
+            },
+        },
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return len(data)
+
+
 def export(
-    store: Store, campaign: str, caller: Caller, fmt: str, path: Path, settings_hash: str
+    store: Store,
+    campaign: str,
+    caller: Caller,
+    fmt: str,
+    path: Path,
+    settings_hash: str,
+    allow_export_controlled: bool = False,
 ) -> int:
     """Write a campaign's results in format ``fmt`` to ``path``, atomically.
 
@@ -161,13 +268,23 @@ def export(
     Raises
     ------
     InputError
-        For an unknown format.
+        For an unknown format, or export-controlled records without permission.
     """
-    if fmt == "extxyz":
-        return write_extxyz(store, campaign, caller, settings_hash, path)
-    if fmt not in TABLE_WRITERS:
+    if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    df = results_frame(store, campaign, caller)
+    summaries = store.summaries(campaign, caller)
+    controlled = sum(bool(r.get("export_control")) for r in summaries)
+    if controlled and not allow_export_controlled:
+        raise InputError(
+            f"{controlled} of {len(summaries)} records are export-controlled: they are not "
+            "exported without --allow-export-controlled"
+        )
+    rows = {r["material_id"]: r for r in summaries}
+    if fmt == "extxyz":
+        return write_extxyz(store, campaign, caller, settings_hash, path, rows)
+    if fmt == "optimade":
+        return write_optimade(store, campaign, caller, settings_hash, path, rows)
+    df = pd.DataFrame([flatten(r) for r in summaries], columns=COLUMNS)
     with atomic_path(path) as tmp:
         TABLE_WRITERS[fmt](df, tmp)
     return len(df)

@@ -93,17 +93,19 @@ class Store:
     """Operations on the property store (mongoengine must be connected)."""
 
     # campaigns -------------------------------------------------------------------------
-    def campaign(self, name: str) -> CampaignDoc:
-        """The campaign called ``name``.
+    def campaign(self, name: str, caller: Caller | None = None) -> CampaignDoc:
+        """The campaign called ``name`` (as ``caller`` may see it, if given).
 
         Raises
         ------
         UnknownCampaignError
-            If there is none.
+            If there is none, or the caller may not see it (the message is the same, so
+            that a closed campaign's existence is not revealed).
         """
-        doc = CampaignDoc.objects(id=name).first()
+        visible = caller.tier_filter() if caller is not None else {}
+        doc = CampaignDoc.objects(__raw__={"$and": [{"_id": name}, visible]}).first()
         if doc is None:
-            names = [c.name for c in CampaignDoc.objects.only("name").limit(20)]
+            names = [c.name for c in CampaignDoc.objects(__raw__=visible).only("name").limit(20)]
             known = f" (known: {', '.join(names)})" if names else " (the store has no campaigns)"
             raise UnknownCampaignError(f"unknown campaign {name!r}{known}")
         return doc

@@ -1,0 +1,167 @@
+"""Changing data tiers and rights, with an audit trail; schema migrations.
+
+Only the owner of a record (the user, or a member of the owning project) may change its
+tier. Every change appends ``{by, at, from_tier, to_tier}`` to the record's
+``tier_history``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from matdx.core.errors import InputError, UnknownCampaignError
+from matdx.store.access import Caller
+from matdx.store.documents import (
+    SCHEMA_VERSION,
+    TIERS,
+    CalculationDoc,
+    CampaignDoc,
+    CampaignMaterialDoc,
+    MaterialDoc,
+    SummaryDoc,
+    utcnow,
+)
+
+GOVERNED = (CampaignDoc, MaterialDoc, CalculationDoc, SummaryDoc)
+
+
+def set_tier(
+    caller: Caller,
+    tier: str,
+    campaign: str | None = None,
+    material_id: str | None = None,
+    owner: str | None = None,
+    groups: list[str] | None = None,
+    rights: str | None = None,
+    export_control: bool | None = None,
+) -> dict[str, int]:
+    """Change the tier (and optionally owner, groups, rights, export control) of records.
+
+    Parameters
+    ----------
+    caller
+        Who asks; must own the records.
+    tier
+        ``open``, ``shared-closed`` or ``closed``.
+    campaign
+        All records of this campaign: the campaign, its calculations and summaries, and the
+        materials it stored first.
+    material_id
+        Or one material with its calculations and summaries.
+    owner, groups, rights, export_control
+        New values, where given.
+
+    Returns
+    -------
+    dict
+        Records changed per collection.
+
+    Raises
+    ------
+    InputError
+        For an unknown tier, no target, or records the caller does not own.
+    """
+    if tier not in TIERS:
+        raise InputError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
+    if (campaign is None) == (material_id is None):
+        raise InputError("give either a campaign or a material id")
+    selectors = _selectors(campaign, material_id)
+    mine = {caller.user, *caller.groups}
+    changed: dict[str, int] = {}
+    for doc_cls, flt in selectors.items():
+        coll = doc_cls._get_collection()
+        docs = list(coll.find(flt, {"owner": 1, "tier": 1}))
+        foreign = [d["_id"] for d in docs if d.get("owner") not in mine]
+        if foreign:
+            raise InputError(
+                f"{len(foreign)} {doc_cls._meta['collection']} record(s) are owned by others; "
+                "only their owner may change their tier"
+            )
+        changes: dict[str, Any] = {"tier": tier}
+        if owner is not None:
+            changes["owner"] = owner
+        if groups is not None:
+            changes["groups"] = list(groups)
+        if rights is not None:
+            changes["rights"] = rights
+        if export_control is not None:
+            changes["export_control"] = export_control
+        n = 0
+        for from_tier in {d.get("tier") for d in docs}:
+            entry = {"by": caller.user, "at": utcnow(), "from_tier": from_tier, "to_tier": tier}
+            res = coll.update_many(
+                {"$and": [flt, {"tier": from_tier}]},
+                {"$set": changes, "$push": {"tier_history": entry}},
+            )
+            n += res.modified_count
+        changed[doc_cls._meta["collection"]] = n
+    return changed
+
+
+def _selectors(campaign: str | None, material_id: str | None) -> dict[type, dict[str, Any]]:
+    if material_id is not None:
+        if MaterialDoc._get_collection().count_documents({"_id": material_id}) == 0:
+            raise InputError(f"unknown material {material_id!r}")
+        return {
+            MaterialDoc: {"_id": material_id},
+            CalculationDoc: {"material_id": material_id},
+            SummaryDoc: {"material_id": material_id},
+        }
+    if CampaignDoc._get_collection().count_documents({"_id": campaign}) == 0:
+        raise UnknownCampaignError(f"unknown campaign {campaign!r}")
+    first = [
+        d["material_id"]
+        for d in CampaignMaterialDoc._get_collection().find(
+            {"campaign": campaign, "reused": False}, {"material_id": 1}
+        )
+    ]
+    return {
+        CampaignDoc: {"_id": campaign},
+        MaterialDoc: {"_id": {"$in": first}},
+        CalculationDoc: {"campaign": campaign},
+        SummaryDoc: {"campaign": campaign},
+    }
+
+
+# --- schema migrations ------------------------------------------------------------------
+
+Migration = Callable[[Any], int]
+
+
+def _v1_to_v2(db: Any) -> int:
+    """Version 2 added ``derived_access`` to summaries (empty: nothing hidden)."""
+    res = db[SummaryDoc._meta["collection"]].update_many(
+        {"derived_access": {"$exists": False}}, {"$set": {"derived_access": []}}
+    )
+    return res.modified_count
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+"""``MIGRATIONS[v]`` brings data from schema version ``v`` to ``v + 1``."""
+
+
+def migrate(db: Any, dry_run: bool = False) -> dict[str, int]:
+    """Bring every record to :data:`SCHEMA_VERSION`.
+
+    Returns
+    -------
+    dict
+        Records found per old version, or migrated.
+    """
+    seen: dict[str, int] = {}
+    for doc_cls in GOVERNED:
+        coll = db[doc_cls._meta["collection"]]
+        for version in range(1, SCHEMA_VERSION):
+            n = coll.count_documents({"schema_version": version})
+            if n:
+                seen[f"{doc_cls._meta['collection']}@v{version}"] = n
+    if dry_run:
+        return seen
+    for version in range(1, SCHEMA_VERSION):
+        MIGRATIONS[version](db)
+        for doc_cls in GOVERNED:
+            db[doc_cls._meta["collection"]].update_many(
+                {"schema_version": version}, {"$set": {"schema_version": version + 1}}
+            )
+    return seen
