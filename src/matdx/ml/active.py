@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,21 +34,22 @@ from matdx.ml.model import TrainedModel, make_model, predict_with_std
 Strategy = Callable[[np.ndarray, np.ndarray, np.random.Generator, float], np.ndarray]
 
 
-def _ucb(mean: np.ndarray, std: np.ndarray, rng: np.random.Generator, kappa: float) -> np.ndarray:
+Vec = np.ndarray
+
+
+def _ucb(mean: Vec, std: Vec, rng: np.random.Generator, kappa: float) -> Vec:
     return mean - kappa * std  # lower confidence bound: we minimise
 
 
-def _greedy(mean: np.ndarray, std: np.ndarray, rng: np.random.Generator, kappa: float) -> np.ndarray:
+def _greedy(mean: Vec, std: Vec, rng: np.random.Generator, kappa: float) -> Vec:
     return mean
 
 
-def _uncertainty(
-    mean: np.ndarray, std: np.ndarray, rng: np.random.Generator, kappa: float
-) -> np.ndarray:
+def _uncertainty(mean: Vec, std: Vec, rng: np.random.Generator, kappa: float) -> Vec:
     return -std
 
 
-def _random(mean: np.ndarray, std: np.ndarray, rng: np.random.Generator, kappa: float) -> np.ndarray:
+def _random(mean: Vec, std: Vec, rng: np.random.Generator, kappa: float) -> Vec:
     return rng.random(len(mean))
 
 
@@ -75,14 +77,14 @@ def fractions(formulas: Sequence[str]) -> tuple[list[str], np.ndarray]:
     comps = [Composition(f) for f in formulas]
     elements = sorted({el.symbol for c in comps for el in c.elements})
     col = {el: i for i, el in enumerate(elements)}
-    F = np.zeros((len(comps), len(elements)))
+    frac = np.zeros((len(comps), len(elements)))
     for i, c in enumerate(comps):
         for el, x in c.fractional_composition.get_el_amt_dict().items():
-            F[i, col[el]] = x
-    return elements, F
+            frac[i, col[el]] = x
+    return elements, frac
 
 
-def hull_energies(F_known: np.ndarray, e_known: np.ndarray, F_query: np.ndarray) -> np.ndarray:
+def hull_energies(frac_known: Vec, e_known: Vec, frac_query: Vec) -> Vec:
     """Lower convex hull of known formation energies, evaluated at query compositions.
 
     Each query is placed on the hull of its own chemical system and subsystems; the pure
@@ -90,9 +92,9 @@ def hull_energies(F_known: np.ndarray, e_known: np.ndarray, F_query: np.ndarray)
 
     Parameters
     ----------
-    F_known, e_known
+    frac_known, e_known
         Atomic fractions (rows) and formation energies (eV/atom) of computed phases.
-    F_query
+    frac_query
         Atomic fractions of the compositions to evaluate, same element columns.
 
     Returns
@@ -102,30 +104,31 @@ def hull_energies(F_known: np.ndarray, e_known: np.ndarray, F_query: np.ndarray)
     """
     from scipy.spatial import ConvexHull
 
-    out = np.zeros(len(F_query))
-    support_q = F_query > 1e-9
-    support_k = F_known > 1e-9
+    out = np.zeros(len(frac_query))
+    support_q = frac_query > 1e-9
+    support_k = frac_known > 1e-9
     systems: dict[tuple[int, ...], list[int]] = {}
     for i, row in enumerate(support_q):
         systems.setdefault(tuple(np.flatnonzero(row)), []).append(i)
     for system, rows in systems.items():
         idx = list(system)
-        inside = ~support_k[:, [j for j in range(F_known.shape[1]) if j not in system]].any(axis=1)
-        P, E = F_known[inside][:, idx], e_known[inside]
+        outside = [j for j in range(frac_known.shape[1]) if j not in system]
+        inside = ~support_k[:, outside].any(axis=1)
+        pts, energies = frac_known[inside][:, idx], e_known[inside]
         k = len(idx)
         if k == 1:
-            out[rows] = min(0.0, float(E.min())) if len(E) else 0.0
+            out[rows] = min(0.0, float(energies.min())) if len(energies) else 0.0
             continue
-        top = max(float(E.max()) if len(E) else 0.0, 0.0) + 1.0
+        top = max(float(energies.max()) if len(energies) else 0.0, 0.0) + 1.0
         corners = np.eye(k)
         pts = np.vstack([
-            np.column_stack([P[:, 1:], E]),
+            np.column_stack([pts[:, 1:], energies]),
             np.column_stack([corners[:, 1:], np.zeros(k)]),
             np.column_stack([corners[:, 1:], np.full(k, top)]),  # a lid: full-dimensional
         ])
         eq = ConvexHull(pts).equations  # normal·x + offset <= 0 inside
         lower = eq[eq[:, -2] < -1e-9]
-        q = F_query[rows][:, idx[1:]]
+        q = frac_query[rows][:, idx[1:]]
         planes = -(q @ lower[:, :-2].T + lower[:, -1]) / lower[:, -2]
         out[rows] = np.minimum(planes.max(axis=1), 0.0)
     return out
@@ -137,17 +140,17 @@ def on_hull(df: pd.DataFrame, tol: float = 1e-4) -> np.ndarray:
 
 
 def _mean_std(
-    model: TrainedModel | Sequence[TrainedModel], X: pd.DataFrame, need_std: bool
+    model: TrainedModel | Sequence[TrainedModel], x: pd.DataFrame, need_std: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(model, TrainedModel):
         try:
-            return model.predict_with_std(X=X)
+            return model.predict_with_std(x=x)
         except ValueError:
             if need_std:
                 raise
-            mean = model.predict(X=X)
+            mean = model.predict(x=x)
             return mean, np.zeros_like(mean)
-    preds = np.stack([m.predict(X=X) for m in model])
+    preds = np.stack([m.predict(x=x) for m in model])
     return preds.mean(axis=0), preds.std(axis=0)
 
 
@@ -163,7 +166,7 @@ def propose(
     strategy: str = "ucb",
     seed: int = 0,
     kappa: float = 1.0,
-    X_candidates: pd.DataFrame | None = None,
+    x_candidates: pd.DataFrame | None = None,
 ) -> list[str]:
     """The ``budget`` candidates to compute next.
 
@@ -184,7 +187,7 @@ def propose(
         Seed of the random strategy and of tie-breaking.
     kappa
         Weight of the uncertainty in ``"ucb"``.
-    X_candidates
+    x_candidates
         Precomputed features of ``df_candidates``.
 
     Returns
@@ -198,15 +201,15 @@ def propose(
         model_or_ensemble[0])
     ids = df_candidates["material_id"].astype(str).to_numpy()
     if strategy in NEEDS_MODEL:
-        X = X_candidates if X_candidates is not None else featurize(
+        x = x_candidates if x_candidates is not None else featurize(
             df_candidates, structure=first.metadata.get("structure_features"))[0]
-        mean, std = _mean_std(model_or_ensemble, X, strategy in NEEDS_STD)
+        mean, std = _mean_std(model_or_ensemble, x, strategy in NEEDS_STD)
         if first.target == "formation_energy_per_atom":
             formulas = [*df_labelled["formula_pretty"], *df_candidates["formula_pretty"]]
-            _, F = fractions(formulas)
+            _, frac = fractions(formulas)
             n = len(df_labelled)
             e = df_labelled[first.target].to_numpy(dtype=float)
-            mean = mean - hull_energies(F[:n], e, F[n:])
+            mean = mean - hull_energies(frac[:n], e, frac[n:])
     else:
         mean = std = np.zeros(len(ids))
     order = _rank(acquire(mean, std, rng, kappa), rng)
@@ -225,7 +228,7 @@ def simulate(
     model: str = "random_forest",
     model_params: dict[str, Any] | None = None,
     kappa: float = 1.0,
-    X: pd.DataFrame | None = None,
+    x: pd.DataFrame | None = None,
     label: str = "formation_energy_per_atom",
 ) -> dict[str, Any]:
     """Replay a campaign on fully labelled data and count calculations to find the targets.
@@ -257,7 +260,7 @@ def simulate(
         Regressor name in :data:`~matdx.ml.model.MODELS` and its parameters.
     kappa
         Uncertainty weight of ``"ucb"``.
-    X
+    x
         Precomputed features of ``df_all``.
     label
         Modelled column (``formation_energy_per_atom``; other columns are ranked raw).
@@ -274,15 +277,15 @@ def simulate(
     acquire = _check_strategy(strategy)
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    if X is None:
-        X, _ = featurize(df_all)
-    A = X.to_numpy(dtype=float)
+    if x is None:
+        x, _ = featurize(df_all)
+    arr = x.to_numpy(dtype=float)
     y = df_all[label].to_numpy(dtype=float)
     targets = np.asarray(target_fn(df_all), dtype=bool)
     n, n_targets = len(df_all), int(targets.sum())
     n_needed = math.ceil(fraction * n_targets)
-    _, F = fractions(df_all["formula_pretty"].tolist())
-    unary = (F > 1e-9).sum(axis=1) == 1
+    _, frac = fractions(df_all["formula_pretty"].tolist())
+    unary = (frac > 1e-9).sum(axis=1) == 1
 
     done = np.zeros(n, dtype=bool)
     order: list[int] = []
@@ -302,13 +305,13 @@ def simulate(
         cand = np.flatnonzero(~done)
         if strategy in NEEDS_MODEL:
             pipe = make_model(model, seed + iterations, **(model_params or {}))
-            pipe.fit(A[done], y[done])
+            pipe.fit(arr[done], y[done])
             if strategy in NEEDS_STD:
-                mean, std = predict_with_std(pipe, A[cand])
+                mean, std = predict_with_std(pipe, arr[cand])
             else:
-                mean, std = pipe.predict(A[cand]), np.zeros(len(cand))
+                mean, std = pipe.predict(arr[cand]), np.zeros(len(cand))
             if label == "formation_energy_per_atom":
-                mean = mean - hull_energies(F[done], y[done], F[cand])
+                mean = mean - hull_energies(frac[done], y[done], frac[cand])
         else:
             mean = std = np.zeros(len(cand))
         pick = cand[_rank(acquire(mean, std, rng, kappa), rng)[:batch]]
@@ -423,8 +426,11 @@ def emt_dataset(
         out = df.copy()
         for col in ("structure", "structure_relaxed"):
             out[col] = [json.dumps(s) for s in out[col]]
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        out.to_parquet(cache, index=False)
+        path = Path(cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        out.to_parquet(tmp, index=False)
+        os.replace(tmp, path)  # readers never see a half-written cache
     return df
 
 

@@ -19,7 +19,7 @@ import json
 import re
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -107,7 +107,7 @@ def _fill_values() -> dict[str, float]:
     return {p: float(np.nanmedian([r[p] for r in rows])) for p in ELEMENT_PROPERTIES}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _element_row_raw(z: int) -> dict[str, float]:
     el = Element.from_Z(z)
     row = {p: _raw_property(el, p) for p in ELEMENT_PROPERTIES if not p.startswith("n_")}
@@ -115,7 +115,7 @@ def _element_row_raw(z: int) -> dict[str, float]:
     return row
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_vector(z: int) -> np.ndarray:
     """Properties of element ``z`` in :data:`ELEMENT_PROPERTIES` order (missing → median)."""
     raw = _element_row_raw(z)
@@ -284,7 +284,7 @@ def featurize(
 
     Returns
     -------
-    X, feature_names
+    x, feature_names
         A float DataFrame with ``df``'s index and one column per feature, and the list
         of its column names. Deterministic and finite for ordered periodic structures.
 
@@ -312,15 +312,15 @@ def featurize(
     return pd.DataFrame(data, index=df.index, columns=names), names
 
 
-def feature_matrix(X: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
-    """``X`` as a float array with exactly ``feature_names`` as columns, in order.
+def feature_matrix(x: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
+    """``x`` as a float array with exactly ``feature_names`` as columns, in order.
 
     Raises
     ------
     KeyError
-        If a feature is missing from ``X``.
+        If a feature is missing from ``x``.
     """
-    missing = [f for f in feature_names if f not in X.columns]
+    missing = [f for f in feature_names if f not in x.columns]
     if missing:
         raise KeyError(f"features missing: {', '.join(missing[:5])}")
-    return X.loc[:, list(feature_names)].to_numpy(dtype=float)
+    return x.loc[:, list(feature_names)].to_numpy(dtype=float)

@@ -9,7 +9,6 @@ learning loop uses.
 from __future__ import annotations
 
 import json
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -68,12 +67,11 @@ def make_model(name: str = "random_forest", seed: int = 0, n_jobs: int = 1, **pa
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
-    return Pipeline(
-        [("impute", SimpleImputer(strategy="median")), ("model", MODELS[name](seed, n_jobs, **params))]
-    )
+    regressor = MODELS[name](seed, n_jobs, **params)
+    return Pipeline([("impute", SimpleImputer(strategy="median")), ("model", regressor)])
 
 
-def predict_with_std(pipeline: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_with_std(pipeline: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the predictions of a fitted ensemble's members.
 
     Raises
@@ -86,12 +84,12 @@ def predict_with_std(pipeline: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarr
     # boosting keeps an array of residual trees, which are no predictions on their own
     if not isinstance(members, list) or not members:
         raise ValueError(f"{type(est).__name__} gives no per-member uncertainty")
-    Xt = pipeline[:-1].transform(X)
+    xt = pipeline[:-1].transform(x)
     subsets = getattr(est, "estimators_features_", None)  # bagging of any regressor
     if subsets is None:
-        preds = np.stack([m.predict(Xt) for m in members])
+        preds = np.stack([m.predict(xt) for m in members])
     else:
-        preds = np.stack([m.predict(Xt[:, f]) for m, f in zip(members, subsets, strict=True)])
+        preds = np.stack([m.predict(xt[:, f]) for m, f in zip(members, subsets, strict=True)])
     return preds.mean(axis=0), preds.std(axis=0)
 
 
@@ -102,15 +100,15 @@ def data_snapshot_id(df: pd.DataFrame, target: str) -> str:
     return "snap-" + stable_hash([[m, float(v)] for m, v in pairs], 16)
 
 
-def _xy(df: pd.DataFrame, target: str, X: pd.DataFrame | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _xy(df: pd.DataFrame, target: str, x: pd.DataFrame | None) -> tuple[pd.DataFrame, np.ndarray]:
     if target not in df.columns:
         raise KeyError(f"no target column {target!r}")
     y = df[target].to_numpy(dtype=float)
     if not np.all(np.isfinite(y)):
         raise ValueError(f"target {target!r} has missing or non-finite values")
-    if X is None:
-        X, _ = featurize(df)
-    return X, y
+    if x is None:
+        x, _ = featurize(df)
+    return x, y
 
 
 def cross_validate(
@@ -119,7 +117,7 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     model: str = "random_forest",
-    X: pd.DataFrame | None = None,
+    x: pd.DataFrame | None = None,
     groups: str | None = None,
     **params: Any,
 ) -> dict[str, Any]:
@@ -138,7 +136,7 @@ def cross_validate(
         Seed of the shuffle and of the model.
     model
         Name in :data:`MODELS`.
-    X
+    x
         Precomputed features of ``df`` (computed if omitted).
     groups
         Column whose values are kept together in one fold (``GroupKFold``), e.g.
@@ -155,17 +153,17 @@ def cross_validate(
     """
     from sklearn.model_selection import GroupKFold, KFold
 
-    X, y = _xy(df, target, X)
-    A = X.to_numpy(dtype=float)
+    x, y = _xy(df, target, x)
+    arr = x.to_numpy(dtype=float)
     if groups is None:
-        splits = KFold(folds, shuffle=True, random_state=seed).split(A)
+        splits = KFold(folds, shuffle=True, random_state=seed).split(arr)
     else:
-        splits = GroupKFold(folds).split(A, y, df[groups].to_numpy())
+        splits = GroupKFold(folds).split(arr, y, df[groups].to_numpy())
     pred = np.full(len(y), np.nan)
     fold_mae, base_mae = [], []
     for train_idx, test_idx in splits:
-        pipe = make_model(model, seed, **params).fit(A[train_idx], y[train_idx])
-        pred[test_idx] = pipe.predict(A[test_idx])
+        pipe = make_model(model, seed, **params).fit(arr[train_idx], y[train_idx])
+        pred[test_idx] = pipe.predict(arr[test_idx])
         fold_mae.append(float(np.mean(np.abs(pred[test_idx] - y[test_idx]))))
         base_mae.append(float(np.mean(np.abs(y[train_idx].mean() - y[test_idx]))))
     return {
@@ -207,20 +205,20 @@ class TrainedModel:
 
     def features(self, df: pd.DataFrame) -> np.ndarray:
         """Features of ``df`` as the pipeline expects them."""
-        X, _ = featurize(df, structure=self.metadata.get("structure_features"))
-        return feature_matrix(X, self.feature_names)
+        x, _ = featurize(df, structure=self.metadata.get("structure_features"))
+        return feature_matrix(x, self.feature_names)
 
-    def predict(self, df: pd.DataFrame | None = None, X: pd.DataFrame | None = None) -> np.ndarray:
-        """Predictions for the materials of ``df`` (or for precomputed features ``X``)."""
-        A = self.features(df) if X is None else feature_matrix(X, self.feature_names)
-        return self.pipeline.predict(A)
+    def predict(self, df: pd.DataFrame | None = None, x: pd.DataFrame | None = None) -> np.ndarray:
+        """Predictions for the materials of ``df`` (or for precomputed features ``x``)."""
+        arr = self.features(df) if x is None else feature_matrix(x, self.feature_names)
+        return self.pipeline.predict(arr)
 
     def predict_with_std(
-        self, df: pd.DataFrame | None = None, X: pd.DataFrame | None = None
+        self, df: pd.DataFrame | None = None, x: pd.DataFrame | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of the ensemble members' predictions (see :func:`predict_with_std`)."""
-        A = self.features(df) if X is None else feature_matrix(X, self.feature_names)
-        return predict_with_std(self.pipeline, A)
+        arr = self.features(df) if x is None else feature_matrix(x, self.feature_names)
+        return predict_with_std(self.pipeline, arr)
 
     def save(self, path: str | Path) -> Path:
         """Pickle the model to ``path`` and write the metadata to ``path`` with ``.json``.
@@ -273,7 +271,7 @@ def train(
     model: str = "random_forest",
     seed: int = 0,
     cv_folds: int | None = 5,
-    X: pd.DataFrame | None = None,
+    x: pd.DataFrame | None = None,
     n_jobs: int = 1,
     **params: Any,
 ) -> TrainedModel:
@@ -293,7 +291,7 @@ def train(
         Seed of the model (and of the CV split).
     cv_folds
         Folds of the cross-validation recorded in the metadata; ``None`` to skip it.
-    X
+    x
         Precomputed features of ``df``.
     n_jobs
         Parallel jobs of the forest.
@@ -307,8 +305,8 @@ def train(
     """
     import sklearn
 
-    X, y = _xy(df, target, X)
-    names = list(X.columns)
+    x, y = _xy(df, target, x)
+    names = list(x.columns)
     meta: dict[str, Any] = {
         "snapshot_id": snapshot_id or data_snapshot_id(df, target),
         "model": model,
@@ -318,14 +316,13 @@ def train(
         "sklearn_version": sklearn.__version__,
         "features_version": FEATURES_VERSION,
         "structure_features": "nsites" in names,
-        "pickle_protocol": pickle.DEFAULT_PROTOCOL,
     }
     if cv_folds:
-        cv = cross_validate(df, target, cv_folds, seed, model, X=X, **params)
+        cv = cross_validate(df, target, cv_folds, seed, model, x=x, **params)
         meta.update(cv_mae=cv["mae"], cv_mae_std=cv["mae_std"], cv_folds=cv_folds,
                     cv_mae_mean_predictor=cv["mae_mean_predictor"])
     start = time.perf_counter()
-    pipe = make_model(model, seed, n_jobs, **params).fit(feature_matrix(X, names), y)
+    pipe = make_model(model, seed, n_jobs, **params).fit(feature_matrix(x, names), y)
     meta["training_time_s"] = time.perf_counter() - start
     meta["trained_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return TrainedModel(pipe, names, target, meta)

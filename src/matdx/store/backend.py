@@ -84,8 +84,11 @@ def _open_embedded(target: DbTarget) -> Backend:
         )
     os.environ["MONGOMOCK_SERVERSTORE_FILE"] = str(path)
     import mongomock
+    import mongomock.gridfs
     import mongomock.store
     import mongomock_persistence  # noqa: F401 - patches mongomock's server store
+
+    mongomock.gridfs.enable_gridfs_integration()  # GridFS on the embedded store, as FireWorks
 
     try:
         server_store = mongomock.store.ServerStore()

@@ -247,3 +247,41 @@ def explain(q: MaterialQuery, caller: Caller) -> dict[str, Any]:
     if q.sort:
         cursor = cursor.sort(q.sort, 1 if q.ascending else -1)
     return dict(cursor.explain())
+
+
+def frame(q: MaterialQuery, caller: Caller, with_structures: bool = False) -> Any:
+    """Query results as a pandas DataFrame — the training set of the ML models.
+
+    Parameters
+    ----------
+    q
+        The query.
+    caller
+        Who reads (tiers apply as everywhere).
+    with_structures
+        Add a ``structure`` column (the material's structure as a pymatgen dict).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per result; columns of :data:`matdx.store.export.COLUMNS` plus ``campaign``.
+    """
+    import pandas as pd
+
+    from matdx.store.access import can_see
+    from matdx.store.documents import MaterialDoc
+    from matdx.store.export import COLUMNS, flatten
+
+    rows = run_query(q.model_copy(update={"fields": None}), caller)
+    records = [{**flatten(r), "campaign": r.get("campaign")} for r in rows]
+    df = pd.DataFrame(records, columns=[*COLUMNS, "campaign"])
+    if with_structures:
+        ids = list(dict.fromkeys(df["material_id"]))
+        coll = MaterialDoc._get_collection()
+        structures = {}
+        for start in range(0, len(ids), 500):
+            for d in coll.find({"_id": {"$in": ids[start : start + 500]}}):
+                if can_see(d, caller):
+                    structures[d["_id"]] = unpack(d["structure"])
+        df["structure"] = [structures.get(m) for m in df["material_id"]]
+    return df
