@@ -71,7 +71,7 @@ def campaigns_of(rows) -> set[str]:
 
 @pytest.mark.parametrize("who", list(CALLERS))
 def test_tier_matrix_over_every_read_path(world, who, tmp_path, capsys):
-    uri, db, sizes = world
+    uri, _db, sizes = world
     open_store(uri)
     caller = CALLERS[who]
     allowed = ALLOWED[who]
@@ -116,7 +116,7 @@ def test_tier_matrix_over_every_read_path(world, who, tmp_path, capsys):
 
 def test_derived_values_are_hidden_when_built_from_invisible_records(world):
     uri, db, _ = world
-    store, _ = open_store(uri)
+    _store, _ = open_store(uri)
     from matdx.store.governance import set_tier
     from matdx.workflows.steps import analyse_campaign
 
@@ -178,7 +178,7 @@ def test_bad_range_text_and_cli_exit_code(world, capsys):
 
 
 def test_filters_sort_pagination_and_projection(world):
-    uri, _, sizes = world
+    uri, _, _sizes = world
     open_store(uri)
     owner = CALLERS["owner"]
     cu_au = q.run_query(q.MaterialQuery(elements_all=["Cu", "Au"]), owner)
@@ -203,7 +203,7 @@ def test_filters_sort_pagination_and_projection(world):
 
 def test_exports_round_trip_and_export_control(world, tmp_path, capsys):
     uri, db, _ = world
-    store, _ = open_store(uri)
+    _store, _ = open_store(uri)
     alice = ["--user", "alice", "--group", "projX"]
     opt = tmp_path / "o.json"
     assert main(["export", "c-shared", "--format", "optimade", "-o", str(opt), "--db", uri,
