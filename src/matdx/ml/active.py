@@ -230,6 +230,7 @@ def simulate(
     kappa: float = 1.0,
     x: pd.DataFrame | None = None,
     label: str = "formation_energy_per_atom",
+    group_by: str | None = "formula_pretty",
 ) -> dict[str, Any]:
     """Replay a campaign on fully labelled data and count calculations to find the targets.
 
@@ -264,14 +265,18 @@ def simulate(
         Precomputed features of ``df_all``.
     label
         Modelled column (``formation_energy_per_atom``; other columns are ranked raw).
+    group_by
+        Targets sharing this column's value are one phase, found when any of them is
+        computed (two candidates that relaxed into the same crystal, e.g. B2 into L1_0
+        along the Bain path, are both on the hull); ``None`` counts every target row.
 
     Returns
     -------
     dict
         ``n_calcs`` (calculations done when the goal was reached, whole batches),
         ``n_calcs_exact`` (position of the last target needed in the computed order),
-        ``n_total``, ``n_targets``, ``n_needed``, ``curve`` (targets found after each
-        batch, as ``[n_calcs, n_found]`` pairs), ``order`` (material ids as computed),
+        ``n_total``, ``n_targets`` (phases), ``n_needed``, ``curve`` (phases found after
+        each batch, as ``[n_calcs, n_found]`` pairs), ``order`` (material ids as computed),
         ``iterations``, ``time_s`` and the settings.
     """
     acquire = _check_strategy(strategy)
@@ -282,24 +287,35 @@ def simulate(
     arr = x.to_numpy(dtype=float)
     y = df_all[label].to_numpy(dtype=float)
     targets = np.asarray(target_fn(df_all), dtype=bool)
-    n, n_targets = len(df_all), int(targets.sum())
+    n = len(df_all)
+    keys = df_all[group_by].astype(str).to_numpy() if group_by else np.arange(n).astype(str)
+    codes = {k: i for i, k in enumerate(sorted(set(keys[targets])))}
+    phase = np.array([codes[k] if t else -1 for k, t in zip(keys, targets, strict=True)])
+    n_targets = len(codes)
     n_needed = math.ceil(fraction * n_targets)
     _, frac = fractions(df_all["formula_pretty"].tolist())
     unary = (frac > 1e-9).sum(axis=1) == 1
 
     done = np.zeros(n, dtype=bool)
     order: list[int] = []
+    found: set[int] = set()
+    exact = 0
 
     def reveal(idx: Sequence[int] | np.ndarray) -> None:
-        idx = [int(i) for i in idx if not done[i]]
-        done[idx] = True
-        order.extend(idx)
+        nonlocal exact
+        for i in (int(i) for i in idx if not done[i]):
+            done[i] = True
+            order.append(i)
+            if phase[i] >= 0 and phase[i] not in found:
+                found.add(int(phase[i]))
+                if len(found) == n_needed:
+                    exact = len(order)
 
     if references_first:
         reveal(np.flatnonzero(unary))
     pool = np.flatnonzero(~done)
     reveal(rng.choice(pool, size=min(initial, len(pool)), replace=False))
-    curve = [[len(order), int(targets[order].sum())]]
+    curve = [[len(order), len(found)]]
     iterations = 0
     while curve[-1][1] < n_needed and not done.all():
         cand = np.flatnonzero(~done)
@@ -317,9 +333,7 @@ def simulate(
         pick = cand[_rank(acquire(mean, std, rng, kappa), rng)[:batch]]
         reveal(pick)
         iterations += 1
-        curve.append([len(order), int(targets[order].sum())])
-    found = np.cumsum(targets[order])
-    exact = int(np.searchsorted(found, n_needed) + 1) if n_needed else 0
+        curve.append([len(order), len(found)])
     return {
         "strategy": strategy,
         "seed": seed,

@@ -63,6 +63,7 @@ SHELL_TOL = 1.2
 """A neighbour is in the first shell of a site if closer than 1.2 × its nearest distance."""
 SECOND_SHELL_TOL = 1.5
 SYMPREC = 0.1
+_AMU_G_PER_A3 = 1.66053906660  # 1 amu/Å³ in g/cm³
 
 _CAPACITY = {"s": 2, "p": 6, "d": 10, "f": 14}
 _ORBITAL = re.compile(r"(\d+)([spdf])(\d+)")
@@ -239,7 +240,7 @@ def structure_features(s: Structure) -> np.ndarray:
     out = [
         float(n),
         vol / n,
-        float(s.density),
+        float(props[:, ELEMENT_PROPERTIES.index("atomic_mass")].sum() * _AMU_G_PER_A3 / vol),
         packing,
         sg_number,
         float(cn.mean()),

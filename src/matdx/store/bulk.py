@@ -94,3 +94,66 @@ def insert_new(collection: Any, docs: Sequence[dict[str, Any]]) -> int:
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
         return int(exc.details.get("nInserted", 0))
+
+
+_FLAVOURS: dict[int, str] = {}
+IN_CHUNK = 500
+
+
+def flavour(collection: Any) -> str:
+    """``"ferretdb"``, ``"mongodb"`` or ``"mongomock"`` (asked once per client)."""
+    if not isinstance(collection, Collection):
+        return "mongomock"
+    client = collection.database.client
+    key = id(client)
+    if key not in _FLAVOURS:
+        info = client.admin.command("buildInfo")
+        _FLAVOURS[key] = "ferretdb" if "ferretdbVersion" in info else "mongodb"
+    return _FLAVOURS[key]
+
+
+def find_by_ids(
+    collection: Any,
+    ids: Sequence[Any],
+    projection: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Documents with these ``_id`` values, fetched the cheapest way for the server.
+
+    MongoDB answers ``{_id: {$in: [...]}}`` from its primary index. FerretDB 1.24 pushes
+    down only a single ``{_id: value}`` equality and scans the collection for anything
+    else, so there one point query per id is far cheaper than one ``$in`` over a large
+    collection.
+    """
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return []
+    if flavour(collection) == "ferretdb":
+        out = []
+        for i in ids:
+            doc = collection.find_one({"_id": i}, projection)
+            if doc is not None:
+                out.append(doc)
+        return out
+    return [
+        d
+        for start in range(0, len(ids), IN_CHUNK)
+        for d in collection.find({"_id": {"$in": ids[start : start + IN_CHUNK]}}, projection)
+    ]
+
+
+def insert_missing(collection: Any, docs: Sequence[dict[str, Any]]) -> set[Any]:
+    """Insert documents; return the ``_id`` values that already existed (not inserted).
+
+    One ``insert_many`` (unordered): the server's unique ``_id`` index decides, which is
+    also safe against concurrent writers.
+    """
+    if not docs:
+        return set()
+    try:
+        collection.insert_many(list(docs), ordered=False)
+        return set()
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {docs[e["index"]]["_id"] for e in errors}

@@ -19,7 +19,7 @@ from pymatgen.core import Structure
 from matdx.core.errors import UnknownCampaignError
 from matdx.core.hashing import stable_hash
 from matdx.store.access import Caller
-from matdx.store.bulk import Upsert, apply_upserts, insert_new
+from matdx.store.bulk import Upsert, apply_upserts, find_by_ids, insert_missing, insert_new
 from matdx.store.codec import pack, unpack
 from matdx.store.documents import (
     CalculationDoc,
@@ -60,11 +60,24 @@ def calc_id(material_id: str, settings_hash: str) -> str:
     return "calc-" + stable_hash([material_id, settings_hash], 20)
 
 
-def _validated(doc_cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the mongoengine schema; return the packed document (with ``_id``)."""
-    doc = doc_cls(**data)
+def _validated(
+    doc_cls: type, data: dict[str, Any], trusted: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Validate with the mongoengine schema; return the packed document (with ``_id``).
+
+    Fields named in ``trusted`` (large dictionaries already validated by their pydantic
+    schema, such as a calculation's output) are checked to be dictionaries and then added
+    as they are: mongoengine's recursive validation of them costs milliseconds per record.
+    """
+    big = {k: data[k] for k in trusted if k in data}
+    for k, v in big.items():
+        if not isinstance(v, dict):
+            raise TypeError(f"{doc_cls.__name__}.{k} must be a dict")
+    doc = doc_cls(**{k: v for k, v in data.items() if k not in big})
     doc.validate()
-    return pack(doc.to_mongo().to_dict())
+    out = doc.to_mongo().to_dict()
+    out.update(big)
+    return pack(out)
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -156,11 +169,7 @@ class Store:
         """
         ids = [m.material_id for m in materials]
         mcoll = MaterialDoc._get_collection()
-        existing = {
-            d["_id"]
-            for chunk in _chunks(ids)
-            for d in mcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
-        }
+        existing = {d["_id"] for d in find_by_ids(mcoll, ids, {"_id": 1})}
         docs = []
         for m in materials:
             if m.material_id in existing:
@@ -200,13 +209,7 @@ class Store:
             )
             for m in materials
         ]
-        lcoll = CampaignMaterialDoc._get_collection()
-        linked = {
-            d["_id"]
-            for chunk in _chunks([d["_id"] for d in links])
-            for d in lcoll.find({"_id": {"$in": chunk}}, {"_id": 1})
-        }
-        insert_new(lcoll, [d for d in links if d["_id"] not in linked])
+        insert_missing(CampaignMaterialDoc._get_collection(), links)
         return inserted
 
     def material_ids(self, campaign: str) -> list[str]:
@@ -217,11 +220,7 @@ class Store:
     def materials(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Material documents by identifier."""
         coll = MaterialDoc._get_collection()
-        return {
-            d["_id"]: unpack(d)
-            for chunk in _chunks(material_ids)
-            for d in coll.find({"_id": {"$in": chunk}})
-        }
+        return {d["_id"]: unpack(d) for d in find_by_ids(coll, material_ids)}
 
     # calculations ----------------------------------------------------------------------
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
@@ -230,8 +229,8 @@ class Store:
         coll = CalculationDoc._get_collection()
         return {
             d["material_id"]
-            for chunk in _chunks(ids)
-            for d in coll.find({"_id": {"$in": chunk}, "status": "completed"}, {"material_id": 1})
+            for d in find_by_ids(coll, ids, {"material_id": 1, "status": 1})
+            if d.get("status") == "completed"
         }
 
     def write_calculations(self, records: Sequence[dict[str, Any]]) -> int:
@@ -253,20 +252,26 @@ class Store:
         prepared = []
         for r in records:
             key = calc_id(r["material_id"], r["settings_hash"])
-            prepared.append(_validated(CalculationDoc, {**r, "id": key, "calc_id": key}))
-        existing = {
-            d["_id"]: d["status"]
-            for chunk in _chunks([d["_id"] for d in prepared])
-            for d in coll.find({"_id": {"$in": chunk}}, {"_id": 1, "status": 1})
-        }
-        new = [d for d in prepared if d["_id"] not in existing]
+            prepared.append(
+                _validated(
+                    CalculationDoc,
+                    {**r, "id": key, "calc_id": key},
+                    trusted=("output", "provenance", "settings"),
+                )
+            )
+        existed = insert_missing(coll, prepared)
+        if not existed:
+            return len(prepared)
         # a failed attempt is replaced by a later one; a completed result never is
+        status = {
+            d["_id"]: d.get("status") for d in find_by_ids(coll, list(existed), {"status": 1})
+        }
         retried = [
             Upsert({"_id": d["_id"], "status": {"$ne": "completed"}}, d, replace=True)
             for d in prepared
-            if existing.get(d["_id"]) == "failed"
+            if status.get(d["_id"]) == "failed"
         ]
-        return insert_new(coll, new) + apply_upserts(coll, retried)
+        return len(prepared) - len(existed) + apply_upserts(coll, retried)
 
     def calculations(
         self, material_ids: Sequence[str], settings_hash: str, status: str = "completed"
@@ -274,11 +279,7 @@ class Store:
         """Calculations of these materials with these settings."""
         ids = [calc_id(m, settings_hash) for m in material_ids]
         coll = CalculationDoc._get_collection()
-        return [
-            unpack(d)
-            for chunk in _chunks(ids)
-            for d in coll.find({"_id": {"$in": chunk}, "status": status})
-        ]
+        return [unpack(d) for d in find_by_ids(coll, ids) if d.get("status") == status]
 
     def count_calculations(self, campaign: str) -> dict[str, int]:
         """Number of calculations of a campaign by status."""

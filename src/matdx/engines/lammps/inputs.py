@@ -29,6 +29,8 @@ LOG_FILE = "log.lammps"
 PARAMETERS_FILE = "parameters.json"
 TRAJECTORY_FILE = "traj.lammpstrj"
 FINAL_DUMP = "final.dump"
+STDOUT_FILE = "lammps.out"
+STDERR_FILE = "lammps.err"
 
 PAIR_STYLES: dict[str, str] = {".eam.alloy": "eam/alloy", ".eam.fs": "eam/fs", ".eam": "eam"}
 """Potential file suffix → LAMMPS pair style, in order of preference."""
@@ -176,9 +178,7 @@ def find_potential(
     if not fits:
         raise EngineError(f"no EAM potential for {'-'.join(sorted(wanted))} in {directory}")
     styles = list(PAIR_STYLES.values())
-    return min(
-        fits, key=lambda p: (len(p.elements), styles.index(p.pair_style), Path(p.path).name)
-    )
+    return min(fits, key=lambda p: (len(p.elements), styles.index(p.pair_style), Path(p.path).name))
 
 
 def build_parameters(
@@ -263,9 +263,8 @@ def _md_commands(p: dict[str, Any]) -> list[str]:
     )  # fmt: skip
     out = [f"timestep {p['timestep'] / 1000:.12g}"]
     if p["initial_temperature"] > 0:
-        out.append(
-            f"velocity all create {p['initial_temperature']} {p['seed']} mom yes rot no dist gaussian"
-        )
+        t0, seed = p["initial_temperature"], p["seed"]
+        out.append(f"velocity all create {t0} {seed} mom yes rot no dist gaussian")
     out += fix.splitlines()
     if int(p["equilibration"]) > 0:
         out.append(f"run {int(p['equilibration'])}")
@@ -316,7 +315,7 @@ def render_input(p: dict[str, Any]) -> str:
 
 def write_structure(atoms: Atoms, path: Path, specorder: list[str]) -> Prism:
     """Write ``atoms`` as a LAMMPS data file; return the ASE↔LAMMPS coordinate transform."""
-    prism = Prism(np.asarray(atoms.cell))
+    prism = Prism(np.asarray(atoms.cell), reduce_cell=True)
     with open(path, "w") as fd:
         write_lammps_data(fd, atoms, specorder=specorder, prismobj=prism, masses=True,
                           units="metal", atom_style="atomic")  # fmt: skip
@@ -325,7 +324,14 @@ def write_structure(atoms: Atoms, path: Path, specorder: list[str]) -> Prism:
 
 def save_parameters(directory: Path, params: dict[str, Any]) -> None:
     """Write the parameter file of a run."""
-    (Path(directory) / PARAMETERS_FILE).write_text(json.dumps(params, indent=1, sort_keys=True))
+    text = json.dumps(params, indent=1, sort_keys=True, default=_numpy_to_python)
+    (Path(directory) / PARAMETERS_FILE).write_text(text)
+
+
+def _numpy_to_python(obj: Any) -> Any:
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    raise EngineError(f"setting value {obj!r} is not JSON-serialisable")
 
 
 def load_parameters(directory: Path) -> dict[str, Any]:

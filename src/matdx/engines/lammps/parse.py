@@ -133,7 +133,9 @@ def read_log(path: Path) -> LammpsLog:
     return log
 
 
-def read_final_structure(path: Path, ase_cell: np.ndarray, n_atoms: int) -> Atoms:
+def read_final_structure(
+    path: Path, ase_cell: np.ndarray, n_atoms: int
+) -> tuple[Atoms, np.ndarray]:
     """Read the one-frame dump written at the end of a run (positions and forces).
 
     Parameters
@@ -148,8 +150,8 @@ def read_final_structure(path: Path, ase_cell: np.ndarray, n_atoms: int) -> Atom
 
     Returns
     -------
-    Atoms
-        Final atoms with a single-point calculator holding the forces.
+    tuple
+        Final atoms (wrapped into the cell) and forces (eV/Å), in the input frame.
 
     Raises
     ------
@@ -163,13 +165,19 @@ def read_final_structure(path: Path, ase_cell: np.ndarray, n_atoms: int) -> Atom
         raise EngineError(f"{path.name} is empty")
     try:
         with open(path) as fd:
-            atoms = read_lammps_dump_text(fd, index=-1, prismobj=Prism(np.asarray(ase_cell)))
-        forces = atoms.get_forces()
+            frame = read_lammps_dump_text(fd, index=-1)  # LAMMPS frame
+        forces = frame.get_forces()
     except Exception:  # ASE raises ValueError/IndexError/KeyError/... on bad dumps
         raise EngineError(f"cannot read {path.name}: corrupt or truncated dump") from None
+    # back to the input frame (ASE's reader would also "wrap" forces with a reduced prism)
+    prism = Prism(np.asarray(ase_cell), reduce_cell=True)
+    cell = prism.update_cell(np.asarray(frame.cell))
+    positions = frame.positions - np.reshape(frame.get_celldisp(), 3)  # box origin at 0
+    atoms = Atoms(frame.numbers, positions=prism.vector_to_ase(positions, wrap=True), cell=cell)
+    forces = forces @ prism.rot_mat.T
     if len(atoms) != n_atoms:
         raise EngineError(f"{path.name} has {len(atoms)} atoms, expected {n_atoms}")
     if not (np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(forces))):
         raise EngineError(f"{path.name} has non-finite positions or forces")
     atoms.pbc = True
-    return atoms
+    return atoms, forces

@@ -9,6 +9,7 @@ custodian's.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -71,6 +72,23 @@ def _workdir(workdir: str | Path | None, task: str) -> Path:
     if stale:
         raise InputError(f"work directory {path} already holds VASP output ({', '.join(stale)})")
     return path
+
+
+def _failure(directory: Path, fallback: str) -> str:
+    """What custodian's log (``custodian.json``) says ended the run, in one line."""
+    try:
+        last_job = json.loads((directory / "custodian.json").read_text())[-1]
+        corr = last_job["corrections"][-1]
+        handler = corr["handler"]["@class"]
+        errors = ", ".join(map(str, corr["errors"]))
+    except (OSError, ValueError, LookupError, TypeError):
+        return fallback
+    if last_job.get("max_errors") or last_job.get("max_errors_per_job"):
+        n = len(last_job["corrections"])
+        return f"still failing after {n} corrections (last: {handler}: {errors})"
+    if not corr.get("actions"):
+        return f"{handler} found {errors} and has no correction for it"
+    return fallback
 
 
 def calculate(
@@ -144,8 +162,9 @@ def calculate(
             corrections = run_with_recovery(
                 job, active, max_errors=max_corrections, directory=directory
             )
-        except EngineError:
-            raise
+        except EngineError as exc:
+            detail = _failure(directory, str(exc))
+            raise EngineError(f"VASP failed in {directory}: {detail}") from None
         except Exception as exc:  # a handler or job failing on odd output
             text = " ".join(str(exc).split())[:200]
             raise EngineError(

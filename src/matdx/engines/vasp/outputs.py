@@ -70,7 +70,6 @@ def read_vasprun(directory: Path) -> Vasprun:
     try:
         return Vasprun(
             str(path),
-            parse_dos=False,
             parse_projected_eigen=False,
             parse_potcar_file=False,
             exception_on_bad_xml=True,
@@ -132,6 +131,7 @@ def parse_run(directory: str | Path) -> dict[str, Any]:
         band_gap: float | None = float(gap)
     except Exception:
         band_gap, gap_info = None, {}
+    max_force = float(np.linalg.norm(forces, axis=1).max()) if forces is not None else None
     magmoms, total_mag = read_magmoms(directory)
     sga = SpacegroupAnalyzer(structure, symprec=_SPACEGROUP_SYMPREC)
     return {
@@ -153,7 +153,7 @@ def parse_run(directory: str | Path) -> dict[str, Any]:
             "converged_ionic": bool(vr.converged_ionic),
             "free_energy": float(last["e_fr_energy"]),
             "efermi": float(vr.efermi) if vr.efermi is not None else None,
-            "max_force": float(np.linalg.norm(forces, axis=1).max()) if forces is not None else None,
+            "max_force": max_force,
             "total_magnetization": total_mag,
             **gap_info,
         },
