@@ -85,8 +85,15 @@ class PhononResult:
     phonopy: Any = field(repr=False)
 
     def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``phonons.npz`` (arrays), ``phonon_summary.json`` and phonopy's
-        ``phonopy_params.yaml`` (cells, displacements, forces) into ``directory``."""
+        """Write the arrays, the summary and phonopy's parameters into ``directory``.
+
+        Returns
+        -------
+        dict
+            Paths of ``phonons.npz`` (arrays), ``phonon_summary.json`` and
+            ``phonopy_params.yaml`` (cells, displacements, forces: reloadable with
+            ``phonopy.load``).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -198,11 +205,13 @@ def phonons(
     from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
     from pymatgen.io.phonopy import get_phonopy_structure, get_pmg_structure
 
-    ph = Phonopy(
-        get_phonopy_structure(structure),
-        supercell_matrix=_supercell_matrix(supercell_matrix),
-        primitive_matrix=primitive_matrix,
-    )
+    with warnings.catch_warnings():  # phonopy warns about "auto" even when asked for
+        warnings.filterwarnings("ignore", message="primitive_matrix defaulted to 'auto'")
+        ph = Phonopy(
+            get_phonopy_structure(structure),
+            supercell_matrix=_supercell_matrix(supercell_matrix),
+            primitive_matrix=primitive_matrix,
+        )
     ph.generate_displacements(distance=displacement)
     cells = [get_pmg_structure(c) for c in ph.supercells_with_displacements]
     n_sc = len(ph.supercell)
@@ -235,7 +244,7 @@ def phonons(
     band_f = np.concatenate(bands["frequencies"])
 
     temps = np.arange(0.0, 1001.0, 10.0) if temperatures is None else np.asarray(temperatures)
-    ph.run_thermal_properties(temperatures=temps)
+    ph.run_thermal_properties(temperatures=temps, exclude_gamma_acoustic=True)
     tp = ph.get_thermal_properties_dict()
     n_prim = len(ph.primitive)
     thermal = {k: np.asarray(tp[k]) / n_prim for k in ("free_energy", "entropy", "heat_capacity")}

@@ -48,6 +48,12 @@ class EngineInfo:
 
 ENGINES: dict[str, EngineInfo] = {
     "emt": EngineInfo("emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15),
+    "vasp": EngineInfo(
+        "vasp",
+        "matdx.engines.vasp.core",
+        "VASP via pymatgen's MP input sets and custodian (licensed; MATDX_VASP_COMMAND)",
+        3600.0,
+    ),
 }
 
 

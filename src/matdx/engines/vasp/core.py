@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from custodian.vasp.jobs import VaspJob
 from pymatgen.core import Structure
 from pymatgen.io.vasp.inputs import Incar
 
@@ -150,8 +151,6 @@ def calculate(
     profile.check()
     directory = _workdir(workdir, task)
     parameters = write_inputs(structure, task, directory, settings)
-    from custodian.vasp.jobs import VaspJob
-
     job = VaspJob(list(profile.command), output_file="vasp.out", stderr_file="std_err.txt")
     active = list(handlers) if handlers is not None else default_handlers(task)
     if not monitor:
