@@ -25,11 +25,13 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from matdx.cli.data import data_app, query
+    from matdx.cli.doctor import doctor
     from matdx.cli.profile import profile_app
 
     app.add_typer(profile_app, name="profile")
     app.add_typer(data_app, name="data")
     app.command()(query)
+    app.command()(doctor)
 
 
 _register_subcommands()

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition
 
-from matdx.ml.features import featurize
+from matdx.ml.features import atomic_fractions, featurize
 from matdx.ml.model import TrainedModel, make_model, predict_with_std
 
 Strategy = Callable[[np.ndarray, np.ndarray, np.random.Generator, float], np.ndarray]
@@ -70,18 +69,6 @@ def _check_strategy(strategy: str) -> Strategy:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
     return STRATEGIES[strategy]
-
-
-def fractions(formulas: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Element list and atomic-fraction matrix (one row per formula)."""
-    comps = [Composition(f) for f in formulas]
-    elements = sorted({el.symbol for c in comps for el in c.elements})
-    col = {el: i for i, el in enumerate(elements)}
-    frac = np.zeros((len(comps), len(elements)))
-    for i, c in enumerate(comps):
-        for el, x in c.fractional_composition.get_el_amt_dict().items():
-            frac[i, col[el]] = x
-    return elements, frac
 
 
 def hull_energies(frac_known: Vec, e_known: Vec, frac_query: Vec) -> Vec:
@@ -206,7 +193,7 @@ def propose(
         mean, std = _mean_std(model_or_ensemble, x, strategy in NEEDS_STD)
         if first.target == "formation_energy_per_atom":
             formulas = [*df_labelled["formula_pretty"], *df_candidates["formula_pretty"]]
-            _, frac = fractions(formulas)
+            _, frac = atomic_fractions(formulas)
             n = len(df_labelled)
             e = df_labelled[first.target].to_numpy(dtype=float)
             mean = mean - hull_energies(frac[:n], e, frac[n:])
@@ -264,7 +251,8 @@ def simulate(
     x
         Precomputed features of ``df_all``.
     label
-        Modelled column (``formation_energy_per_atom``; other columns are ranked raw).
+        Modelled column. Other columns than ``formation_energy_per_atom`` are ranked raw;
+        ``energy_above_hull`` would reveal distances to the *full* hull (optimistic).
     group_by
         Targets sharing this column's value are one phase, found when any of them is
         computed (two candidates that relaxed into the same crystal, e.g. B2 into L1_0
@@ -293,7 +281,7 @@ def simulate(
     phase = np.array([codes[k] if t else -1 for k, t in zip(keys, targets, strict=True)])
     n_targets = len(codes)
     n_needed = math.ceil(fraction * n_targets)
-    _, frac = fractions(df_all["formula_pretty"].tolist())
+    _, frac = atomic_fractions(df_all["formula_pretty"].tolist())
     unary = (frac > 1e-9).sum(axis=1) == 1
 
     done = np.zeros(n, dtype=bool)
@@ -334,22 +322,13 @@ def simulate(
         reveal(pick)
         iterations += 1
         curve.append([len(order), len(found)])
-    return {
-        "strategy": strategy,
-        "seed": seed,
-        "batch": batch,
-        "initial": initial,
-        "fraction": fraction,
-        "n_total": n,
-        "n_targets": n_targets,
-        "n_needed": n_needed,
-        "n_calcs": curve[-1][0],
-        "n_calcs_exact": exact,
-        "iterations": iterations,
-        "curve": curve,
-        "order": df_all["material_id"].astype(str).to_numpy()[order].tolist(),
-        "time_s": time.perf_counter() - start,
-    }
+    ids = df_all["material_id"].astype(str).to_numpy()
+    return dict(
+        strategy=strategy, seed=seed, batch=batch, initial=initial, fraction=fraction,
+        n_total=n, n_targets=n_targets, n_needed=n_needed, n_calcs=curve[-1][0],
+        n_calcs_exact=exact, iterations=iterations, curve=curve, order=ids[order].tolist(),
+        time_s=time.perf_counter() - start,
+    )
 
 
 def emt_dataset(
@@ -368,7 +347,8 @@ def emt_dataset(
     max_components
         Most distinct elements per candidate.
     cache
-        Parquet file: read if it exists, written otherwise (structures as JSON text).
+        Parquet file: read if it exists (its elements must be ``elements``), written
+        otherwise (structures as JSON text).
     progress
         Called with 1 after every relaxation.
     **space
@@ -385,7 +365,13 @@ def emt_dataset(
         ``volume_per_atom``, ``converged``.
     """
     if cache is not None and Path(cache).exists():
-        return _read_cache(Path(cache))
+        df = pd.read_parquet(cache)
+        for col in ("structure", "structure_relaxed"):
+            df[col] = [json.loads(s) for s in df[col]]
+        found = {el for cs in df["chemsys"] for el in cs.split("-")}
+        if found != set(elements):
+            raise ValueError(f"{cache} holds {'-'.join(sorted(found))}, not the elements asked")
+        return df
     from matdx.analysis.thermo import EnergyPoint, thermodynamics
     from matdx.core.errors import EngineError
     from matdx.engines.emt.core import relax
@@ -445,11 +431,4 @@ def emt_dataset(
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         out.to_parquet(tmp, index=False)
         os.replace(tmp, path)  # readers never see a half-written cache
-    return df
-
-
-def _read_cache(path: Path) -> pd.DataFrame:
-    df = pd.read_parquet(path)
-    for col in ("structure", "structure_relaxed"):
-        df[col] = [json.loads(s) for s in df[col]]
     return df

@@ -180,6 +180,18 @@ def composition_features(comp: Composition | str) -> np.ndarray:
     return np.array(_composition_features(key))
 
 
+def atomic_fractions(formulas: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Element list and atomic-fraction matrix (one row per formula)."""
+    comps = [Composition(f) for f in formulas]
+    elements = sorted({el.symbol for c in comps for el in c.elements})
+    col = {el: i for i, el in enumerate(elements)}
+    frac = np.zeros((len(comps), len(elements)))
+    for i, c in enumerate(comps):
+        for el, x in c.fractional_composition.get_el_amt_dict().items():
+            frac[i, col[el]] = x
+    return elements, frac
+
+
 def as_structure(obj: Structure | dict[str, Any] | str) -> Structure:
     """A structure from a pymatgen Structure, its dict, or its JSON text."""
     if isinstance(obj, Structure):

@@ -357,7 +357,7 @@ def parity_plot(
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(f"computed ({units})")
     ax.set_ylabel(f"predicted ({units})")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     mae = float(np.mean(np.abs(t - p)))
     ax.text(0.04, 0.94, f"MAE {mae:.4f} {units}\nn = {len(t)}", transform=ax.transAxes, va="top")
     fig.tight_layout()

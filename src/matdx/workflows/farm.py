@@ -59,17 +59,25 @@ def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
 
 
 def run_firework(fw_id: int, campaign: str, run_dir: str, db_uri: str | None) -> tuple[int, str]:
-    """Worker side: run one claimed Firework; return ``(fw_id, final state)``."""
+    """Worker side: run one claimed Firework; return ``(fw_id, final state)``.
+
+    An error (the database gone while FireWorks records the end of the launch, say) is
+    returned as the state ``"ERROR: ..."`` rather than raised: the master goes on, and the
+    Firework, left RUNNING without a heartbeat, is rerun as a lost run.
+    """
     from matdx.workflows.context import default_db, open_store
 
-    _, backend = open_store(db_uri)
-    from matdx.workflows import fireworks_adapter as fwa
+    try:
+        _, backend = open_store(db_uri)
+        from matdx.workflows import fireworks_adapter as fwa
 
-    lp = fwa.get_launchpad(backend)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    launch_dir = Path(run_dir) / f"launcher_{stamp}_{fw_id}"
-    with default_db(backend.target.uri):
-        state = fwa.run_one(lp, fw_id, campaign, launch_dir)
+        lp = fwa.get_launchpad(backend)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+        launch_dir = Path(run_dir) / f"launcher_{stamp}_{fw_id}"
+        with default_db(backend.target.uri):
+            state = fwa.run_one(lp, fw_id, campaign, launch_dir)
+    except Exception as exc:  # reported to the master, which carries on
+        return fw_id, f"ERROR: {type(exc).__name__}: {str(exc)[:300]}"
     return fw_id, state
 
 
@@ -172,7 +180,12 @@ def farm(
         lp = fwa.get_launchpad(backend)
         workers = max(comm.Get_size() - 1, 1)
         report = FarmReport(workers=workers)
-        report.recovered = recover_lost(lp, campaign, stale_after_s)
+        from matdx.core.retry import retry_db
+
+        where = backend.target.display
+        report.recovered = retry_db(
+            lambda: recover_lost(lp, campaign, stale_after_s), "recover lost runs", where
+        )
         owner = f"{socket.gethostname()}:{os.getpid()}"
 
         def time_left() -> float:
@@ -183,13 +196,11 @@ def farm(
         def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
             return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)
 
+        def claim() -> int | None:
+            return retry_db(lambda: claim_next(lp, campaign, owner), "claim a Firework", where)
+
         report.states, report.stopped_for_walltime = drive(
-            executor,
-            workers,
-            lambda: claim_next(lp, campaign, owner),
-            submit,
-            time_left,
-            task_estimate_s,
+            executor, workers, claim, submit, time_left, task_estimate_s
         )
         report.elapsed_s = time.monotonic() - start
         return report

@@ -46,14 +46,27 @@ class StoreSink:
         from matdx.workflows.context import open_store
 
         self.store, self.backend = open_store()
+        self.where = self.backend.target.display
 
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
-        """See :class:`Sink`."""
-        return self.store.completed(material_ids, settings_hash)
+        """See :class:`Sink` (retried while the server is away)."""
+        from matdx.core.retry import retry_db
+
+        return retry_db(
+            lambda: self.store.completed(material_ids, settings_hash),
+            "look up completed calculations",
+            self.where,
+        )
 
     def write(self, records: Sequence[dict[str, Any]]) -> None:
-        """See :class:`Sink`."""
-        self.store.write_calculations(records)
+        """See :class:`Sink` (retried while the server is away; writes are idempotent)."""
+        from matdx.core.retry import retry_db
+
+        retry_db(
+            lambda: self.store.write_calculations(records),
+            f"write {len(records)} calculations",
+            self.where,
+        )
 
     def close(self) -> None:
         """See :class:`Sink`."""

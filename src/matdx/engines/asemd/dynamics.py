@@ -21,7 +21,7 @@ from ase.io import read
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
 from ase.md.md import MolecularDynamics
-from ase.md.nose_hoover_chain import IsotropicMTKNPT, MTKNPT, NoseHooverChainNVT
+from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT, NoseHooverChainNVT
 from ase.md.nptberendsen import NPTBerendsen
 from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
@@ -59,7 +59,7 @@ MD_DEFAULTS: dict[str, Any] = {
 unstable integration."""
 
 
-class Unstable(Exception):
+class UnstableError(Exception):
     """The integration blew up (raised by the stability observer)."""
 
 
@@ -206,10 +206,11 @@ def run_md(directory: Path) -> dict[str, Any]:
             thermalize_momenta(atoms, p["initial_temperature"], exact_temperature=True, rng=rng)
             Stationary(atoms)
         dyn = ENSEMBLES[p["ensemble"]](atoms, p)
-        _integrate(atoms, dyn, p, d, rows)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _integrate(atoms, dyn, p, d, rows)  # a blow-up is caught by the observer
         atoms.get_stress(include_ideal_gas=True)
         atoms.write(d / FINAL_FILE)
-    except Unstable as exc:
+    except UnstableError as exc:
         status = {"status": "unstable", "reason": str(exc)}
     except Exception as exc:  # reported as one line by the error handler
         status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -229,15 +230,17 @@ def _integrate(
     def watch() -> None:
         epot, temp = atoms.get_potential_energy(), atoms.get_temperature()
         if not (np.isfinite(epot) and np.isfinite(temp)):
-            raise Unstable(f"non-finite energy at step {dyn.nsteps}")
+            raise UnstableError(f"non-finite energy at step {dyn.nsteps}")
         if temp > p["max_temperature"]:
-            raise Unstable(f"temperature {temp:.3g} K above {p['max_temperature']:g} K")
+            raise UnstableError(f"temperature {temp:.3g} K above {p['max_temperature']:g} K")
         if conserving:
             e = dyn.get_conserved_energy() if hasattr(dyn, "get_conserved_energy") else (
                 epot + atoms.get_kinetic_energy())  # fmt: skip
             reference[:] = reference or [e]
             if abs(e - reference[0]) / n > p["max_energy_drift"]:
-                raise Unstable(f"conserved energy drifted by {abs(e - reference[0]) / n:.3g} eV/atom")
+                raise UnstableError(
+                    f"conserved energy drifted by {abs(e - reference[0]) / n:.3g} eV/atom"
+                )
         if dyn.nsteps % int(p["thermo_interval"]) == 0:
             rows.append(_thermo_row(atoms, dyn, dyn.nsteps))
 

@@ -124,10 +124,10 @@ def read_log(path: Path) -> LammpsLog:
         raise EngineError(f"{path.name} is not a LAMMPS log")
     if not any(b.rows for b in log.blocks):
         raise EngineError(f"{path.name} has no thermo output")
-    if log.bad_rows:
-        raise EngineError(f"{path.name} has {log.bad_rows} corrupt thermo line(s)")
     if not log.finished or not all(b.complete for b in log.blocks):
         raise EngineError(f"{path.name} is truncated (the run did not finish)")
+    if log.bad_rows:
+        raise EngineError(f"{path.name} has {log.bad_rows} corrupt thermo line(s)")
     if log.non_finite():
         raise EngineError(f"{path.name} has non-finite thermo values")
     return log

@@ -1,0 +1,223 @@
+"""ASE molecular dynamics (EMT) under custodian, with the API and results of the LAMMPS engine.
+
+The integration runs in this process (no external program, so ``profile`` is accepted
+for a uniform API and not used); custodian still drives it, so that an unstable run is
+retried with a smaller timestep and the correction is recorded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ase
+import numpy as np
+from ase import Atoms
+from ase.calculators.emt import EMT
+from ase.io import read, write
+from custodian.custodian import Job
+from pymatgen.core import Structure
+
+from matdx.analysis.md import summarize_thermo
+from matdx.core.errors import EngineError
+from matdx.engines.asemd.dynamics import (
+    FINAL_FILE,
+    INITIAL_FILE,
+    STATUS_FILE,
+    THERMO_COLUMNS,
+    THERMO_FILE,
+    TRAJECTORY_FILE,
+    build_parameters,
+    load_parameters,
+    run_md,
+    save_parameters,
+)
+from matdx.engines.asemd.handlers import AseMdErrorHandler, UnstableIntegrationHandler
+from matdx.engines.base import EngineProfile, run_with_recovery
+from matdx.engines.emt import core as emt
+from matdx.schemas.results import CalcResult
+
+SUPPORTED_ELEMENTS = emt.SUPPORTED_ELEMENTS
+"""Elements the EMT calculator treats."""
+
+
+class AseMdJob(Job):
+    """A custodian job running the MD described by the run directory's parameter file."""
+
+    def setup(self, directory: str = "./") -> None:
+        """Nothing to do: the starting atoms and parameters are written before the job."""
+
+    def run(self, directory: str = "./") -> None:
+        """Keep the previous attempt's status and thermo table, then integrate (in-process)."""
+        d = Path(directory)
+        if (d / STATUS_FILE).exists():
+            n = 1
+            while (d / f"attempt.{n}").exists():
+                n += 1
+            (d / f"attempt.{n}").mkdir()
+            for name in (STATUS_FILE, THERMO_FILE):
+                if (d / name).exists():
+                    (d / name).rename(d / f"attempt.{n}" / name)
+            (d / TRAJECTORY_FILE).unlink(missing_ok=True)
+        run_md(d)
+
+    def postprocess(self, directory: str = "./") -> None:
+        """Nothing to do: outputs are read by :func:`calculate`."""
+
+
+def _initial_atoms(structure: Structure | Atoms, supercell: Any) -> Atoms:
+    atoms = structure.copy() if isinstance(structure, Atoms) else emt.to_atoms(structure)
+    atoms.pbc = True
+    atoms.calc = None
+    atoms.set_constraint()
+    missing = sorted(set(atoms.get_chemical_symbols()) - SUPPORTED_ELEMENTS)
+    if missing:
+        raise EngineError(f"EMT has no parameters for {', '.join(missing)}")
+    return atoms.repeat(supercell) if supercell else atoms
+
+
+def _read_thermo(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError):
+        raise EngineError(f"cannot read {path.name}: missing or corrupt") from None
+    if data.shape[0] == 0 or data.shape[1] != len(THERMO_COLUMNS):
+        raise EngineError(f"{path.name} has no complete thermo rows")
+    return {name: data[:, i] for i, name in enumerate(THERMO_COLUMNS)}
+
+
+def calculate(
+    structure: Structure | Atoms,
+    task: str = "md",
+    settings: dict[str, Any] | None = None,
+    workdir: Path | None = None,
+    profile: EngineProfile | None = None,
+    max_corrections: int = 5,
+) -> CalcResult:
+    """Run ASE MD (or an EMT relaxation / single point).
+
+    Parameters
+    ----------
+    structure
+        Starting structure (pymatgen or ASE).
+    task
+        ``"md"``; ``"relax"`` (:func:`matdx.engines.emt.core.relax` with ``settings``) or
+        ``"static"`` (EMT single point).
+    settings
+        MD settings, see :data:`matdx.engines.asemd.dynamics.MD_DEFAULTS`: ``ensemble``
+        (nve, langevin, nvt, nvt_berendsen, npt, npt_iso, npt_berendsen), ``temperature``
+        (K), ``pressure`` (bar), ``timestep`` (fs), ``steps``, ``equilibration``,
+        ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``, ``supercell``.
+    workdir
+        Run directory (default: a new temporary directory, kept: the trajectory stays there).
+    profile
+        Unused (the integration runs in this process).
+    max_corrections
+        Most timestep halvings before giving up.
+
+    Returns
+    -------
+    CalcResult
+        Final-frame energy, forces, stress (with the kinetic part) and structure; ``extra``
+        holds production averages, standard errors, energy drift and the ``.traj`` path.
+
+    Raises
+    ------
+    EngineError
+        Unknown task or setting, unsupported element, or an unrecoverable failure.
+    """
+    settings = dict(settings or {})
+    if task == "relax":
+        if isinstance(structure, Atoms):
+            structure = emt.to_structure(structure)
+        return emt.relax(structure, **settings)
+    if task == "static":
+        return _static(structure, settings)
+    if task != "md":
+        raise EngineError(f"unknown ASE MD task {task!r} (known: md, relax, static)")
+    start = time.perf_counter()
+    params = build_parameters(settings)
+    atoms = _initial_atoms(structure, params["supercell"])
+    d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-asemd-"))
+    d.mkdir(parents=True, exist_ok=True)
+    write(d / INITIAL_FILE, atoms)
+    save_parameters(d, params)
+    corrections = run_with_recovery(
+        AseMdJob(),
+        [UnstableIntegrationHandler(), AseMdErrorHandler()],
+        max_errors=max_corrections,
+        directory=d,
+    )
+    params = load_parameters(d)
+    table = _read_thermo(d / THERMO_FILE)
+    production = {k: v[table["step"] >= int(params["equilibration"])] for k, v in table.items()}
+    try:
+        final = read(d / FINAL_FILE)
+        energy = float(final.get_potential_energy())
+        forces = final.get_forces()
+        stress = final.get_stress(voigt=True, include_ideal_gas=True)
+    except Exception:
+        raise EngineError(f"cannot read {FINAL_FILE}: missing or corrupt") from None
+    n = len(final)
+    final.wrap()
+    traj = d / TRAJECTORY_FILE
+    extra = {
+        "workdir": str(d),
+        "ensemble": params["ensemble"],
+        **summarize_thermo(production, n),
+        "production_steps": int(params["steps"]),
+        "equilibration_steps": int(params["equilibration"]),
+        "timestep_fs": params["timestep"],
+        "trajectory": str(traj) if traj.is_file() else None,
+        "trajectory_format": "traj",
+        "trajectory_interval_ps": int(params["dump_interval"]) * params["timestep"] / 1000,
+    }
+    return CalcResult(
+        engine="asemd",
+        code_version=f"ASE {ase.__version__}",
+        task="md",
+        parameters=params,
+        energy=energy,
+        energy_per_atom=energy / n,
+        volume_per_atom=float(final.get_volume()) / n,
+        forces=forces.tolist(),
+        stress=stress.tolist(),
+        structure=emt.to_structure(final).as_dict(),
+        converged=True,
+        n_steps=int(table["step"][-1]),
+        wall_time_s=time.perf_counter() - start,
+        corrections=corrections,
+        extra=extra,
+    )
+
+
+def _static(structure: Structure | Atoms, settings: dict[str, Any]) -> CalcResult:
+    if set(settings) - {"supercell"}:
+        raise EngineError(f"unknown static setting(s): {', '.join(sorted(settings))}")
+    start = time.perf_counter()
+    atoms = _initial_atoms(structure, settings.get("supercell"))
+    atoms.calc = EMT()
+    energy, n = float(atoms.get_potential_energy()), len(atoms)
+    symbol, number = emt.spacegroup(atoms)
+    return CalcResult(
+        engine="asemd",
+        code_version=f"ASE {ase.__version__}",
+        task="static",
+        parameters=dict(settings),
+        energy=energy,
+        energy_per_atom=energy / n,
+        volume_per_atom=float(atoms.get_volume()) / n,
+        forces=atoms.get_forces().tolist(),
+        stress=atoms.get_stress(voigt=True).tolist(),
+        structure=emt.to_structure(atoms).as_dict(),
+        spacegroup_symbol=symbol,
+        spacegroup_number=number,
+        wall_time_s=time.perf_counter() - start,
+    )
+
+
+def relax(structure: Structure | Atoms, **settings: Any) -> CalcResult:
+    """EMT relaxation (registry entry point): ``calculate(structure, "relax", settings)``."""
+    return calculate(structure, "relax", settings)
