@@ -23,7 +23,6 @@ from typing import Any
 
 from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
 from fireworks.core.firework import FiretaskBase
-from fireworks.core.rocket_launcher import rapidfire
 from fireworks.utilities.fw_utilities import explicit_serialize
 
 from matdx.store.backend import Backend
@@ -349,6 +348,9 @@ def run_fireworks(
 ) -> None:
     """Run this campaign's READY Fireworks in this process until none is left.
 
+    Each Firework is claimed first (see :func:`matdx.workflows.lostruns.claim_next`), so
+    several processes running the same campaign never run the same Firework.
+
     Parameters
     ----------
     lp
@@ -362,20 +364,17 @@ def run_fireworks(
     step
         Only run Fireworks of this step (``"analyse"``, ``"prescreen"``).
     """
+    import os
+    import socket
+    from datetime import UTC, datetime
+
+    from matdx.workflows.lostruns import claim_next
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    fworker = campaign_fworker(campaign, step)
-    _quiet_rocket_logs()
-    with serial_heartbeat():
-        while lp.run_exists(fworker):
-            rapidfire(
-                lp,
-                fworker,
-                m_dir=str(run_dir),
-                nlaunches=1,
-                max_loops=1,
-                sleep_time=0,
-                strm_lvl="ERROR",
-            )
-            if on_progress is not None:
-                counts = state_counts(lp, campaign)["candidates"]
-                on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    while (fw_id := claim_next(lp, campaign, owner, step=step)) is not None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
+        run_one(lp, fw_id, campaign, run_dir / f"launcher_{stamp}_{fw_id}")
+        if on_progress is not None:
+            counts = state_counts(lp, campaign)["candidates"]
+            on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))

@@ -118,7 +118,13 @@ def attempt(fw_doc: dict[str, Any]) -> int:
     return len(fw_doc.get("launches", [])) + len(fw_doc.get("archived_launches", []))
 
 
-def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = None) -> int | None:
+def claim_next(
+    lp: Any,
+    campaign: str,
+    owner: str,
+    exclude: set[int] | None = None,
+    step: str | None = None,
+) -> int | None:
     """Claim a READY Firework of ``campaign`` for ``owner``; ``None`` if there is none.
 
     Parameters
@@ -131,6 +137,8 @@ def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = No
         Who claims (recorded for diagnosis), e.g. ``"<host>:<pid>"``.
     exclude
         Firework ids not to consider.
+    step
+        Only Fireworks of this step.
 
     Returns
     -------
@@ -139,10 +147,10 @@ def claim_next(lp: Any, campaign: str, owner: str, exclude: set[int] | None = No
     """
     from pymongo.errors import DuplicateKeyError
 
-    cursor = lp.fireworks.find(
-        {"spec._matdx.campaign": campaign, "state": "READY"},
-        {"fw_id": 1, "launches": 1, "archived_launches": 1},
-    )
+    query: dict[str, Any] = {"spec._matdx.campaign": campaign, "state": "READY"}
+    if step is not None:
+        query["spec._matdx.step"] = step
+    cursor = lp.fireworks.find(query, {"fw_id": 1, "launches": 1, "archived_launches": 1})
     for doc in sorted(cursor, key=lambda d: d["fw_id"]):
         if exclude and doc["fw_id"] in exclude:
             continue
@@ -194,3 +202,49 @@ def recover_lost(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> 
         lp.rerun_fw(fw_id)
         lp.db[HEARTBEATS].delete_one({"_id": fw_id})
     return lost
+
+
+LOCKS = "matdx_locks"
+
+
+@contextmanager
+def campaign_lock(
+    db: Any, campaign: str, timeout_s: float = 600.0, stale_after_s: float = 1800.0
+) -> Iterator[None]:
+    """Hold the campaign's planning lock (one process plans and adds workflows at a time).
+
+    The lock is a document with a unique ``_id``; a lock older than ``stale_after_s`` (its
+    holder died) is broken.
+
+    Raises
+    ------
+    StoreBusyError
+        If another process holds the lock for longer than ``timeout_s``.
+    """
+    import time
+
+    from pymongo.errors import DuplicateKeyError
+
+    from matdx.core.errors import StoreBusyError
+
+    key = f"plan:{campaign}"
+    me = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    start = time.monotonic()
+    while True:
+        try:
+            db[LOCKS].insert_one({"_id": key, "owner": me, "at": _now()})
+            break
+        except DuplicateKeyError:
+            held = db[LOCKS].find_one({"_id": key}) or {}
+            if held.get("at") and held["at"] < _now() - timedelta(seconds=stale_after_s):
+                db[LOCKS].delete_one({"_id": key, "owner": held.get("owner")})
+                continue
+            if time.monotonic() - start > timeout_s:
+                raise StoreBusyError(
+                    f"campaign {campaign!r} is being planned by {held.get('owner')}"
+                ) from None
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        db[LOCKS].delete_one({"_id": key, "owner": me})

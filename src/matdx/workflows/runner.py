@@ -144,36 +144,39 @@ def submit_campaign(
     gov = governance(spec, settings.user)
     report = RunReport(spec.name)
 
-    plan = plan or plan_materials(loaded, store, progress)
-    materials, report.n_raw, report.n_reused = plan.materials, plan.n_raw, plan.n_reused
-    report.n_unique = len(materials)
-    ids = [m.material_id for m in materials]
-    store.add_materials(spec.name, materials, gov)
-    store.upsert_campaign(
-        spec.name,
-        loaded.raw,
-        gov,
-        n_raw=report.n_raw,
-        n_unique=report.n_unique,
-        n_reused=report.n_reused,
-    )
-    done = store.completed(ids, loaded.settings_hash)
-    queued = fwa.queued_material_ids(lp, spec.name)
-    report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
-    todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
-    report.n_submitted = len(todo)
-    analysis = {
-        "campaign": spec.name,
-        "settings_hash": loaded.settings_hash,
-        "governance": gov.fields(),
-    }
-    if todo:
-        batches = [
-            _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
-            for i in range(0, len(todo), spec.batch_size)
-        ]
-        report.wf_id = fwa.add_workflow(lp, fwa.build_workflow(spec.name, batches, analysis))
-        store.add_workflow(spec.name, report.wf_id)
+    from matdx.workflows.lostruns import campaign_lock
+
+    with campaign_lock(lp.db, spec.name):
+        plan = plan or plan_materials(loaded, store, progress)
+        materials, report.n_raw, report.n_reused = plan.materials, plan.n_raw, plan.n_reused
+        report.n_unique = len(materials)
+        ids = [m.material_id for m in materials]
+        store.add_materials(spec.name, materials, gov)
+        store.upsert_campaign(
+            spec.name,
+            loaded.raw,
+            gov,
+            n_raw=report.n_raw,
+            n_unique=report.n_unique,
+            n_reused=report.n_reused,
+        )
+        done = store.completed(ids, loaded.settings_hash)
+        queued = fwa.queued_material_ids(lp, spec.name)
+        report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
+        todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
+        report.n_submitted = len(todo)
+        analysis = {
+            "campaign": spec.name,
+            "settings_hash": loaded.settings_hash,
+            "governance": gov.fields(),
+        }
+        if todo:
+            batches = [
+                _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
+                for i in range(0, len(todo), spec.batch_size)
+            ]
+            report.wf_id = fwa.add_workflow(lp, fwa.build_workflow(spec.name, batches, analysis))
+            store.add_workflow(spec.name, report.wf_id)
     backend.flush()
     if launch:
         base = fwa.state_counts(lp, spec.name)["candidates"]

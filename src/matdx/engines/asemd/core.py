@@ -7,6 +7,7 @@ retried with a smaller timestep and the correction is recorded.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -111,7 +112,8 @@ def calculate(
         (K), ``pressure`` (bar), ``timestep`` (fs), ``steps``, ``equilibration``,
         ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``, ``supercell``.
     workdir
-        Run directory (default: a new temporary directory, kept: the trajectory stays there).
+        Run directory for MD (default: a new temporary directory, kept after a finished
+        run because the trajectory stays there, removed after a failure).
     profile
         Unused (the integration runs in this process).
     max_corrections
@@ -128,28 +130,43 @@ def calculate(
     EngineError
         Unknown task or setting, unsupported element, or an unrecoverable failure.
     """
-    settings = dict(settings or {})
-    if task == "relax":
-        if isinstance(structure, Atoms):
-            structure = emt.to_structure(structure)
-        return emt.relax(structure, **settings)
-    if task == "static":
-        return _static(structure, settings)
-    if task != "md":
-        raise EngineError(f"unknown ASE MD task {task!r} (known: md, relax, static)")
+    runner = TASKS.get(task)
+    if runner is None:
+        raise EngineError(f"unknown ASE MD task {task!r} (known: {', '.join(TASKS)})")
+    return runner(structure, dict(settings or {}), workdir, max_corrections)
+
+
+def _md(
+    structure: Structure | Atoms,
+    settings: dict[str, Any],
+    workdir: Path | None,
+    max_corrections: int,
+) -> CalcResult:
     start = time.perf_counter()
     params = build_parameters(settings)
     atoms = _initial_atoms(structure, params["supercell"])
     d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-asemd-"))
     d.mkdir(parents=True, exist_ok=True)
-    write(d / INITIAL_FILE, atoms)
-    save_parameters(d, params)
-    corrections = run_with_recovery(
-        AseMdJob(),
-        [UnstableIntegrationHandler(), AseMdErrorHandler()],
-        max_errors=max_corrections,
-        directory=d,
-    )
+    done = False
+    try:
+        write(d / INITIAL_FILE, atoms)
+        save_parameters(d, params)
+        corrections = run_with_recovery(
+            AseMdJob(),
+            [UnstableIntegrationHandler(), AseMdErrorHandler()],
+            max_errors=max_corrections,
+            directory=d,
+        )
+        result = _md_result(d, corrections)
+        result.wall_time_s = time.perf_counter() - start
+        done = True
+        return result
+    finally:
+        if workdir is None and not done:  # a directory made here is kept only on success
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _md_result(d: Path, corrections: list[dict[str, Any]]) -> CalcResult:
     params = load_parameters(d)
     table = _read_thermo(d / THERMO_FILE)
     production = {k: v[table["step"] >= int(params["equilibration"])] for k, v in table.items()}
@@ -187,13 +204,22 @@ def calculate(
         structure=emt.to_structure(final).as_dict(),
         converged=True,
         n_steps=int(table["step"][-1]),
-        wall_time_s=time.perf_counter() - start,
         corrections=corrections,
         extra=extra,
     )
 
 
-def _static(structure: Structure | Atoms, settings: dict[str, Any]) -> CalcResult:
+def _relax(
+    structure: Structure | Atoms, settings: dict[str, Any], workdir: Path | None, _: int
+) -> CalcResult:
+    if isinstance(structure, Atoms):
+        structure = emt.to_structure(structure)
+    return emt.relax(structure, **settings)
+
+
+def _static(
+    structure: Structure | Atoms, settings: dict[str, Any], workdir: Path | None, _: int
+) -> CalcResult:
     if set(settings) - {"supercell"}:
         raise EngineError(f"unknown static setting(s): {', '.join(sorted(settings))}")
     start = time.perf_counter()
@@ -216,6 +242,9 @@ def _static(structure: Structure | Atoms, settings: dict[str, Any]) -> CalcResul
         spacegroup_number=number,
         wall_time_s=time.perf_counter() - start,
     )
+
+
+TASKS = {"md": _md, "relax": _relax, "static": _static}
 
 
 def relax(structure: Structure | Atoms, **settings: Any) -> CalcResult:

@@ -38,22 +38,42 @@ THERMO_FILE = "thermo.dat"
 STATUS_FILE = "status.json"
 
 THERMO_COLUMNS = (
-    "step", "time_ps", "temperature_K", "pressure_bar", "potential_energy_eV",
-    "kinetic_energy_eV", "total_energy_eV", "conserved_energy_eV", "volume_A3",
+    "step",
+    "time_ps",
+    "temperature_K",
+    "pressure_bar",
+    "potential_energy_eV",
+    "kinetic_energy_eV",
+    "total_energy_eV",
+    "conserved_energy_eV",
+    "volume_A3",
     "density_g_cm3",
-)  # fmt: skip
+)
 """Columns of the thermo table (the same names as the LAMMPS engine's)."""
 
 CALCULATORS: dict[str, Callable[[], Any]] = {"emt": EMT}
 
 MD_DEFAULTS: dict[str, Any] = {
-    "ensemble": "langevin", "temperature": 300.0, "initial_temperature": None,
-    "pressure": 0.0, "timestep": 1.0, "steps": 1000, "equilibration": 0,
-    "thermo_interval": 10, "dump_interval": 100, "seed": 12345, "tdamp": None,
-    "pdamp": None, "friction": 0.01, "compressibility": 1e-6, "calculator": "emt",
-    "supercell": None, "min_timestep": 0.01, "max_temperature": None,
+    "ensemble": "langevin",
+    "temperature": 300.0,
+    "initial_temperature": None,
+    "pressure": 0.0,
+    "timestep": 1.0,
+    "steps": 1000,
+    "equilibration": 0,
+    "thermo_interval": 10,
+    "dump_interval": 100,
+    "seed": 12345,
+    "tdamp": None,
+    "pdamp": None,
+    "friction": 0.01,
+    "compressibility": 1e-6,
+    "calculator": "emt",
+    "supercell": None,
+    "min_timestep": 0.01,
+    "max_temperature": None,
     "max_energy_drift": 0.5,
-}  # fmt: skip
+}
 """MD settings: ``friction`` 1/fs (Langevin), ``compressibility`` 1/bar (Berendsen NPT),
 ``max_temperature`` K and ``max_energy_drift`` eV/atom (of the conserved energy) define an
 unstable integration."""
@@ -74,13 +94,20 @@ def _nve(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
 def _langevin(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
     atoms.set_constraint(FixCom())
     rng = np.random.default_rng(p["seed"] + 1)
-    return Langevin(atoms, _dt(p), temperature_K=p["temperature"],
-                    friction=p["friction"] / units.fs, fixcm=False, rng=rng)  # fmt: skip
+    return Langevin(
+        atoms,
+        _dt(p),
+        temperature_K=p["temperature"],
+        friction=p["friction"] / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
 
 
 def _nvt(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
-    return NoseHooverChainNVT(atoms, _dt(p), temperature_K=p["temperature"],
-                              tdamp=p["tdamp"] * units.fs)  # fmt: skip
+    return NoseHooverChainNVT(
+        atoms, _dt(p), temperature_K=p["temperature"], tdamp=p["tdamp"] * units.fs
+    )
 
 
 def _nvt_berendsen(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
@@ -88,8 +115,12 @@ def _nvt_berendsen(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
 
 
 def _npt_args(p: dict[str, Any]) -> dict[str, float]:
-    return {"temperature_K": p["temperature"], "pressure_au": p["pressure"] * units.bar,
-            "tdamp": p["tdamp"] * units.fs, "pdamp": p["pdamp"] * units.fs}  # fmt: skip
+    return {
+        "temperature_K": p["temperature"],
+        "pressure_au": p["pressure"] * units.bar,
+        "tdamp": p["tdamp"] * units.fs,
+        "pdamp": p["pdamp"] * units.fs,
+    }
 
 
 def _npt(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
@@ -102,10 +133,14 @@ def _npt_iso(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
 
 def _npt_berendsen(atoms: Atoms, p: dict[str, Any]) -> MolecularDynamics:
     return NPTBerendsen(
-        atoms, _dt(p), temperature_K=p["temperature"], pressure_au=p["pressure"] * units.bar,
-        taut=p["tdamp"] * units.fs, taup=p["pdamp"] * units.fs,
+        atoms,
+        _dt(p),
+        temperature_K=p["temperature"],
+        pressure_au=p["pressure"] * units.bar,
+        taut=p["tdamp"] * units.fs,
+        taup=p["pdamp"] * units.fs,
         compressibility_au=p["compressibility"] / units.bar,
-    )  # fmt: skip
+    )
 
 
 ENSEMBLES: dict[str, Callable[[Atoms, dict[str, Any]], MolecularDynamics]] = {
@@ -175,23 +210,37 @@ def load_parameters(directory: Path) -> dict[str, Any]:
         raise EngineError(f"cannot read the ASE MD parameter file {path}") from None
 
 
+def _conserved_energy(atoms: Atoms, dyn: MolecularDynamics) -> float:
+    """The integrator's conserved energy (thermostat and barostat terms included), else E_tot."""
+    if hasattr(dyn, "get_conserved_energy"):
+        return float(dyn.get_conserved_energy())
+    return float(atoms.get_total_energy())
+
+
 def _thermo_row(atoms: Atoms, dyn: MolecularDynamics, step: int) -> list[float]:
     epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
     stress = atoms.get_stress(voigt=True, include_ideal_gas=True)
-    conserved = dyn.get_conserved_energy() if hasattr(dyn, "get_conserved_energy") else epot + ekin
+    conserved = _conserved_energy(atoms, dyn)
     volume = atoms.get_volume()
     return [
-        step, step * dyn.dt / (1000 * units.fs), atoms.get_temperature(),
-        -float(np.mean(stress[:3])) / units.bar, epot, ekin, epot + ekin, conserved, volume,
+        step,
+        step * dyn.dt / (1000 * units.fs),
+        atoms.get_temperature(),
+        -float(np.mean(stress[:3])) / units.bar,
+        epot,
+        ekin,
+        epot + ekin,
+        conserved,
+        volume,
         atoms.get_masses().sum() / volume * AMU_PER_A3_IN_G_PER_CM3,
-    ]  # fmt: skip
+    ]
 
 
 def run_md(directory: Path) -> dict[str, Any]:
     """Run the MD described by the parameter file in ``directory``; return the status.
 
     The status (also written to ``status.json``) is ``{"status": "ok"}``,
-    ``{"status": "unstable", "reason": ..., "step": ...}`` when the stability observer
+    ``{"status": "unstable", "reason": ...}`` when the stability observer
     stopped the run, or ``{"status": "failed", "reason": ...}``.
     """
     d = Path(directory)
@@ -234,8 +283,7 @@ def _integrate(
         if temp > p["max_temperature"]:
             raise UnstableError(f"temperature {temp:.3g} K above {p['max_temperature']:g} K")
         if conserving:
-            e = dyn.get_conserved_energy() if hasattr(dyn, "get_conserved_energy") else (
-                epot + atoms.get_kinetic_energy())  # fmt: skip
+            e = _conserved_energy(atoms, dyn)
             reference[:] = reference or [e]
             if abs(e - reference[0]) / n > p["max_energy_drift"]:
                 raise UnstableError(

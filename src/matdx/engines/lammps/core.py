@@ -95,8 +95,12 @@ class LammpsJob(Job):
             try:
                 return subprocess.Popen(
                     [*self.command, "-in", INPUT_FILE, "-log", LOG_FILE],
-                    cwd=d, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                )  # fmt: skip
+                    cwd=d,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                )
             except OSError as exc:
                 raise EngineError(f"cannot start {self.command[0]}: {exc.strerror}") from None
 
@@ -150,8 +154,8 @@ def calculate(
         ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``. All tasks:
         ``potential`` (file), ``potentials_dir``, ``supercell``.
     workdir
-        Run directory (default: a new temporary directory, kept for MD because the
-        trajectory stays there, removed for relax/static).
+        Run directory (default: a new temporary directory, kept after a finished MD run
+        because the trajectory stays there, removed otherwise).
     profile
         Command and potentials directory (default :func:`default_profile`).
     max_corrections
@@ -180,20 +184,20 @@ def calculate(
         or DEFAULT_POTENTIALS_DIR
     )
     potential = find_potential(specorder, pot_dir, settings.get("potential"))
+    triclinic = bool(Prism(np.asarray(atoms.cell), reduce_cell=True).is_skewed())
+    params = build_parameters(
+        task, settings, triclinic=triclinic, potential=potential, specorder=specorder
+    )
+    params["potentials_dir"] = str(pot_dir)
     profile.check()
-    keep = workdir is not None or task == "md"
     d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-lammps-"))
     d.mkdir(parents=True, exist_ok=True)
+    done = False
     try:
-        prism = write_structure(atoms, d / DATA_FILE, specorder)
-        params = build_parameters(
-            task, settings, triclinic=prism.is_skewed(), potential=potential, specorder=specorder
-        )
-        params["potentials_dir"] = str(pot_dir)
+        write_structure(atoms, d / DATA_FILE, specorder)
         save_parameters(d, params)
-        job = LammpsJob(list(profile.command), profile.env)
         corrections = run_with_recovery(
-            job,
+            LammpsJob(list(profile.command), profile.env),
             [UnstableMDHandler(), LammpsErrorHandler()],
             max_errors=max_corrections,
             directory=d,
@@ -203,11 +207,13 @@ def calculate(
         final, forces = read_final_structure(d / FINAL_DUMP, np.asarray(atoms.cell), len(atoms))
         result = _result(params, log, final, forces, atoms, d, corrections)
         result.wall_time_s = time.perf_counter() - start
-        if keep:
-            result.extra["workdir"] = str(d)
+        if workdir is None and task != "md":
+            result.extra["workdir"] = None  # removed below
+        done = True
         return result
     finally:
-        if not keep:
+        # a directory made here is kept only for a finished MD run (it holds the trajectory)
+        if workdir is None and not (done and task == "md"):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -226,8 +232,14 @@ def _stress(row: dict[str, float], cell: np.ndarray) -> list[float]:
         ]
     )
     s = -Prism(cell).tensor2_to_ase(p) * units.bar
-    return [float(s[0, 0]), float(s[1, 1]), float(s[2, 2]),
-            float(s[1, 2]), float(s[0, 2]), float(s[0, 1])]  # fmt: skip
+    return [
+        float(s[0, 0]),
+        float(s[1, 1]),
+        float(s[2, 2]),
+        float(s[1, 2]),
+        float(s[0, 2]),
+        float(s[0, 1]),
+    ]
 
 
 def _md_extra(params: dict[str, Any], log: LammpsLog, n: int, d: Path) -> dict[str, Any]:
@@ -264,7 +276,7 @@ def _result(
         )
     symbol, number = spacegroup(final) if task != "md" else (None, None)
     extra: dict[str, Any] = {
-        "workdir": None,
+        "workdir": str(d),
         "potential": params["potential"],
         "stopping_criterion": log.stopping_criterion,
     }

@@ -36,9 +36,23 @@ PAIR_STYLES: dict[str, str] = {".eam.alloy": "eam/alloy", ".eam.fs": "eam/fs", "
 """Potential file suffix → LAMMPS pair style, in order of preference."""
 
 THERMO_KEYWORDS = (
-    "step", "time", "temp", "press", "pe", "ke", "etotal", "econserve", "vol", "density",
-    "pxx", "pyy", "pzz", "pyz", "pxz", "pxy",
-)  # fmt: skip
+    "step",
+    "time",
+    "temp",
+    "press",
+    "pe",
+    "ke",
+    "etotal",
+    "econserve",
+    "vol",
+    "density",
+    "pxx",
+    "pyy",
+    "pzz",
+    "pyz",
+    "pxz",
+    "pxy",
+)
 
 ENSEMBLES: dict[str, str] = {
     "nve": "fix integ all nve",
@@ -48,25 +62,39 @@ ENSEMBLES: dict[str, str] = {
 }
 """Ensemble name → LAMMPS fixes (times in ps)."""
 
-MIN_STYLES: dict[str, str] = {"BFGS": "cg", "CG": "cg", "SD": "sd", "FIRE": "fire", "HFTN": "hftn"}
+MIN_STYLES: dict[str, str] = {"BFGS": "cg", "CG": "cg", "SD": "sd", "FIRE": "fire"}
 """Optimizer name (ASE's or LAMMPS's) → ``min_style``; LAMMPS has no BFGS, CG stands in."""
 
-_CELL_MIN_STYLES = frozenset({"cg", "sd", "hftn"})  # the styles fix box/relax works with
+_CELL_MIN_STYLES = frozenset({"cg", "sd"})  # the styles fix box/relax works with
 
 COMMON_DEFAULTS: dict[str, Any] = {"potential": None, "potentials_dir": None, "supercell": None}
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "md": {
-        "ensemble": "nvt", "temperature": 300.0, "initial_temperature": None, "pressure": 0.0,
-        "timestep": 1.0, "steps": 1000, "equilibration": 0, "thermo_interval": 10,
-        "dump_interval": 100, "seed": 12345, "tdamp": None, "pdamp": None, "barostat": None,
+        "ensemble": "nvt",
+        "temperature": 300.0,
+        "initial_temperature": None,
+        "pressure": 0.0,
+        "timestep": 1.0,
+        "steps": 1000,
+        "equilibration": 0,
+        "thermo_interval": 10,
+        "dump_interval": 100,
+        "seed": 12345,
+        "tdamp": None,
+        "pdamp": None,
+        "barostat": None,
         "min_timestep": 0.01,
     },
     "relax": {
-        "relax_cell": True, "optimizer": "BFGS", "fmax": 0.05, "steps": 300, "pressure": 0.0,
+        "relax_cell": True,
+        "optimizer": "BFGS",
+        "fmax": 0.05,
+        "steps": 300,
+        "pressure": 0.0,
         "thermo_interval": 10,
     },
     "static": {},
-}  # fmt: skip
+}
 """Settings of each task and their defaults (``None``: derived from other settings)."""
 
 
@@ -182,9 +210,13 @@ def find_potential(
 
 
 def build_parameters(
-    task: str, settings: dict[str, Any], *, triclinic: bool, potential: Potential,
+    task: str,
+    settings: dict[str, Any],
+    *,
+    triclinic: bool,
+    potential: Potential,
     specorder: list[str],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Complete and check the settings of a run.
 
     Parameters
@@ -218,10 +250,7 @@ def build_parameters(
         raise EngineError(f"unknown LAMMPS {task} setting(s): {', '.join(unknown)}")
     p = {**defaults, **settings, "task": task, "triclinic": triclinic}
     p.update(potential=asdict(potential), specorder=list(specorder))
-    if task == "md":
-        _resolve_md(p)
-    elif task == "relax":
-        _resolve_min(p)
+    RESOLVERS.get(task, lambda _: None)(p)
     return p
 
 
@@ -258,9 +287,13 @@ def _resolve_min(p: dict[str, Any]) -> None:
 
 def _md_commands(p: dict[str, Any]) -> list[str]:
     fix = ENSEMBLES[p["ensemble"]].format(
-        T=p["temperature"], P=p["pressure"], tdamp=p["tdamp"] / 1000, pdamp=p["pdamp"] / 1000,
-        barostat=p["barostat"], seed=p["seed"] + 1,
-    )  # fmt: skip
+        T=p["temperature"],
+        P=p["pressure"],
+        tdamp=p["tdamp"] / 1000,
+        pdamp=p["pdamp"] / 1000,
+        barostat=p["barostat"],
+        seed=p["seed"] + 1,
+    )
     out = [f"timestep {p['timestep'] / 1000:.12g}"]
     if p["initial_temperature"] > 0:
         t0, seed = p["initial_temperature"], p["seed"]
@@ -286,13 +319,17 @@ def _min_commands(p: dict[str, Any]) -> list[str]:
     return out
 
 
+RESOLVERS = {"md": _resolve_md, "relax": _resolve_min}
+"""Task → function completing its settings in place."""
+
 TASK_COMMANDS = {"md": _md_commands, "relax": _min_commands, "static": lambda p: ["run 0"]}
 
 
 def render_input(p: dict[str, Any]) -> str:
     """The LAMMPS input script of parameters ``p`` (from :func:`build_parameters`)."""
-    pot = Potential(p["potential"]["path"], p["potential"]["pair_style"],
-                    tuple(p["potential"]["elements"]))  # fmt: skip
+    pot = Potential(
+        p["potential"]["path"], p["potential"]["pair_style"], tuple(p["potential"]["elements"])
+    )
     els = " ".join(p["specorder"])
     lines = [
         f"# matdx LAMMPS input: task {p['task']}",
@@ -317,8 +354,15 @@ def write_structure(atoms: Atoms, path: Path, specorder: list[str]) -> Prism:
     """Write ``atoms`` as a LAMMPS data file; return the ASE↔LAMMPS coordinate transform."""
     prism = Prism(np.asarray(atoms.cell), reduce_cell=True)
     with open(path, "w") as fd:
-        write_lammps_data(fd, atoms, specorder=specorder, prismobj=prism, masses=True,
-                          units="metal", atom_style="atomic")  # fmt: skip
+        write_lammps_data(
+            fd,
+            atoms,
+            specorder=specorder,
+            prismobj=prism,
+            masses=True,
+            units="metal",
+            atom_style="atomic",
+        )
     return prism
 
 

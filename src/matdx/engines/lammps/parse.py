@@ -18,12 +18,23 @@ from ase.io.lammpsrun import read_lammps_dump_text
 from matdx.core.errors import EngineError
 
 COLUMNS: dict[str, str] = {
-    "Step": "step", "Time": "time_ps", "Temp": "temperature_K", "Press": "pressure_bar",
-    "PotEng": "potential_energy_eV", "KinEng": "kinetic_energy_eV",
-    "TotEng": "total_energy_eV", "Econserve": "conserved_energy_eV", "Volume": "volume_A3",
-    "Density": "density_g_cm3", "Pxx": "pxx_bar", "Pyy": "pyy_bar", "Pzz": "pzz_bar",
-    "Pyz": "pyz_bar", "Pxz": "pxz_bar", "Pxy": "pxy_bar",
-}  # fmt: skip
+    "Step": "step",
+    "Time": "time_ps",
+    "Temp": "temperature_K",
+    "Press": "pressure_bar",
+    "PotEng": "potential_energy_eV",
+    "KinEng": "kinetic_energy_eV",
+    "TotEng": "total_energy_eV",
+    "Econserve": "conserved_energy_eV",
+    "Volume": "volume_A3",
+    "Density": "density_g_cm3",
+    "Pxx": "pxx_bar",
+    "Pyy": "pyy_bar",
+    "Pzz": "pzz_bar",
+    "Pyz": "pyz_bar",
+    "Pxz": "pxz_bar",
+    "Pxy": "pxy_bar",
+}
 """LAMMPS thermo header → column name shared by the MD engines (units in the name)."""
 
 

@@ -209,6 +209,9 @@ def build_parameters(
     _merge(input_data, user)
     input_data["control"]["calculation"] = TASKS[task]
     system = input_data["system"]
+    if float(system["ecutrho"]) < 4 * float(system["ecutwfc"]):
+        wfc, rho = system["ecutwfc"], system["ecutrho"]
+        raise InputError(f"ecutrho ({rho} Ry) must be at least 4 × ecutwfc ({wfc} Ry)")
     if system.get("occupations") != "smearing":
         for key in ("smearing", "degauss"):
             if key not in user.get("system", {}):

@@ -85,7 +85,6 @@ class PWOutput:
     energy: float
     structure: Structure
     code_version: str
-    scf_converged: bool
     relax_converged: bool | None
     n_ionic_steps: int
     forces: list[list[float]] | None = None
@@ -101,8 +100,8 @@ class PWOutput:
 
     @property
     def converged(self) -> bool:
-        """SCF converged and, for a relaxation, the relaxation too."""
-        return self.scf_converged and self.relax_converged is not False
+        """Whether the run converged (the SCF always has; a relaxation may not have)."""
+        return self.relax_converged is not False
 
 
 def _seconds(text: str) -> float:
@@ -222,7 +221,6 @@ def parse_output(output: str, name: str = "pw.x output") -> PWOutput:
         energy=float(energy),
         structure=_clean_structure(atoms),
         code_version=version.group(1) if version else "unknown",
-        scf_converged=True,
         relax_converged=relax_done if relaxing else None,
         n_ionic_steps=len(images),
         forces=np.asarray(forces).tolist() if forces is not None else None,
