@@ -91,8 +91,13 @@ def run_with_recovery(
     EngineError
         If the run still fails after ``max_errors`` corrections, or a handler has no fix.
     """
+    import logging
+
     from custodian import Custodian
     from custodian.custodian import CustodianError
+
+    # corrections are returned and stored; custodian's own log lines stay out of the terminal
+    logging.getLogger("custodian").addHandler(logging.NullHandler())
 
     c = Custodian(
         list(handlers),

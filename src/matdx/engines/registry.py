@@ -48,6 +48,12 @@ class EngineInfo:
 
 ENGINES: dict[str, EngineInfo] = {
     "emt": EngineInfo("emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15),
+    "lammps": EngineInfo(
+        "lammps", "matdx.engines.lammps.core", "LAMMPS with EAM potentials (MD, minimization)", 0.5
+    ),
+    "asemd": EngineInfo(
+        "asemd", "matdx.engines.asemd.core", "ASE molecular dynamics with EMT", 0.15
+    ),
     "vasp": EngineInfo(
         "vasp",
         "matdx.engines.vasp.core",

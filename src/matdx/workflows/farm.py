@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -88,6 +89,7 @@ def drive(
     submit: Callable[[Executor, int], Future[tuple[int, str]]],
     time_left: Callable[[], float],
     task_estimate: float,
+    on_result: Callable[[int, str], None] | None = None,
 ) -> tuple[dict[int, str], bool]:
     """Keep ``workers`` tasks in flight until there is nothing to claim or no time.
 
@@ -116,6 +118,8 @@ def drive(
         for fut in done:
             fw_id, state = fut.result()
             states[fw_id] = state
+            if on_result is not None:
+                on_result(fw_id, state)
         # a finished Firework may have made others READY (the analysis after the batches)
         exhausted = False
 
@@ -175,7 +179,7 @@ def farm(
             )
         store.campaign(campaign)
         from matdx.workflows import fireworks_adapter as fwa
-        from matdx.workflows.lostruns import claim_next, recover_lost
+        from matdx.workflows.lostruns import claim_next, recover_lost, release_unstarted
 
         lp = fwa.get_launchpad(backend)
         workers = max(comm.Get_size() - 1, 1)
@@ -196,12 +200,24 @@ def farm(
         def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
             return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)
 
+        failed: set[int] = set()
+
         def claim() -> int | None:
-            return retry_db(lambda: claim_next(lp, campaign, owner), "claim a Firework", where)
+            return retry_db(
+                lambda: claim_next(lp, campaign, owner, exclude=failed), "claim a Firework", where
+            )
+
+        def on_result(fw_id: int, state: str) -> None:
+            if state.startswith("ERROR"):
+                print(f"matdx farm: Firework {fw_id}: {state}", file=sys.stderr, flush=True)
+                failed.add(fw_id)
 
         report.states, report.stopped_for_walltime = drive(
-            executor, workers, claim, submit, time_left, task_estimate_s
+            executor, workers, claim, submit, time_left, task_estimate_s, on_result
         )
+        # Fireworks that never started here (e.g. an unwritable scratch directory) stay
+        # READY: give their claims back so that another job can run them
+        retry_db(lambda: release_unstarted(lp, failed), "release claims", where)
         report.elapsed_s = time.monotonic() - start
         return report
 

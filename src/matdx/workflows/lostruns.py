@@ -164,6 +164,19 @@ def claim_next(
     return None
 
 
+def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:
+    """Drop the claims of Fireworks that are still READY (their run never started)."""
+    released = []
+    for fw_id in sorted(fw_ids):
+        doc = lp.fireworks.find_one(
+            {"fw_id": fw_id}, {"state": 1, "launches": 1, "archived_launches": 1}
+        )
+        if doc is not None and doc["state"] == "READY":
+            lp.db[CLAIMS].delete_one({"_id": f"{fw_id}:{attempt(doc)}"})
+            released.append(fw_id)
+    return released
+
+
 def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
     """RUNNING Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``.
 

@@ -35,24 +35,8 @@ STDERR_FILE = "lammps.err"
 PAIR_STYLES: dict[str, str] = {".eam.alloy": "eam/alloy", ".eam.fs": "eam/fs", ".eam": "eam"}
 """Potential file suffix → LAMMPS pair style, in order of preference."""
 
-THERMO_KEYWORDS = (
-    "step",
-    "time",
-    "temp",
-    "press",
-    "pe",
-    "ke",
-    "etotal",
-    "econserve",
-    "vol",
-    "density",
-    "pxx",
-    "pyy",
-    "pzz",
-    "pyz",
-    "pxz",
-    "pxy",
-)
+THERMO_KEYWORDS = "step time temp press pe ke etotal econserve vol density pxx pyy pzz pyz pxz pxy"
+"""Thermo output of every run (``thermo_style custom``)."""
 
 ENSEMBLES: dict[str, str] = {
     "nve": "fix integ all nve",
@@ -340,7 +324,7 @@ def render_input(p: dict[str, Any]) -> str:
         *pot.commands(p["specorder"]),
         "neighbor 2.0 bin",
         "neigh_modify every 1 delay 0 check yes",
-        f"thermo_style custom {' '.join(THERMO_KEYWORDS)}",
+        f"thermo_style custom {THERMO_KEYWORDS}",
         "thermo_modify flush yes norm no format float %.12g",
         f"thermo {int(p.get('thermo_interval', 1))}",
         *TASK_COMMANDS[p["task"]](p),

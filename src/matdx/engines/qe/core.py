@@ -258,7 +258,7 @@ def calculate(
         except Exception as exc:  # a handler or the job failing on odd output
             text = " ".join(str(exc).split())[:200]
             raise EngineError(f"custodian failed: {type(exc).__name__}: {text}") from None
-        out = read_output(directory / job.output_file)
+        out = read_output(directory / job.output_file, "pw.x output" if temporary else None)
     final = out.structure
     n = len(final)
     try:

@@ -235,8 +235,10 @@ def parse_output(output: str, name: str = "pw.x output") -> PWOutput:
     )
 
 
-def read_output(path: str | Path) -> PWOutput:
+def read_output(path: str | Path, label: str | None = None) -> PWOutput:
     """Parse a pw.x output file (see :func:`parse_output`).
+
+    ``label`` names the file in error messages (default ``"pw.x output <path>"``).
 
     Raises
     ------
@@ -248,7 +250,7 @@ def read_output(path: str | Path) -> PWOutput:
         output = path.read_text(errors="replace")
     except OSError as exc:
         raise EngineError(f"cannot read pw.x output {path}: {exc.strerror or exc}") from None
-    return parse_output(output, name=f"pw.x output {path}")
+    return parse_output(output, name=label or f"pw.x output {path}")
 
 
 __all__ = [
