@@ -125,3 +125,31 @@ def run_with_recovery(
                 }
             )
     return corrections
+
+
+MIN_SEPARATION = 0.5
+"""Atoms closer than this (Å) make a structure physically meaningless."""
+
+
+def check_structure(structure: Any, min_separation: float = MIN_SEPARATION) -> None:
+    """Refuse a structure with overlapping atoms or a (nearly) singular cell.
+
+    Raises
+    ------
+    InputError
+        One line saying what is wrong.
+    """
+    import numpy as np
+
+    from matdx.core.errors import InputError
+
+    volume = float(abs(np.linalg.det(structure.lattice.matrix)))
+    if not np.isfinite(volume) or volume < 1e-3 * len(structure):
+        raise InputError(f"structure has a singular cell (volume {volume:.3g} Å³)")
+    centers, neighbors, _, dist = structure.get_neighbor_list(min_separation)
+    if len(dist):
+        k = int(np.argmin(dist))
+        raise InputError(
+            f"structure has atoms {int(centers[k])} and {int(neighbors[k])} {dist[k]:.3f} Å "
+            f"apart (closer than {min_separation} Å)"
+        )

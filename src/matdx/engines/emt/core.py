@@ -15,6 +15,7 @@ from ase.optimize import BFGS, FIRE
 from pymatgen.core import Lattice, Structure
 
 from matdx.core.errors import EngineError
+from matdx.engines.base import check_structure
 from matdx.schemas.results import CalcResult
 
 SUPPORTED_ELEMENTS = frozenset(parameters)
@@ -85,9 +86,12 @@ def relax(
 
     Raises
     ------
+    InputError
+        If atoms overlap or the cell is singular.
     EngineError
         If an element has no EMT parameters or the calculation fails numerically.
     """
+    check_structure(structure)
     missing = sorted({site.specie.symbol for site in structure} - SUPPORTED_ELEMENTS)
     if missing:
         raise EngineError(f"EMT has no parameters for {', '.join(missing)}")

@@ -19,15 +19,15 @@ handler                    correction
 ``RelaxStepsHandler``      restart from the last geometry with ``nstep`` × 2 (at least 50, at
                            most 500)
 ``WalltimeHandler``        ``restart_mode='restart'``: continue from pw.x's restart files
-                           (relaxations: and from the last geometry)
+                           (SCF state; in relaxations also geometry and BFGS history)
 ``KilledHandler``          killed / out of memory / MPI abort without a pw.x message: half the
                            MPI ranks; on one rank, conjugate-gradient diagonalisation (less
                            memory); then unrecoverable
 =========================  =====================================================================
 
-Relaxations restart from the last geometry after any failure, so that no ionic step is
-repeated. An error that pw.x itself reports (``Error in routine ...``) has no handler: the
-run ends and the parser reports pw.x's message.
+After any other failure a relaxation restarts from its last geometry (from scratch), so
+that no ionic step is repeated. An error that pw.x itself reports (``Error in routine
+...``) has no handler: the run ends and the parser reports pw.x's message.
 """
 
 from __future__ import annotations
@@ -176,12 +176,13 @@ class WalltimeHandler(PWErrorHandler):
     failure = "walltime"
 
     def remedy(self, output: str) -> dict[str, Any] | None:
-        """Continue from the restart files (and, for relaxations, the last geometry)."""
+        """Continue from the restart files, with the input unchanged otherwise."""
         return {"input_data->control->restart_mode": "restart"}
 
     def _resume(self, output: str) -> dict[str, Any]:
-        last = self._new_geometry(output)
-        return {"structure": last.as_dict()} if last is not None else {}
+        # pw.x restores geometry, cell and BFGS history from its restart files; a changed
+        # cell in the input would not match them ("charge is wrong" in vc-relax)
+        return {}
 
 
 class KilledHandler(PWErrorHandler):
