@@ -78,7 +78,7 @@ def main() -> None:
     comp = cross_validate(df, TARGET, folds=5, seed=0, x=x[composition_feature_names()])
     print(f"  composition features only: {comp['mae']:.4f} eV/atom")
     parity_plot(df[TARGET], cv["predictions"], args.plot,
-                f"EMT {'-'.join(args.elements)}: 5-fold CV, {TARGET}")
+                f"EMT {'-'.join(args.elements)}: E_form, 5-fold CV")
     print(f"  parity plot: {args.plot}")
 
     seeds = list(range(args.seeds))
