@@ -39,25 +39,31 @@ def test_database_password_appears_nowhere(ferret_base, tmp_path):
     env.pop("MATDX_DB_URI", None)
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
     outputs = []
+    # a batch job (local scheduler): rendered script, job output, launch directories
+    sub = matdx("submit", str(tmp_path / "c.yaml"), "--profile",
+                str(ROOT / "hpc_profiles" / "local.yaml"), "--db", uri, env=env)
+    outputs += [sub.stdout, sub.stderr]
+    db = pymongo.MongoClient(ferret_base)[name]
+    deadline = time.time() + 300
+    while db.fireworks.count_documents({"state": {"$ne": "COMPLETED"}}) and time.time() < deadline:
+        time.sleep(2)
+    assert db.fireworks.count_documents({}) > 0
+    assert db.fireworks.count_documents({"state": {"$ne": "COMPLETED"}}) == 0
     run = matdx("run", str(tmp_path / "c.yaml"), "--db", uri, env=env)
     outputs += [run.stdout, run.stderr]
     outputs.append(matdx("status", "secret-check", "--db", uri, env=env).stdout)
+    outputs.append(matdx("results", "secret-check", "--db", uri, env=env).stdout)
     outputs.append(matdx("doctor", "--db", uri, env=env, check=False).stdout)
     # an error message that shows the URI
     bad = matdx("status", "secret-check", "--db", uri.replace(host, "127.0.0.1:9"), env=env,
                 check=False)
     assert bad.returncode == 3 and "alice:***@" in bad.stderr
     outputs += [bad.stdout, bad.stderr]
-    # a batch job (local scheduler): rendered script, job output, launch directories
-    sub = matdx("submit", str(tmp_path / "c.yaml"), "--profile",
-                str(ROOT / "hpc_profiles" / "local.yaml"), "--db", uri, env=env)
-    outputs += [sub.stdout, sub.stderr]
     job_dirs = list((data / "runs" / "secret-check").glob("submit-*"))
     assert job_dirs
     env_file = job_dirs[0] / "matdx.env"
     assert SECRET in env_file.read_text()  # the one place it is meant to be
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    time.sleep(3)
     for text in outputs:
         assert SECRET not in text
     files = [p for p in data.rglob("*") if p.is_file() and p != env_file]
@@ -65,7 +71,6 @@ def test_database_password_appears_nowhere(ferret_base, tmp_path):
     for p in files:
         assert SECRET.encode() not in p.read_bytes(), p
     # nor in anything stored: provenance, launches, campaign documents
-    db = pymongo.MongoClient(ferret_base)[name]
     for coll in db.list_collection_names():
         for doc in db[coll].find({}):
             assert SECRET not in json.dumps(doc, default=str), coll
