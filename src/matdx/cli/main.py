@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -24,12 +24,14 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from matdx.cli.campaign import campaign_app
     from matdx.cli.data import data_app, query
     from matdx.cli.doctor import doctor
     from matdx.cli.profile import profile_app
 
     app.add_typer(profile_app, name="profile")
     app.add_typer(data_app, name="data")
+    app.add_typer(campaign_app, name="campaign")
     app.command()(query)
     app.command()(doctor)
 
@@ -109,6 +111,8 @@ def status(
     table.add_column("state")
     table.add_column("fireworks", justify="right")
     table.add_column("candidates", justify="right")
+    for name in states["steps"]:
+        table.add_column(f"step {name}", justify="right")
     for s in (
         "WAITING",
         "READY",
@@ -119,7 +123,12 @@ def status(
         "DEFUSED",
         "PAUSED",
     ):
-        table.add_row(s, str(states["fireworks"].get(s, 0)), str(states["candidates"].get(s, 0)))
+        table.add_row(
+            s,
+            str(states["fireworks"].get(s, 0)),
+            str(states["candidates"].get(s, 0)),
+            *(str(c.get(s, 0)) for c in states["steps"].values()),
+        )
     console.print(
         f"candidates: {doc.n_raw} raw, {doc.n_unique} unique ({doc.n_reused} already in the "
         f"store); workflows {list(doc.wf_ids)}"
@@ -131,6 +140,22 @@ def status(
 RANK_KEYS = ("energy_above_hull", "formation_energy_per_atom", "energy_per_atom", "volume_per_atom")
 
 
+def _step_rows(rows: list[dict[str, Any]], step: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Summaries with the values of ``step`` in place of the pre-screen's."""
+    names = [s.get("name") for s in spec.get("steps") or []]
+    if step not in names:
+        raise InputError(
+            f"campaign has no step {step!r} (steps: {', '.join(map(str, names)) or 'none'})"
+        )
+    out = []
+    for r in rows:
+        block = (r.get("steps") or {}).get(step)
+        if block:
+            sym = {"symbol": block.get("spacegroup"), "number": block.get("spacegroup_number")}
+            out.append({**r, **block, "symmetry": sym})
+    return out
+
+
 @app.command()
 def results(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
@@ -138,25 +163,37 @@ def results(
     sort: Annotated[
         str | None, typer.Option("--sort", help=f"Ranking key: {', '.join(RANK_KEYS)}.")
     ] = None,
+    step: Annotated[
+        str | None,
+        typer.Option("--step", help="Show the results of this later step (default: pre-screen)."),
+    ] = None,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
 ) -> None:
-    """Ranked table of a campaign's results."""
+    """Ranked table of a campaign's results (of the pre-screen, or of one later step)."""
     store, _ = _open(db)  # type: ignore[misc]
     doc = store.campaign(campaign, _caller(user, group))
     ranking = doc.spec.get("ranking", {})
     key = sort or ranking.get("key", "energy_above_hull")
     if key not in RANK_KEYS:
         raise InputError(f"unknown ranking key {key!r} (choose from {', '.join(RANK_KEYS)})")
-    rows = store.summaries(
-        campaign,
-        _caller(user, group),
-        sort=key,
-        ascending=ranking.get("ascending", True),
-        limit=top,
-    )
-    table = Table(title=f"{campaign}: top {len(rows)} by {key}")
+    if step is None:
+        rows = store.summaries(
+            campaign,
+            _caller(user, group),
+            sort=key,
+            ascending=ranking.get("ascending", True),
+            limit=top,
+        )
+    else:
+        rows = _step_rows(store.summaries(campaign, _caller(user, group)), step, doc.spec)
+        rows.sort(key=lambda r: (r.get(key) is None, r.get(key) or 0.0))
+        if not ranking.get("ascending", True):
+            rows.reverse()
+        rows = rows[:top] if top else rows
+    where = f" step {step}" if step else ""
+    table = Table(title=f"{campaign}{where}: top {len(rows)} by {key}")
     for col, just in (
         ("#", "right"),
         ("material_id", "left"),

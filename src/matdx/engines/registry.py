@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any
 
 from matdx.core.errors import InputError
 from matdx.schemas.results import CalcResult
@@ -26,12 +27,20 @@ class EngineInfo:
         One line for ``matdx`` help and errors.
     seconds_per_structure
         Rough cost of one calculation on one core, for packing tasks into batch jobs.
+    elements_setting
+        Setting that takes all the elements of a campaign, so that every calculation of
+        it uses the same element-specific inputs (pseudopotentials, cutoffs).
+    tasks
+        Tasks of the module's ``calculate(structure, task, settings, workdir)``, by the
+        name campaign steps use → the engine's own name.
     """
 
     name: str
     module: str
     description: str
     seconds_per_structure: float = 60.0
+    tasks: tuple[tuple[str, str], ...] = ()
+    elements_setting: str | None = None
 
     def load(self) -> object:
         """Import the engine module (on demand, so unused engines cost nothing)."""
@@ -41,24 +50,66 @@ class EngineInfo:
         """The engine's ``relax`` function."""
         return self.load().relax  # type: ignore[attr-defined, no-any-return]
 
+    def calculator(self, task: str) -> Callable[..., CalcResult]:
+        """``f(structure, settings, workdir)`` running ``task`` (a campaign step's name).
+
+        Raises
+        ------
+        InputError
+            If the engine has no such task.
+        """
+        own = dict(self.tasks).get(task)
+        if own is None:
+            raise InputError(
+                f"engine {self.name!r} has no task {task!r} "
+                f"(it has: {', '.join(t for t, _ in self.tasks) or 'none'})"
+            )
+        calculate = self.load().calculate  # type: ignore[attr-defined]
+
+        def run(structure: Any, settings: dict[str, Any], workdir: Any = None) -> CalcResult:
+            return calculate(structure, own, settings=settings, workdir=workdir)  # type: ignore[no-any-return]
+
+        return run
+
     def supported_elements(self) -> frozenset[str] | None:
         """Elements the engine can treat, or ``None`` if not limited."""
         return getattr(self.load(), "SUPPORTED_ELEMENTS", None)
 
 
+_RELAX_STATIC = (("relax", "relax"), ("vc-relax", "vc-relax"), ("static", "static"))
+
 ENGINES: dict[str, EngineInfo] = {
-    "emt": EngineInfo("emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15),
+    "emt": EngineInfo(
+        "emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15, _RELAX_STATIC
+    ),
     "lammps": EngineInfo(
-        "lammps", "matdx.engines.lammps.core", "LAMMPS with EAM potentials (MD, minimization)", 0.5
+        "lammps",
+        "matdx.engines.lammps.core",
+        "LAMMPS with EAM potentials (MD, minimization)",
+        0.5,
+        (("md", "md"), ("relax", "relax"), ("static", "static")),
     ),
     "asemd": EngineInfo(
-        "asemd", "matdx.engines.asemd.core", "ASE molecular dynamics with EMT", 0.15
+        "asemd",
+        "matdx.engines.asemd.core",
+        "ASE molecular dynamics with EMT",
+        0.15,
+        (("md", "md"), ("relax", "relax"), ("static", "static")),
+    ),
+    "qe": EngineInfo(
+        "qe",
+        "matdx.engines.qe.core",
+        "Quantum ESPRESSO pw.x (MATDX_QE_COMMAND, pseudopotentials from MATDX_QE_PSEUDO_DIR)",
+        120.0,
+        (("relax", "relax"), ("vc-relax", "vc-relax"), ("static", "scf")),
+        "pseudo_elements",
     ),
     "vasp": EngineInfo(
         "vasp",
         "matdx.engines.vasp.core",
         "VASP via pymatgen's MP input sets and custodian (licensed; MATDX_VASP_COMMAND)",
         3600.0,
+        (("relax", "relax"), ("static", "static")),
     ),
 }
 

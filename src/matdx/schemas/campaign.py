@@ -7,7 +7,7 @@ stays free of registries and databases.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pymatgen.core.periodic_table import Element
@@ -127,6 +127,57 @@ class Prescreen(StrictModel):
         return v
 
 
+class Selection(StrictModel):
+    """Which results of the input step go on to a step."""
+
+    max_energy_above_hull: float | None = Field(
+        None, ge=0, le=100, description="Keep those at most this far above the hull (eV/atom)."
+    )
+    top: int | None = Field(
+        None, ge=1, le=1_000_000, description="Then keep the N lowest by energy above hull."
+    )
+    max_sites: int | None = Field(None, ge=1, le=500, description="Skip larger cells.")
+    references: bool = Field(
+        True,
+        description="Also take the lowest-energy elemental phase of each element involved, "
+        "so that the step has its own formation energies and hull.",
+    )
+
+
+StepTask = Literal["relax", "vc-relax", "static", "md", "phonons"]
+
+
+class Step(StrictModel):
+    """A calculation after the pre-screen, on the results of an earlier step."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$", description="Step name.")
+    engine: str = Field(..., description="Engine name from the engine registry.")
+    task: StepTask = Field(..., description="relax, vc-relax, static, md or phonons.")
+    input: str | None = Field(
+        None, description="Step whose final structures are the input (default: the one before)."
+    )
+    select: Selection = Field(default_factory=Selection)
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Engine keywords (e.g. ecutwfc, kspacing, timestep)."
+    )
+    batch_size: int = Field(1, ge=1, le=10_000, description="Materials per Firework.")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str, info: ValidationInfo) -> str:
+        known = _context_names(info, "engines")
+        if known is not None and v not in known:
+            raise ValueError(f"unknown engine {v!r} (known: {', '.join(sorted(known))})")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v == "prescreen":
+            raise ValueError("'prescreen' is the name of the pre-screen")
+        return v
+
+
 class Ranking(StrictModel):
     """How results are ordered."""
 
@@ -176,5 +227,22 @@ class CampaignSpec(StrictModel):
         description="Compute at most this many unique candidates (a subset drawn with the "
         "seed; elemental references are always kept).",
     )
+    steps: list[Step] = Field(
+        default_factory=list, max_length=20, description="Calculations after the pre-screen."
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     data: DataPolicy = Field(default_factory=DataPolicy)
+
+    @model_validator(mode="after")
+    def _step_inputs(self) -> CampaignSpec:
+        seen = ["prescreen"]
+        for step in self.steps:
+            if step.name in seen:
+                raise ValueError(f"step name {step.name!r} is used twice")
+            if step.input is not None and step.input not in seen:
+                raise ValueError(
+                    f"step {step.name!r}: input {step.input!r} is not an earlier step "
+                    f"(earlier: {', '.join(seen)})"
+                )
+            seen.append(step.name)
+        return self

@@ -56,5 +56,15 @@ def mask_derived(row: dict[str, Any], caller: Caller) -> dict[str, Any]:
         for key in DERIVED_FIELDS:
             if key in row:
                 row[key] = None if key != "decomposes_to" else []
+        if row.get("steps"):
+            row["steps"] = {
+                name: {
+                    k: (None if k != "decomposes_to" else [])
+                    if k in DERIVED_FIELDS
+                    else v
+                    for k, v in block.items()
+                }
+                for name, block in row["steps"].items()
+            }
         row["derived_hidden"] = True
     return row

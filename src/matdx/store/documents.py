@@ -201,6 +201,11 @@ class SummaryDoc(Governed):
         help_text="Governance (tier, owner, groups) of every record the derived values "
         "(formation energy, hull) were computed from.",
     )
+    steps = DictField(
+        help_text="Results of the campaign's later steps by step name: energy_per_atom, "
+        "formation_energy_per_atom, energy_above_hull (eV/atom, the step's own hull), "
+        "engine, task, calc_id, and per task phonon or MD values."
+    )
     updated_at = DateTimeField(default=utcnow)
 
 

@@ -22,8 +22,9 @@ from matdx.store.documents import (
     SummaryDoc,
     utcnow,
 )
+from matdx.store.picks import PickDoc
 
-GOVERNED = (CampaignDoc, MaterialDoc, CalculationDoc, SummaryDoc)
+GOVERNED = (CampaignDoc, MaterialDoc, CalculationDoc, SummaryDoc, PickDoc)
 
 
 def set_tier(
@@ -45,8 +46,8 @@ def set_tier(
     tier
         ``open``, ``shared-closed`` or ``closed``.
     campaign
-        All records of this campaign: the campaign, its calculations and summaries, and the
-        materials it stored first.
+        All records of this campaign: the campaign, its calculations, summaries and picks
+        (``matdx campaign next``), and the materials it stored first.
     material_id
         Or one material with its calculations and summaries.
     owner, groups, rights, export_control
@@ -121,6 +122,7 @@ def _selectors(campaign: str | None, material_id: str | None) -> dict[type, dict
         MaterialDoc: {"_id": {"$in": first}},
         CalculationDoc: {"campaign": campaign},
         SummaryDoc: {"campaign": campaign},
+        PickDoc: {"campaign": campaign},
     }
 
 

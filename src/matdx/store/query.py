@@ -51,6 +51,7 @@ FIELDS = (
     "rights",
     "export_control",
     "derived_access",
+    "steps",
 )
 SORTABLE = (*NUMERIC_FIELDS, "formula_pretty", "chemsys", "material_id")
 MAX_LIMIT = 1_000_000

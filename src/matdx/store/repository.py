@@ -9,6 +9,7 @@ the way out.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,16 @@ def _validated(
     out = doc.to_mongo().to_dict()
     out.update(big)
     return pack(out)
+
+
+def _merge_access(
+    a: list[dict[str, Any]] | None, b: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Union of two ``derived_access`` lists (each entry once, in a stable order)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for entry in [*(a or []), *(b or [])]:
+        seen.setdefault(json.dumps(entry, sort_keys=True, default=str), entry)
+    return [seen[k] for k in sorted(seen)]
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -306,11 +317,58 @@ class Store:
             key = f"{campaign}:{r['material_id']}"
             data = _validated(SummaryDoc, {**r, "id": key, "campaign": campaign, "updated_at": now})
             old = current.get(key)
+            if old is not None and old.get("steps"):
+                data["steps"] = old["steps"]  # the results of later steps stay
+                data["derived_access"] = _merge_access(
+                    data.get("derived_access"), old.get("derived_access")
+                )
             if old is None:
                 new.append(data)
             elif _differs(old, data):
                 changed.append(Upsert({"_id": key}, data, replace=True))
         return insert_new(coll, new) + apply_upserts(coll, changed)
+
+    def write_step_summaries(
+        self,
+        campaign: str,
+        step: str,
+        blocks: dict[str, dict[str, Any]],
+        access: dict[str, list[dict[str, Any]]],
+    ) -> int:
+        """Store the results of a campaign step under ``steps.<step>`` of each summary.
+
+        Parameters
+        ----------
+        campaign
+            Campaign name.
+        step
+            Step name.
+        blocks
+            ``material_id`` → values of the step (energies, hull, flags).
+        access
+            ``material_id`` → governance of the records the step's derived values come
+            from; added to the summary's ``derived_access``.
+
+        Returns
+        -------
+        int
+            Summaries changed.
+        """
+        coll = SummaryDoc._get_collection()
+        keys = [f"{campaign}:{mid}" for mid in blocks]
+        current = {d["_id"]: d for d in find_by_ids(coll, keys, {"steps": 1, "derived_access": 1})}
+        ops = []
+        for mid, block in blocks.items():
+            key = f"{campaign}:{mid}"
+            old = current.get(key)
+            if old is None:
+                continue  # no pre-screen summary: nothing to attach the step to
+            if ((old.get("steps") or {}).get(step)) == block:
+                continue
+            merged = _merge_access(old.get("derived_access"), access.get(mid))
+            update = {f"steps.{step}": block, "derived_access": merged, "updated_at": utcnow()}
+            ops.append(Upsert({"_id": key}, {"$set": update}))
+        return apply_upserts(coll, ops)
 
     def summaries(
         self,

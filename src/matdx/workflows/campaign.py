@@ -39,6 +39,52 @@ class LoadedCampaign:
         """Hash of :attr:`settings` (part of the calculation idempotency key)."""
         return stable_hash(self.settings)
 
+    def step_plan(self) -> list[dict[str, Any]]:
+        """The steps after the pre-screen, each with its settings, hash and input.
+
+        A step's settings include the hash of its input step, so that the same engine
+        settings on other input structures are a different calculation.
+
+        Returns
+        -------
+        list of dict
+            ``name``, ``engine``, ``task``, ``input`` (step name), ``input_hash``,
+            ``settings`` (stored with each calculation), ``settings_hash``, ``select``,
+            ``batch_size``.
+        """
+        hashes = {"prescreen": self.settings_hash}
+        previous = "prescreen"
+        out = []
+        for step in self.spec.steps:
+            source = step.input or previous
+            options = dict(step.settings)
+            key = ENGINES[step.engine].elements_setting
+            if key is not None:
+                options.setdefault(key, sorted(self.spec.chemical_space.elements))
+            settings = {
+                "engine": step.engine,
+                "task": step.task,
+                "step": step.name,
+                "options": options,
+                "input_hash": hashes[source],
+            }
+            hashes[step.name] = stable_hash(settings)
+            out.append(
+                {
+                    "name": step.name,
+                    "engine": step.engine,
+                    "task": step.task,
+                    "input": source,
+                    "input_hash": hashes[source],
+                    "settings": settings,
+                    "settings_hash": hashes[step.name],
+                    "select": step.select.model_dump(),
+                    "batch_size": step.batch_size,
+                }
+            )
+            previous = step.name
+        return out
+
 
 def validate_campaign(data: Any, lines: dict[Loc, int], what: str) -> CampaignSpec:
     """Validate loaded YAML as a campaign, including registry and engine checks.
@@ -80,6 +126,20 @@ def validate_campaign(data: Any, lines: dict[Loc, int], what: str) -> CampaignSp
             raise InputError(
                 f"{what} line {line_of(loc, lines)}, field chemical_space.elements: {exc}"
             ) from None
+        for i, step in enumerate(spec.steps):
+            loc = ("steps", i, "engine")
+            try:
+                if step.task != "phonons":
+                    ENGINES[step.engine].calculator(step.task)
+                elif not ENGINES[step.engine].tasks or "static" not in dict(
+                    ENGINES[step.engine].tasks
+                ):
+                    raise InputError(f"engine {step.engine!r} cannot compute forces for phonons")
+                check_elements(step.engine, spec.chemical_space.elements)
+            except InputError as exc:
+                raise InputError(
+                    f"{what} line {line_of(loc, lines)}, field steps.{i}.engine: {exc}"
+                ) from None
     except InputError as exc:
         raise CampaignError(str(exc)) from None
     return spec

@@ -52,7 +52,7 @@ class MatdxTask(FiretaskBase):
 
         kwargs = dict(self["kwargs"])
         fw_id = getattr(self, "fw_id", None)
-        if self["step"] == "prescreen":
+        if self["step"] in ("prescreen", "compute"):
             kwargs["fw_id"] = fw_id
         lp = getattr(self, "launchpad", None)
         if lp is None:  # offline: FireWorks gives the task no LaunchPad
@@ -65,7 +65,14 @@ class MatdxTask(FiretaskBase):
             beat = heartbeat(lp.db, fw_id)
         with beat:
             summary = STEPS[self["step"]](**kwargs)
-        return FWAction(stored_data={"summary": summary})
+        detour = summary.pop("detour", None)
+        if detour is None:
+            return FWAction(stored_data={"summary": summary})
+        campaign = kwargs["campaign"]
+        return FWAction(
+            stored_data={"summary": summary},
+            detours=[step_workflow(campaign, summary["step"], **detour)],
+        )
 
 
 def get_launchpad(backend: Backend) -> LaunchPad:
@@ -147,6 +154,7 @@ def build_workflow(
     campaign: str,
     batches: Sequence[dict[str, Any]],
     analysis: dict[str, Any],
+    stages: Sequence[dict[str, Any]] = (),
 ) -> Workflow:
     """One Firework per batch, then an analysis Firework that runs even if a batch fizzles.
 
@@ -158,6 +166,8 @@ def build_workflow(
         Keyword arguments of :func:`matdx.workflows.steps.prescreen_batch`, one per batch.
     analysis
         Keyword arguments of :func:`matdx.workflows.steps.analyse_campaign`.
+    stages
+        Keyword arguments of :func:`matdx.workflows.chain.stage_step`, one per later step.
 
     Returns
     -------
@@ -193,7 +203,103 @@ def build_workflow(
         name=f"{campaign}:analyse",
         parents=fws or None,
     )
-    return Workflow([*fws, final], name=f"matdx:{campaign}", metadata={"matdx_campaign": campaign})
+    later = stage_fireworks(campaign, stages, [final])
+    return Workflow(
+        [*fws, final, *later], name=f"matdx:{campaign}", metadata={"matdx_campaign": campaign}
+    )
+
+
+def stage_fireworks(
+    campaign: str, stages: Sequence[dict[str, Any]], parents: Sequence[Firework] | None
+) -> list[Firework]:
+    """A chain of stage Fireworks (one per campaign step) after ``parents``.
+
+    Each stage selects its materials when it runs and inserts their batches (and the
+    step's analysis) before the next stage (see :func:`step_workflow`).
+    """
+    fws: list[Firework] = []
+    for kwargs in stages:
+        name = json_step_name(kwargs["step"])
+        spec = {
+            "_matdx": {"campaign": campaign, "step": "stage", "n": 0, "material_ids": []},
+            "_allow_fizzled_parents": True,
+        }
+        fws.append(
+            Firework(
+                [MatdxTask(step="stage", kwargs=kwargs)],
+                spec=spec,
+                name=f"{campaign}:{name}:stage",
+                parents=[fws[-1]] if fws else (list(parents) if parents else None),
+            )
+        )
+    return fws
+
+
+def stage_workflow(
+    campaign: str, stages: Sequence[dict[str, Any]], analysis: dict[str, Any]
+) -> Workflow:
+    """The campaign analysis, then the stages of its later steps (nothing to pre-screen)."""
+    spec = {"_matdx": {"campaign": campaign, "step": "analyse", "n": 0, "material_ids": []}}
+    first = Firework([MatdxTask(step="analyse", kwargs=analysis)], spec=spec,
+                     name=f"{campaign}:analyse")
+    return Workflow(
+        [first, *stage_fireworks(campaign, stages, [first])],
+        name=f"matdx:{campaign}:steps",
+        metadata={"matdx_campaign": campaign},
+    )
+
+
+def active_fireworks(lp: LaunchPad, campaign: str) -> int:
+    """Number of Fireworks of ``campaign`` not in a final state."""
+    return int(
+        lp.fireworks.count_documents(
+            {"spec._matdx.campaign": campaign, "state": {"$in": list(ACTIVE_STATES)}}
+        )
+    )
+
+
+def json_step_name(step: str | dict[str, Any]) -> str:
+    """Name of a step carried as JSON text (or a dict)."""
+    import json
+
+    return str((json.loads(step) if isinstance(step, str) else step)["name"])
+
+
+def step_workflow(
+    campaign: str, step: str, batches: Sequence[dict[str, Any]], analysis: dict[str, Any]
+) -> Workflow:
+    """The Fireworks of one campaign step: a batch each, then the step's analysis."""
+    fws = []
+    for i, kwargs in enumerate(batches):
+        ids = [it["material_id"] for it in kwargs["items"]]
+        spec = {
+            "_matdx": {
+                "campaign": campaign,
+                "step": "compute",
+                "stage": step,
+                "n": len(ids),
+                "material_ids": ids,
+            },
+            "_add_launchpad_and_fw_id": True,
+        }
+        fws.append(
+            Firework(
+                [MatdxTask(step="compute", kwargs=kwargs)],
+                spec=spec,
+                name=f"{campaign}:{step}:{i:04d}",
+            )
+        )
+    spec = {
+        "_matdx": {"campaign": campaign, "step": "analyse_step", "n": 0, "material_ids": []},
+        "_allow_fizzled_parents": True,
+    }
+    final = Firework(
+        [MatdxTask(step="analyse_step", kwargs=analysis)],
+        spec=spec,
+        name=f"{campaign}:{step}:analyse",
+        parents=fws,
+    )
+    return Workflow([*fws, final], name=f"matdx:{campaign}:{step}")
 
 
 def add_workflow(lp: LaunchPad, wf: Workflow) -> int:
@@ -213,22 +319,33 @@ def queued_material_ids(lp: LaunchPad, campaign: str) -> set[str]:
     return out
 
 
-def state_counts(lp: LaunchPad, campaign: str) -> dict[str, dict[str, int]]:
+def state_counts(lp: LaunchPad, campaign: str) -> dict[str, Any]:
     """Fireworks and candidates of a campaign by FireWorks state.
 
     Returns
     -------
     dict
-        ``{"fireworks": {state: n}, "candidates": {state: n}}``.
+        ``{"fireworks": {state: n}, "candidates": {state: n}, "steps": {step: {state:
+        n}}}``: candidates of the pre-screen, and materials of each later step.
     """
     fws: Counter[str] = Counter()
     cands: Counter[str] = Counter()
+    steps: dict[str, Counter[str]] = {}
     for d in lp.fireworks.find(
-        {"spec._matdx.campaign": campaign}, {"state": 1, "spec._matdx.n": 1}
+        {"spec._matdx.campaign": campaign},
+        {"state": 1, "spec._matdx.n": 1, "spec._matdx.step": 1, "spec._matdx.stage": 1},
     ):
         fws[d["state"]] += 1
-        cands[d["state"]] += d["spec"]["_matdx"].get("n", 0)
-    return {"fireworks": dict(fws), "candidates": dict(cands)}
+        meta = d["spec"]["_matdx"]
+        if meta.get("step", "prescreen") == "prescreen":
+            cands[d["state"]] += meta.get("n", 0)
+        elif meta.get("step") == "compute":
+            steps.setdefault(meta.get("stage", "?"), Counter())[d["state"]] += meta.get("n", 0)
+    return {
+        "fireworks": dict(fws),
+        "candidates": dict(cands),
+        "steps": {k: dict(v) for k, v in steps.items()},
+    }
 
 
 def campaign_fworker(campaign: str, step: str | None = None) -> FWorker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,22 @@ def submit_campaign(
             "settings_hash": loaded.settings_hash,
             "governance": gov.fields(),
         }
+        stages = [
+            {"campaign": spec.name, "step": json.dumps(step), "governance": gov.fields()}
+            for step in loaded.step_plan()
+        ]
         if todo:
             batches = [
                 _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
                 for i in range(0, len(todo), spec.batch_size)
             ]
-            report.wf_id = fwa.add_workflow(lp, fwa.build_workflow(spec.name, batches, analysis))
+            wf = fwa.build_workflow(spec.name, batches, analysis, stages)
+            report.wf_id = fwa.add_workflow(lp, wf)
+            store.add_workflow(spec.name, report.wf_id)
+        elif stages and not fwa.active_fireworks(lp, spec.name):
+            # every candidate is done: (re)stage the later steps, which compute only what
+            # is missing (e.g. after a step was added to the campaign file)
+            report.wf_id = fwa.add_workflow(lp, fwa.stage_workflow(spec.name, stages, analysis))
             store.add_workflow(spec.name, report.wf_id)
     backend.flush()
     if launch:
@@ -185,18 +196,39 @@ def submit_campaign(
         with default_db(settings.db_uri), progress.stage("calculate", pending) as advance:
             shown = [already]
 
+            reported: dict[str, int] = {}
+
             def on_progress(final: int) -> None:
                 advance(final - shown[0])
                 shown[0] = final
+                if stages:
+                    _report_steps(progress, fwa.state_counts(lp, spec.name)["steps"], reported)
 
             fwa.run_fireworks(lp, spec.name, settings.runs_dir / spec.name, on_progress)
-            if not todo and not queued:
+            if not todo and not queued and not stages:
                 from matdx.workflows.steps import analyse_campaign
 
                 analyse_campaign(**analysis)
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
+
+
+def _report_steps(
+    progress: ProgressSink, steps: dict[str, dict[str, int]], reported: dict[str, int]
+) -> None:
+    """One message each time a later step has finished more materials."""
+    from matdx.workflows.fireworks_adapter import FINAL_STATES
+
+    for name, counts in steps.items():
+        final = sum(counts.get(s, 0) for s in FINAL_STATES)
+        if final != reported.get(name):
+            reported[name] = final
+            failed = counts.get("FIZZLED", 0)
+            progress.message(
+                f"step {name}: {final}/{sum(counts.values())} materials done"
+                + (f" ({failed} in fizzled batches)" if failed else "")
+            )
 
 
 def campaign_db_uri(loaded: LoadedCampaign) -> str | None:

@@ -74,9 +74,47 @@ def prescreen_batch(
     dict
         Counts of completed, failed and skipped materials.
     """
-    sink = open_sink()
     options = {k: v for k, v in settings.items() if k != "engine"}
     relax = get_engine(settings["engine"]).relaxer()
+    return run_items(
+        campaign,
+        settings,
+        settings_hash,
+        items,
+        governance,
+        lambda structure, _item: relax(structure, **options),
+        task="relax",
+        fw_id=fw_id,
+    )
+
+
+def run_items(
+    campaign: str,
+    settings: dict[str, Any],
+    settings_hash: str,
+    items: list[dict[str, Any]],
+    governance: dict[str, Any],
+    compute: Callable[[Structure, dict[str, Any]], Any],
+    task: str,
+    fw_id: int | None = None,
+) -> dict[str, int]:
+    """Compute each item not yet done with these settings and keep its record.
+
+    Parameters
+    ----------
+    campaign, settings, settings_hash, items, governance, fw_id
+        As :func:`prescreen_batch`; an item may carry ``input_calc_id`` (provenance).
+    compute
+        ``compute(structure, item)`` → :class:`~matdx.schemas.results.CalcResult`.
+    task
+        Task name stored with each calculation.
+
+    Returns
+    -------
+    dict
+        Counts of completed, failed and skipped materials.
+    """
+    sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], settings_hash)
     versions = _versions()
     host = socket.gethostname()
@@ -93,13 +131,13 @@ def prescreen_batch(
             "material_id": it["material_id"],
             "campaign": campaign,
             "engine": settings["engine"],
-            "task": "relax",
+            "task": task,
             "settings": settings,
             "settings_hash": settings_hash,
             **governance,
         }
         try:
-            result = relax(_structure(it["structure"]), **options)
+            result = compute(_structure(it["structure"]), it)
             record.update(status="completed", output=result.model_dump())
             counts["completed"] += 1
         except Exception as exc:
@@ -116,6 +154,8 @@ def prescreen_batch(
             "ended_at": ended.isoformat(),
             "wall_time_s": time.perf_counter() - t0,
         }
+        if it.get("input_calc_id"):
+            record["provenance"]["input_calc_id"] = it["input_calc_id"]
         pending.append(record)
         if time.monotonic() - last_flush >= sink.flush_every_s:
             sink.write(pending)
@@ -214,7 +254,24 @@ def analyse_campaign(
     return {"summarised": len(rows), "stable": sum(bool(r["is_stable"]) for r in rows)}
 
 
+def _chain(name: str) -> Callable[..., dict[str, Any]]:
+    def run(**kwargs: Any) -> dict[str, Any]:
+        from matdx.workflows import chain
+
+        return getattr(chain, name)(**kwargs)  # type: ignore[no-any-return]
+
+    run.__name__ = name
+    return run
+
+
 STEPS: dict[str, Callable[..., dict[str, Any]]] = {
     "prescreen": prescreen_batch,
     "analyse": analyse_campaign,
+    "stage": _chain("stage_step"),
+    "compute": _chain("compute_batch"),
+    "analyse_step": _chain("analyse_step"),
 }
+"""Workflow steps by name; ``prescreen`` and ``compute`` run calculations (any node), the
+others read the database (quick; run where it is reachable)."""
+
+COMPUTE_STEPS = ("prescreen", "compute")

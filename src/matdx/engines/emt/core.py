@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import ase
 import numpy as np
@@ -123,3 +123,39 @@ def relax(
         n_steps=int(opt.nsteps),
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def calculate(
+    structure: Structure,
+    task: str = "relax",
+    settings: dict[str, Any] | None = None,
+    workdir: Any = None,
+) -> CalcResult:
+    """Run ``task`` with EMT: ``"relax"`` (positions), ``"vc-relax"`` (and cell) or ``"static"``.
+
+    Parameters
+    ----------
+    structure
+        Starting structure.
+    task
+        Task name.
+    settings
+        ``optimizer``, ``fmax``, ``steps`` (see :func:`relax`).
+    workdir
+        Unused: EMT writes no files.
+
+    Returns
+    -------
+    CalcResult
+        As :func:`relax`, with ``task`` set.
+    """
+    options = {k: v for k, v in (settings or {}).items() if k in ("optimizer", "fmax", "steps")}
+    if task == "static":
+        options["steps"] = 0
+    elif task not in ("relax", "vc-relax"):
+        raise EngineError(f"EMT has no task {task!r} (relax, vc-relax, static)")
+    result = relax(structure, relax_cell=task == "vc-relax", **options)
+    update: dict[str, Any] = {"task": task}
+    if task == "static":
+        update.update(converged=True, n_steps=0)
+    return result.model_copy(update=update)

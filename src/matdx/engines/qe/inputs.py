@@ -61,6 +61,7 @@ _ENGINE_KEYS = frozenset(
         "pseudo_family",
         "pseudo_dir",
         "pseudopotentials",
+        "pseudo_elements",
         "magmoms",
         "spin_polarized",
         "input_data",
@@ -195,8 +196,10 @@ def build_parameters(
     user = _sort_keywords(flat)
     _merge(user, settings.get("input_data") or {})
     directory = settings.get("pseudo_dir") or pseudo_dir
+    # one choice for a whole campaign's elements: energies of different structures must
+    # come from the same pseudopotentials (and cutoffs) to be compared on one hull
     selection = select(
-        {site.specie.symbol for site in structure},
+        {site.specie.symbol for site in structure} | set(settings.get("pseudo_elements") or ()),
         family=settings.get("pseudo_family", pseudo_family),
         directory=Path(directory) if directory else None,
         overrides=settings.get("pseudopotentials"),
