@@ -233,10 +233,11 @@ class CampaignSpec(StrictModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     data: DataPolicy = Field(default_factory=DataPolicy)
 
-    @model_validator(mode="after")
-    def _step_inputs(self) -> CampaignSpec:
+    @field_validator("steps")
+    @classmethod
+    def _step_inputs(cls, steps: list[Step]) -> list[Step]:
         seen = ["prescreen"]
-        for step in self.steps:
+        for step in steps:
             if step.name in seen:
                 raise ValueError(f"step name {step.name!r} is used twice")
             if step.input is not None and step.input not in seen:
@@ -245,4 +246,4 @@ class CampaignSpec(StrictModel):
                     f"(earlier: {', '.join(seen)})"
                 )
             seen.append(step.name)
-        return self
+        return steps

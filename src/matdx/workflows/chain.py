@@ -266,6 +266,8 @@ def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:
         )
     if calc["task"] == "md":
         block.update({k: v for k, v in extra.items() if isinstance(v, int | float)})
+        means = extra.get("averages") or {}
+        block.update({f"mean_{k}": v for k, v in means.items() if isinstance(v, int | float)})
     return block
 
 

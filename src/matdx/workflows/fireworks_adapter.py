@@ -75,6 +75,48 @@ class MatdxTask(FiretaskBase):
         )
 
 
+ID_CLAIMS = "matdx_id_claims"
+"""Collection whose unique ``_id`` s make Firework and launch ids unique (see below)."""
+
+
+class MatdxLaunchPad(LaunchPad):
+    """A LaunchPad whose new Firework and launch ids are unique on FerretDB too.
+
+    FireWorks takes ids with ``find_one_and_update`` and ``$inc``. MongoDB does that
+    atomically; FerretDB 1.x reads and then writes, so two workers starting launches at
+    the same moment can get the same launch id (a ``DuplicateKeyError`` on ``launches``).
+    Here each id handed out is also inserted as a unique key; an id that another process
+    got first is skipped and the next one taken.
+    """
+
+    def _claim_ids(self, kind: str, first: int, quantity: int) -> bool:
+        from pymongo.errors import BulkWriteError
+
+        docs = [{"_id": f"{kind}:{first + i}"} for i in range(quantity)]
+        try:
+            self.db[ID_CLAIMS].insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            done = int(exc.details.get("nInserted", 0))
+            if done:  # give back the part of the range that was taken
+                self.db[ID_CLAIMS].delete_many({"_id": {"$in": [d["_id"] for d in docs[:done]]}})
+            return False
+        return True
+
+    def get_new_fw_id(self, quantity: int = 1) -> int:
+        """First of ``quantity`` new Firework ids, unique across processes."""
+        while True:
+            first = int(super().get_new_fw_id(quantity))
+            if self._claim_ids("fw", first, quantity):
+                return first
+
+    def get_new_launch_id(self) -> int:
+        """A new launch id, unique across processes."""
+        while True:
+            n = int(super().get_new_launch_id())
+            if self._claim_ids("launch", n, 1):
+                return n
+
+
 def get_launchpad(backend: Backend) -> LaunchPad:
     """A LaunchPad on the same database as the store, initialised if new.
 
@@ -94,14 +136,14 @@ def get_launchpad(backend: Backend) -> LaunchPad:
 
         if "mongomock" not in getattr(fw_config.MongoClient, "__module__", ""):
             raise RuntimeError("FireWorks was imported before the embedded store was opened")
-        lp = LaunchPad(
+        lp = MatdxLaunchPad(
             host="localhost",
             name=target.db_name,
             strm_lvl="ERROR",
             mongoclient_kwargs=dict(backend.client_kwargs),
         )
     else:
-        lp = LaunchPad(
+        lp = MatdxLaunchPad(
             host=target.uri,
             name=target.db_name,
             uri_mode=True,
@@ -110,6 +152,7 @@ def get_launchpad(backend: Backend) -> LaunchPad:
         )
     if lp.fw_id_assigner.count_documents({}) == 0:
         lp.reset("", require_password=False, max_reset_wo_password=0)
+        lp.db[ID_CLAIMS].delete_many({})
     return lp
 
 
@@ -461,7 +504,7 @@ def run_fireworks(
     campaign: str,
     run_dir: Path,
     on_progress: Callable[[int], None] | None = None,
-    step: str | None = None,
+    step: str | tuple[str, ...] | None = None,
 ) -> None:
     """Run this campaign's READY Fireworks in this process until none is left.
 
@@ -479,7 +522,7 @@ def run_fireworks(
     on_progress
         Called with the number of candidates whose Firework reached a final state.
     step
-        Only run Fireworks of this step (``"analyse"``, ``"prescreen"``).
+        Only run Fireworks of this step (``"analyse"``, ``"prescreen"``), or these steps.
     """
     import os
     import socket

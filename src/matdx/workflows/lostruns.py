@@ -123,7 +123,7 @@ def claim_next(
     campaign: str,
     owner: str,
     exclude: set[int] | None = None,
-    step: str | None = None,
+    step: str | tuple[str, ...] | None = None,
 ) -> int | None:
     """Claim a READY Firework of ``campaign`` for ``owner``; ``None`` if there is none.
 
@@ -138,7 +138,7 @@ def claim_next(
     exclude
         Firework ids not to consider.
     step
-        Only Fireworks of this step.
+        Only Fireworks of this step (or of these steps).
 
     Returns
     -------
@@ -148,7 +148,9 @@ def claim_next(
     from pymongo.errors import DuplicateKeyError
 
     query: dict[str, Any] = {"spec._matdx.campaign": campaign, "state": "READY"}
-    if step is not None:
+    if isinstance(step, tuple):
+        query["spec._matdx.step"] = {"$in": list(step)}
+    elif step is not None:
         query["spec._matdx.step"] = step
     cursor = lp.fireworks.find(query, {"fw_id": 1, "launches": 1, "archived_launches": 1})
     for doc in sorted(cursor, key=lambda d: d["fw_id"]):
@@ -178,24 +180,34 @@ def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:
 
 
 def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
-    """RUNNING Fireworks of ``campaign`` whose heartbeat is older than ``stale_after``.
+    """Fireworks of ``campaign`` that no process is running any more.
 
-    Fireworks reserved for offline runs stay RESERVED until ``matdx sync``, which judges
-    them by their heartbeat files instead.
+    RUNNING ones whose heartbeat is older than ``stale_after``, and RESERVED ones (not
+    reserved for an offline run) unchanged for that long: their worker died between
+    reserving and starting. Fireworks reserved for offline runs stay RESERVED until
+    ``matdx sync``, which judges them by their heartbeat files instead.
     """
     cutoff = _now() - timedelta(seconds=stale_after)
     running = list(
         lp.fireworks.find(
-            {"spec._matdx.campaign": campaign, "state": "RUNNING"},
-            {"fw_id": 1, "updated_on": 1},
+            {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
+            {"fw_id": 1, "updated_on": 1, "state": 1},
         )
     )
     if not running:
         return []
     ids = [d["fw_id"] for d in running]
     beats = {d["_id"]: d["updated_on"] for d in lp.db[HEARTBEATS].find({"_id": {"$in": ids}})}
+    offline = {
+        d["fw_id"]
+        for d in lp.offline_runs.find(
+            {"fw_id": {"$in": ids}, "completed": False, "deprecated": {"$ne": True}}, {"fw_id": 1}
+        )
+    }
     lost = []
     for d in running:
+        if d["state"] == "RESERVED" and d["fw_id"] in offline:
+            continue
         last = beats.get(d["fw_id"]) or d.get("updated_on")
         if last is None or last < cutoff:
             lost.append(int(d["fw_id"]))

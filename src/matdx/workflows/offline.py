@@ -25,6 +25,10 @@ from typing import Any
 from matdx.workflows.lostruns import FILE_BEAT, claim_next
 from matdx.workflows.sinks import OFFLINE_ENV, RECORDS_FILE, read_records
 
+COMPUTE_STEPS = ("prescreen", "compute")
+"""Steps that run on compute nodes; the others read the database and run at ``sync``."""
+DB_STEPS = ("analyse", "stage", "analyse_step")
+
 
 def pending_dirs(job_dir: Path) -> list[Path]:
     """Launch directories of ``job_dir`` that hold a reserved, unfinished Firework."""
@@ -53,7 +57,7 @@ def reserve_job(lp: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Pat
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_dir.name}"
     dirs = []
     while len(dirs) < n_tasks:
-        fw_id = claim_next(lp, campaign, owner)
+        fw_id = claim_next(lp, campaign, owner, step=COMPUTE_STEPS)
         if fw_id is None:
             break
         d = job_dir / f"launcher_{fw_id:06d}"
@@ -206,17 +210,22 @@ def sync(
         else:
             report.running.append(run["fw_id"])
     ready = lp.fireworks.count_documents(
-        {"spec._matdx.campaign": campaign, "spec._matdx.step": "analyse", "state": "READY"}
+        {
+            "spec._matdx.campaign": campaign,
+            "spec._matdx.step": {"$in": list(DB_STEPS)},
+            "state": "READY",
+        }
     )
     if ready and not report.running:
+        # the analysis, and the selection of the next step's batches (for the next job)
         from matdx.core.settings import get_settings
         from matdx.workflows.context import default_db
 
         target = run_dir or get_settings().runs_dir / campaign
         if db_uri is None:
-            fwa.run_fireworks(lp, campaign, target, step="analyse")
+            fwa.run_fireworks(lp, campaign, target, step=DB_STEPS)
         else:
             with default_db(db_uri):
-                fwa.run_fireworks(lp, campaign, target, step="analyse")
+                fwa.run_fireworks(lp, campaign, target, step=DB_STEPS)
         report.analysed = True
     return report

@@ -193,16 +193,22 @@ def submit(
     from matdx.workflows.lostruns import recover_lost
 
     report.recovered = recover_lost(lp, loaded.spec.name, stale_after_s)
-    n_tasks = lp.fireworks.count_documents(
-        {
-            "spec._matdx.campaign": loaded.spec.name,
-            "spec._matdx.step": "prescreen",
-            "state": "READY",
-        }
-    )
-    estimate = task_estimate_s or (
+    ready = {
+        step: lp.fireworks.count_documents(
+            {"spec._matdx.campaign": loaded.spec.name, "spec._matdx.step": step, "state": "READY"}
+        )
+        for step in ("prescreen", "compute", "stage")
+    }
+    n_tasks = sum(ready.values())
+    # a task is one batch of the pre-screen or, once that is done, of a later step
+    estimates = [
         loaded.spec.batch_size * get_engine(loaded.spec.prescreen.engine).seconds_per_structure
-    )
+    ]
+    if ready["compute"] or ready["stage"] or not ready["prescreen"]:
+        estimates += [
+            s.batch_size * get_engine(s.engine).seconds_per_structure for s in loaded.spec.steps
+        ]
+    estimate = task_estimate_s or max(estimates)
     # An explicit farm launcher (MPICH-style mpiexec) starts one process more than the job's
     # ranks: the master, which mostly sleeps. The site launcher is held to the job's ranks,
     # so there the master takes one of them.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -259,6 +260,11 @@ def calculate(
             text = " ".join(str(exc).split())[:200]
             raise EngineError(f"custodian failed: {type(exc).__name__}: {text}") from None
         out = read_output(directory / job.output_file, "pw.x output" if temporary else None)
+        if not temporary and not (settings or {}).get("keep_outdir", False):
+            # wavefunctions and charge density are only needed to restart a failed run
+            outdir = directory / str(job.parameters["input_data"]["control"]["outdir"])
+            if outdir.resolve().is_relative_to(directory.resolve()):
+                shutil.rmtree(outdir, ignore_errors=True)
     final = out.structure
     n = len(final)
     try:

@@ -17,6 +17,12 @@ keyword table) or nested (``input_data={"system": {...}}``), plus the engine's o
     Explicit mesh (three integers) and offsets (0 or 1 each), instead of ``kspacing``.
 ``pseudo_family``, ``pseudo_dir``, ``pseudopotentials``
     Family and directory (default from the profile) and element → file overrides.
+``pseudo_elements``
+    Choose the pseudopotentials as for these elements too (a campaign's elements), so that
+    every calculation of a hull uses the same files and cutoffs.
+``keep_outdir``
+    Keep pw.x's ``outdir`` (wavefunctions, charge density) after a successful run in a
+    given work directory; by default it is removed (it is only needed for restarts).
 ``magmoms``, ``spin_polarized``
     Initial moments in μB (per element or per site; else the structure's ``magmom``
     site property; ``spin_polarized=True`` alone gives 1 μB per atom), converted to
@@ -62,6 +68,7 @@ _ENGINE_KEYS = frozenset(
         "pseudo_dir",
         "pseudopotentials",
         "pseudo_elements",
+        "keep_outdir",
         "magmoms",
         "spin_polarized",
         "input_data",

@@ -1,0 +1,293 @@
+"""Campaign steps after the pre-screen: selection, chaining, per-step hulls, QE end to end."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pymongo
+import pytest
+import yaml
+
+from matdx.core.errors import CampaignError
+from matdx.store.codec import unpack
+from matdx.workflows.campaign import load_campaign
+from matdx.workflows.chain import select_materials
+from matdx.workflows.runner import submit_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+QE_CAMPAIGN = ROOT / "workflows" / "qe_binaries.yaml"
+
+EMT_CHAIN = {
+    "name": "chain-emt",
+    "chemical_space": {
+        "elements": ["Cu", "Au"],
+        "min_components": 1,
+        "max_components": 2,
+        "prototypes": ["L1_2", "L1_0", "B2"],
+        "orderings": None,
+    },
+    "batch_size": 5,
+    "steps": [
+        {"name": "static", "engine": "emt", "task": "static", "select": {"top": 3}},
+        {
+            "name": "phonons",
+            "engine": "emt",
+            "task": "phonons",
+            "select": {"top": 1, "max_sites": 4},
+            "settings": {"supercell": [2, 2, 2], "mesh": 8},
+        },
+        {
+            "name": "md",
+            "engine": "asemd",
+            "task": "md",
+            "input": "static",
+            "select": {"top": 1, "references": False},
+            "settings": {"steps": 40, "temperature": 300, "supercell": [2, 2, 2], "seed": 1},
+        },
+    ],
+}
+
+
+def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def db_of(uri: str):
+    base, name = uri.rsplit("/", 1)
+    return pymongo.MongoClient(base + "/")[name]
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"name": "a", "engine": "emt", "task": "static", "input": "b"}, "not an earlier step"),
+        ({"name": "prescreen", "engine": "emt", "task": "static"}, "name of the pre-screen"),
+        ({"name": "a", "engine": "qe", "task": "md"}, "has no task 'md'"),
+        ({"name": "a", "engine": "nosuch", "task": "static"}, "unknown engine 'nosuch'"),
+        ({"name": "a", "engine": "emt", "task": "static", "bogus": 1}, "bogus"),
+        ({"name": "a", "engine": "emt", "task": "static", "select": {"top": 0}}, "top"),
+    ],
+)
+def test_bad_steps_are_one_line_errors_naming_the_field(tmp_path, step, message):
+    data = {**EMT_CHAIN, "steps": [step]}
+    with pytest.raises(CampaignError) as info:
+        load_campaign(write(tmp_path, data))
+    text = str(info.value)
+    assert message in text and "\n" not in text and "steps" in text
+
+
+def test_a_step_name_used_twice_is_refused(tmp_path):
+    data = {**EMT_CHAIN, "steps": [EMT_CHAIN["steps"][0], EMT_CHAIN["steps"][0]]}
+    with pytest.raises(CampaignError, match="used twice"):
+        load_campaign(write(tmp_path, data))
+
+
+def test_an_engine_without_pseudopotentials_for_an_element_is_refused(tmp_path):
+    data = {
+        **EMT_CHAIN,
+        "chemical_space": {**EMT_CHAIN["chemical_space"], "elements": ["Cu", "Ag"]},
+        "steps": [{"name": "dft", "engine": "qe", "task": "static"}],
+    }
+    with pytest.raises(CampaignError, match=r"steps\.0\.engine.*Ag"):
+        load_campaign(write(tmp_path, data))
+
+
+def test_step_settings_hash_depends_on_the_input_step(tmp_path):
+    a = load_campaign(write(tmp_path, EMT_CHAIN, "a.yaml")).step_plan()
+    changed = {**EMT_CHAIN, "steps": [dict(EMT_CHAIN["steps"][0], select={"top": 3}), *EMT_CHAIN["steps"][1:]]}
+    changed["steps"][0]["settings"] = {"fmax": 0.01}
+    b = load_campaign(write(tmp_path, changed, "b.yaml")).step_plan()
+    assert a[0]["settings_hash"] != b[0]["settings_hash"]
+    # phonons take static's structures: a different static makes a different phonon run
+    assert a[1]["input"] == "static" and a[1]["settings_hash"] != b[1]["settings_hash"]
+    assert a[2]["input"] == "static"
+    qe = load_campaign(QE_CAMPAIGN).step_plan()
+    # one pseudopotential choice for all the campaign's elements
+    assert qe[0]["settings"]["options"]["pseudo_elements"] == ["Al", "Cu"]
+
+
+# --- selection --------------------------------------------------------------------------
+
+
+def row(mid, elements, e_hull, e_form, e, nsites=2):
+    return {
+        "material_id": mid,
+        "elements": elements,
+        "nelements": len(elements),
+        "nsites": nsites,
+        "energy_above_hull": e_hull,
+        "formation_energy_per_atom": e_form,
+        "energy_per_atom": e,
+    }
+
+
+ROWS = [
+    row("cu-fcc", ["Cu"], 0.0, 0.0, -1.0, 1),
+    row("cu-bcc", ["Cu"], 0.03, 0.03, -0.97, 1),
+    row("au-fcc", ["Au"], 0.0, 0.0, -2.0, 1),
+    row("pt-fcc", ["Pt"], 0.0, 0.0, -3.0, 1),
+    row("cuau", ["Au", "Cu"], 0.0, -0.05, -1.6),
+    row("cu3au", ["Au", "Cu"], 0.0, -0.08, -1.3, 4),
+    row("cuau3", ["Au", "Cu"], 0.02, -0.03, -1.8, 4),
+    row("cupt", ["Cu", "Pt"], 0.2, 0.1, -2.0),
+    row("nodata", ["Au", "Cu"], None, None, None),
+]
+
+
+def test_selection_ranks_compounds_and_adds_the_lowest_elemental_phases():
+    assert select_materials(ROWS, "prescreen", {"top": 2}) == ["cu3au", "cuau", "au-fcc", "cu-fcc"]
+    assert select_materials(ROWS, "prescreen", {"max_energy_above_hull": 0.05}) == [
+        "cu3au", "cuau", "cuau3", "au-fcc", "cu-fcc"]
+    assert select_materials(ROWS, "prescreen", {"max_sites": 2}) == [
+        "cuau", "cupt", "au-fcc", "cu-fcc", "pt-fcc"]
+    # without references elements compete too (most negative formation energy first)
+    assert select_materials(ROWS, "prescreen", {"top": 3, "references": False}) == [
+        "cu3au", "cuau", "au-fcc"]
+
+
+def test_selection_reads_a_later_steps_block():
+    rows = [
+        {**r, "steps": {"dft": {"energy_above_hull": 1.0 - i * 0.1, "formation_energy_per_atom": 0,
+                                "energy_per_atom": -1.0 - i}}}
+        for i, r in enumerate(ROWS[:7])
+    ]
+    # values of the "dft" step count, not the pre-screen's: there bcc Cu is the lowest
+    assert select_materials(rows, "dft", {"top": 1}) == ["cuau3", "au-fcc", "cu-bcc"]
+
+
+# --- chains on FerretDB -----------------------------------------------------------------
+
+
+def calc_counts(db, campaign):
+    out = {}
+    for c in db.calculations.find({"campaign": campaign}, {"task": 1, "status": 1, "settings": 1}):
+        step = (c.get("settings") or {}).get("step", "prescreen")
+        out[step] = out.get(step, 0) + 1
+        assert c["status"] == "completed", c
+    return out
+
+
+@pytest.mark.ferretdb
+def test_emt_chain_static_phonons_md(db_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = write(tmp_path, EMT_CHAIN)
+    report = submit_campaign(load_campaign(path), db_uri=db_uri)
+    db = db_of(db_uri)
+    assert set(report.states["fireworks"]) == {"COMPLETED"}, report.states
+    counts = calc_counts(db, "chain-emt")
+    # static: the 3 best compounds + Cu and Au references; phonons: the best <= 4-site
+    # compound of static + references; md: the best of static, no references
+    assert counts == {"prescreen": report.n_unique, "static": 5, "phonons": 3, "md": 1}
+    summaries = {d["material_id"]: unpack(d) for d in db.summaries.find({"campaign": "chain-emt"})}
+    static = {m: s["steps"]["static"] for m, s in summaries.items() if "static" in (s.get("steps") or {})}
+    assert len(static) == 5
+    # a static EMT calculation on the relaxed cell gives the pre-screen's energy back
+    for mid, block in static.items():
+        assert block["energy_per_atom"] == pytest.approx(summaries[mid]["energy_per_atom"], abs=1e-6)
+        assert block["energy_above_hull"] is not None
+    phon = [s["steps"]["phonons"] for s in summaries.values() if "phonons" in (s.get("steps") or {})]
+    assert len(phon) == 3 and all(b["dynamically_stable"] is True for b in phon)
+    md = [s["steps"]["md"] for s in summaries.values() if "md" in (s.get("steps") or {})]
+    assert len(md) == 1 and md[0]["task"] == "md"
+    # each step's calculation records the calculation it started from
+    for c in db.calculations.find({"campaign": "chain-emt", "settings.step": "phonons"}):
+        src = db.calculations.find_one({"_id": c["provenance"]["input_calc_id"]})
+        assert src["settings"]["step"] == "static" and src["material_id"] == c["material_id"]
+        # large phonon arrays stay in files, the document keeps a summary
+        files = c["output"]["extra"]["phonon_files"]
+        assert Path(files["arrays"]).is_file()
+    n_calcs = db.calculations.count_documents({})
+
+    # running again computes nothing
+    again = submit_campaign(load_campaign(path), db_uri=db_uri)
+    assert again.n_submitted == 0
+    assert db.calculations.count_documents({}) == n_calcs
+    assert set(again.states["fireworks"]) == {"COMPLETED"}
+
+    # a step added later computes only itself
+    more = dict(EMT_CHAIN, steps=[*EMT_CHAIN["steps"], {
+        "name": "relaxed", "engine": "emt", "task": "vc-relax", "input": "static",
+        "select": {"top": 2}}])
+    submit_campaign(load_campaign(write(tmp_path, more, "more.yaml")), db_uri=db_uri)
+    assert calc_counts(db, "chain-emt") == {**counts, "relaxed": 4}
+
+
+@pytest.mark.ferretdb
+@pytest.mark.slow
+def test_qe_campaign_end_to_end(db_uri):
+    """EMT pre-screen → QE vc-relax → QE static on Al-Cu, real pw.x with 2 MPI ranks."""
+    report = submit_campaign(load_campaign(QE_CAMPAIGN), db_uri=db_uri)
+    db = db_of(db_uri)
+    assert set(report.states["fireworks"]) == {"COMPLETED"}, report.states
+    check_qe_results(db)
+
+
+def check_qe_results(db):
+    counts = calc_counts(db, "qe-binaries")
+    assert counts["qe_relax"] == counts["qe_static"] == 4  # top 2 + Al and Cu references
+    summaries = [unpack(d) for d in db.summaries.find({"campaign": "qe-binaries"})]
+    relax = {s["formula_pretty"]: s["steps"]["qe_relax"] for s in summaries if "qe_relax" in s.get("steps", {})}
+    static = {s["formula_pretty"]: s["steps"]["qe_static"] for s in summaries if "qe_static" in s.get("steps", {})}
+    assert set(relax) == set(static) == {"Al", "Cu", "AlCu3", "Al3Cu"}
+    # DFT (unlike EMT) binds Al-Cu: AlCu3 has a negative formation energy and is on the hull
+    assert static["AlCu3"]["formation_energy_per_atom"] < -0.1
+    assert static["AlCu3"]["energy_above_hull"] == pytest.approx(0.0, abs=1e-6)
+    for f in relax:
+        # the static run on the relaxed cell agrees with the relaxation's last energy
+        assert static[f]["energy_per_atom"] == pytest.approx(relax[f]["energy_per_atom"], abs=0.05)
+        assert relax[f]["converged"] and static[f]["converged"]
+    files = set()
+    for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"}):
+        pseudo = c["output"]["parameters"]["pseudo"]
+        assert pseudo["family"] == "debian"
+        files.add(str(sorted((el, p["file"]) for el, p in pseudo["files"].items())))
+    assert len(files) == 1  # the same pseudopotentials for every calculation of the hull
+
+
+@pytest.mark.ferretdb
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
+    """The QE campaign as a Slurm job: the farm runs every step, pw.x on 2 MPI ranks."""
+    from matdx.schedulers import JobState, scheduler_for
+    from matdx.sites import load_profile
+    from matdx.workflows.submit import submit
+
+    monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
+    path = ROOT / "hpc_profiles" / "ci_slurm.yaml"  # pw.x as a 2-rank Slurm job step
+    report = submit(load_campaign(QE_CAMPAIGN), path, {"elapse": "20m"}, db_uri=db_uri)
+    assert len(report.job_ids) == 1
+    scheduler = scheduler_for(load_profile(path))
+    deadline = time.monotonic() + 900
+    while True:
+        states = scheduler.status(report.job_ids)
+        if all(s in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED} for s in states.values()):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(3)
+    assert set(states.values()) == {JobState.COMPLETED}
+    db = db_of(db_uri)
+    states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": "qe-binaries"})}
+    assert states == {"COMPLETED"}
+    check_qe_results(db)
+    # pw.x ran with 2 MPI ranks, in a directory per material under the launch directory
+    outputs = [
+        p
+        for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"})
+        for p in Path(c["provenance"]["launch_dir"]).glob("*/pw.out")
+    ]
+    assert len(outputs) == 8
+    ranks = {m for p in outputs for m in re.findall(r"running on\s+(\d+) processors",
+                                                    p.read_text(errors="ignore"))}
+    assert ranks == {"2"}, ranks
+    # and needed no correction (e.g. fewer ranks) to get there
+    assert all(not c["output"]["corrections"]
+               for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"}))
+
