@@ -39,3 +39,11 @@ class StoreBusyError(MatdxError):
 
 class EngineError(MatdxError):
     """A calculation engine failed in a way that its handlers could not repair."""
+
+
+class DeadlineReachedError(EngineError):
+    """A calculation stopped cleanly before its deadline and can resume in its directory.
+
+    Raised by engines given ``deadline=`` (seconds since the epoch): the work directory
+    holds what the next call with the same directory continues from.
+    """
