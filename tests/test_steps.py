@@ -56,6 +56,12 @@ def write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
     return p
 
 
+def write_tmp(data: dict) -> Path:
+    import tempfile
+
+    return write(Path(tempfile.mkdtemp()), data)
+
+
 def db_of(uri: str):
     base, name = uri.rsplit("/", 1)
     return pymongo.MongoClient(base + "/")[name]
@@ -291,3 +297,27 @@ def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     assert all(not c["output"]["corrections"]
                for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"}))
 
+
+
+@pytest.mark.ferretdb
+def test_a_batch_past_its_deadline_requeues_its_materials(db_uri, monkeypatch):
+    """What a job does when its deadline comes: no record written, a new batch returned."""
+    from matdx.workflows.chain import compute_batch
+    from matdx.workflows.context import default_db
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    loaded = load_campaign(write_tmp(EMT_CHAIN))
+    submit_campaign(loaded, db_uri=db_uri)
+    db = db_of(db_uri)
+    step = loaded.step_plan()[0]
+    done = [c["material_id"] for c in db.calculations.find({"settings.step": "static"})]
+    items = [{"material_id": m, "structure": "{}"} for m in done]
+    fresh = [{"material_id": "mdx-not-yet", "structure": "{}"}]
+    monkeypatch.setenv("MATDX_DEADLINE", str(time.time() - 1))
+    with default_db(db_uri):
+        out = compute_batch("chain-emt", step, items + fresh, {"tier": "open"})
+    # computed ones are skipped, the rest is handed back as a continuation batch
+    assert out["skipped"] == len(done) and out["requeued"] == 1 and out["completed"] == 0
+    assert out["detour"]["analysis"] is None
+    assert [it["material_id"] for it in out["detour"]["batches"][0]["items"]] == ["mdx-not-yet"]
+    assert db.calculations.count_documents({"material_id": "mdx-not-yet"}) == 0

@@ -27,6 +27,10 @@ class EngineInfo:
         One line for ``matdx`` help and errors.
     seconds_per_structure
         Rough cost of one calculation on one core, for packing tasks into batch jobs.
+    resumable
+        ``calculate`` takes ``deadline=`` (epoch seconds), stops cleanly before it with
+        :class:`~matdx.core.errors.DeadlineReachedError`, and continues in the same work
+        directory when called again.
     elements_setting
         Setting that takes all the elements of a campaign, so that every calculation of
         it uses the same element-specific inputs (pseudopotentials, cutoffs).
@@ -41,6 +45,7 @@ class EngineInfo:
     seconds_per_structure: float = 60.0
     tasks: tuple[tuple[str, str], ...] = ()
     elements_setting: str | None = None
+    resumable: bool = False
 
     def load(self) -> object:
         """Import the engine module (on demand, so unused engines cost nothing)."""
@@ -64,10 +69,19 @@ class EngineInfo:
                 f"engine {self.name!r} has no task {task!r} "
                 f"(it has: {', '.join(t for t, _ in self.tasks) or 'none'})"
             )
-        calculate = self.load().calculate  # type: ignore[attr-defined]
+        import inspect
 
-        def run(structure: Any, settings: dict[str, Any], workdir: Any = None) -> CalcResult:
-            return calculate(structure, own, settings=settings, workdir=workdir)  # type: ignore[no-any-return]
+        calculate = self.load().calculate  # type: ignore[attr-defined]
+        resumable = self.resumable and "deadline" in inspect.signature(calculate).parameters
+
+        def run(
+            structure: Any,
+            settings: dict[str, Any],
+            workdir: Any = None,
+            deadline: float | None = None,
+        ) -> CalcResult:
+            extra = {"deadline": deadline} if resumable and deadline is not None else {}
+            return calculate(structure, own, settings=settings, workdir=workdir, **extra)  # type: ignore[no-any-return]
 
         return run
 
@@ -88,6 +102,7 @@ ENGINES: dict[str, EngineInfo] = {
         "LAMMPS with EAM potentials (MD, minimization)",
         0.5,
         (("md", "md"), ("relax", "relax"), ("static", "static")),
+        resumable=True,
     ),
     "asemd": EngineInfo(
         "asemd",
@@ -103,6 +118,7 @@ ENGINES: dict[str, EngineInfo] = {
         120.0,
         (("relax", "relax"), ("vc-relax", "vc-relax"), ("static", "scf")),
         "pseudo_elements",
+        resumable=True,
     ),
     "vasp": EngineInfo(
         "vasp",

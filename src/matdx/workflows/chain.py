@@ -170,8 +170,15 @@ def stage_step(
     return summary
 
 
-def _workdir(step: str, material_id: str) -> Path:
-    return Path.cwd() / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{step}-{material_id}")
+def _workdir(campaign: str, step: str, material_id: str) -> Path:
+    """Directory of one material's calculation in one step, the same in every launch.
+
+    A run stopped at a job's deadline (or killed) continues from what it left there.
+    """
+    from matdx.core.settings import get_settings
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", material_id)
+    return get_settings().runs_dir / campaign / "steps" / step / safe
 
 
 def _phonon_calculation(
@@ -204,27 +211,32 @@ def compute_batch(
 ) -> dict[str, int]:
     """Run a step's task on a batch of materials (see :func:`stage_step`).
 
-    Each material runs in its own directory under the launch directory (restart files,
-    phonon arrays); failures are recorded with their reason and the batch goes on.
+    Each material runs in its own directory, ``<runs>/<campaign>/steps/<step>/<id>``, the
+    same in every launch: a resumable engine stopped at the job's deadline continues there
+    in the next job, where a new batch of the unfinished materials (returned as
+    ``detour``) runs before the step's analysis. Failures are recorded with their reason
+    and the batch goes on.
 
     Returns
     -------
     dict
-        Counts of completed, failed and skipped materials.
+        Counts of completed, failed, skipped and requeued materials.
     """
     from matdx.workflows.steps import run_items
 
     step = _step(step)
     engine, task = step["engine"], step["task"]
     options = dict(step["settings"]["options"])
+    from matdx.workflows.steps import deadline
 
     def compute(structure: Structure, item: dict[str, Any]) -> CalcResult:
-        workdir = _workdir(step["name"], item["material_id"])
+        workdir = _workdir(campaign, step["name"], item["material_id"])
         if task == "phonons":
             return _phonon_calculation(engine, options, structure, workdir)
-        return get_engine(engine).calculator(task)(structure, options, workdir)
+        run = get_engine(engine).calculator(task)
+        return run(structure, options, workdir, deadline())
 
-    return run_items(
+    counts = run_items(
         campaign,
         step["settings"],
         step["settings_hash"],
@@ -234,6 +246,16 @@ def compute_batch(
         task=task,
         fw_id=fw_id,
     )
+    unfinished = set(counts.pop("unfinished", []))
+    if unfinished:
+        # a new batch, before the step's analysis, for the next job to continue
+        rest = [it for it in items if it["material_id"] in unfinished]
+        counts["requeued"] = len(rest)
+        counts["step"] = step["name"]
+        batch = {"campaign": campaign, "step": json.dumps(step), "items": rest,
+                 "governance": governance}
+        counts["detour"] = {"batches": [batch], "analysis": None}
+    return counts
 
 
 def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:

@@ -59,7 +59,22 @@ def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
     return None
 
 
-def run_firework(fw_id: int, campaign: str, run_dir: str, db_uri: str | None) -> tuple[int, str]:
+DEADLINE_ENV = "MATDX_DEADLINE"
+"""Epoch seconds by which a worker's calculations must have stopped (resumable engines
+stop cleanly before it and are queued again, see :mod:`matdx.workflows.chain`)."""
+
+
+def set_deadline(deadline: float | None) -> None:
+    """Tell this process's calculations the job's deadline (``None``: no limit)."""
+    if deadline is None:
+        os.environ.pop(DEADLINE_ENV, None)
+    else:
+        os.environ[DEADLINE_ENV] = f"{deadline:.0f}"
+
+
+def run_firework(
+    fw_id: int, campaign: str, run_dir: str, db_uri: str | None, deadline: float | None = None
+) -> tuple[int, str]:
     """Worker side: run one claimed Firework; return ``(fw_id, final state)``.
 
     An error (the database gone while FireWorks records the end of the launch, say) is
@@ -68,6 +83,7 @@ def run_firework(fw_id: int, campaign: str, run_dir: str, db_uri: str | None) ->
     """
     from matdx.workflows.context import default_db, open_store
 
+    set_deadline(deadline)
     try:
         _, backend = open_store(db_uri)
         from matdx.workflows import fireworks_adapter as fwa
@@ -197,8 +213,13 @@ def farm(
                 return float("inf")
             return walltime - (time.monotonic() - start) - margin_s
 
+        # the job ends at start + walltime; calculations must stop a margin before that
+        deadline = None if walltime is None else time.time() + walltime - margin_s
+
         def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
-            return ex.submit(run_firework, fw_id, campaign, str(run_dir), backend.target.uri)
+            return ex.submit(
+                run_firework, fw_id, campaign, str(run_dir), backend.target.uri, deadline
+            )
 
         failed: set[int] = set()
 

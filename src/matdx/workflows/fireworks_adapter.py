@@ -309,9 +309,12 @@ def json_step_name(step: str | dict[str, Any]) -> str:
 
 
 def step_workflow(
-    campaign: str, step: str, batches: Sequence[dict[str, Any]], analysis: dict[str, Any]
+    campaign: str,
+    step: str,
+    batches: Sequence[dict[str, Any]],
+    analysis: dict[str, Any] | None,
 ) -> Workflow:
-    """The Fireworks of one campaign step: a batch each, then the step's analysis."""
+    """The Fireworks of one campaign step: a batch each, then the step's analysis (if any)."""
     fws = []
     for i, kwargs in enumerate(batches):
         ids = [it["material_id"] for it in kwargs["items"]]
@@ -332,6 +335,8 @@ def step_workflow(
                 name=f"{campaign}:{step}:{i:04d}",
             )
         )
+    if analysis is None:  # a continuation batch: the step's analysis already waits
+        return Workflow(fws, name=f"matdx:{campaign}:{step}:continued")
     spec = {
         "_matdx": {"campaign": campaign, "step": "analyse_step", "n": 0, "material_ids": []},
         "_allow_fizzled_parents": True,

@@ -106,13 +106,15 @@ def farm_offline(
         def claim() -> int | None:
             return queue.pop(0) if queue else None
 
+        margin = WALLTIME_MARGIN_S if margin_s is None else margin_s
+        deadline = None if walltime is None else time.time() + walltime - margin
+
         def submit(ex: Any, i: int) -> Any:
-            return ex.submit(_run_indexed, i, names[i])
+            return ex.submit(_run_indexed, i, names[i], deadline)
 
         def time_left() -> float:
             if walltime is None:
                 return float("inf")
-            margin = WALLTIME_MARGIN_S if margin_s is None else margin_s
             return walltime - (time.monotonic() - start) - margin
 
         states, stopped = drive(
@@ -125,7 +127,10 @@ def farm_offline(
         }
 
 
-def _run_indexed(i: int, launch_dir: str) -> tuple[int, str]:
+def _run_indexed(i: int, launch_dir: str, deadline: float | None = None) -> tuple[int, str]:
+    from matdx.workflows.farm import set_deadline
+
+    set_deadline(deadline)
     return i, run_offline_dir(launch_dir)[1]
 
 

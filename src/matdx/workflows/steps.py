@@ -18,6 +18,7 @@ from typing import Any
 from pymatgen.core import Composition, Structure
 
 from matdx.analysis.thermo import EnergyPoint, thermodynamics
+from matdx.core.errors import DeadlineReachedError
 from matdx.engines.registry import get_engine
 from matdx.workflows.context import open_store
 from matdx.workflows.sinks import open_sink
@@ -85,6 +86,7 @@ def prescreen_batch(
         lambda structure, _item: relax(structure, **options),
         task="relax",
         fw_id=fw_id,
+        use_deadline=False,  # short tasks: the farm starts none it cannot finish
     )
 
 
@@ -97,7 +99,8 @@ def run_items(
     compute: Callable[[Structure, dict[str, Any]], Any],
     task: str,
     fw_id: int | None = None,
-) -> dict[str, int]:
+    use_deadline: bool = True,
+) -> dict[str, Any]:
     """Compute each item not yet done with these settings and keep its record.
 
     Parameters
@@ -108,11 +111,15 @@ def run_items(
         ``compute(structure, item)`` → :class:`~matdx.schemas.results.CalcResult`.
     task
         Task name stored with each calculation.
+    use_deadline
+        Stop at the job's deadline, leaving the rest ``unfinished`` (the caller requeues
+        them).
 
     Returns
     -------
     dict
-        Counts of completed, failed and skipped materials.
+        Counts of completed, failed and skipped materials, and ``unfinished``: the ids of
+        those not computed because the job's deadline (``MATDX_DEADLINE``) came first.
     """
     sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], settings_hash)
@@ -120,11 +127,16 @@ def run_items(
     host = socket.gethostname()
     launch_dir = os.getcwd()
     pending: list[dict[str, Any]] = []
-    counts = {"completed": 0, "failed": 0, "skipped": len(done)}
+    counts: dict[str, Any] = {"completed": 0, "failed": 0, "skipped": len(done)}
     last_flush = time.monotonic()
-    for it in items:
+    for index, it in enumerate(items):
         if it["material_id"] in done:
             continue
+        if use_deadline and _past_deadline():
+            counts["unfinished"] = [
+                x["material_id"] for x in items[index:] if x["material_id"] not in done
+            ]
+            break
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         record: dict[str, Any] = {
@@ -140,6 +152,12 @@ def run_items(
             result = compute(_structure(it["structure"]), it)
             record.update(status="completed", output=result.model_dump())
             counts["completed"] += 1
+        except DeadlineReachedError:
+            # stopped cleanly, resumable in its directory: it and the rest go to a new batch
+            counts["unfinished"] = [
+                x["material_id"] for x in items[index:] if x["material_id"] not in done
+            ]
+            break
         except Exception as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             counts["failed"] += 1
@@ -163,6 +181,17 @@ def run_items(
     sink.write(pending)
     sink.close()
     return counts
+
+
+def deadline() -> float | None:
+    """The job's deadline (epoch seconds) for this process's calculations, if any."""
+    value = os.environ.get("MATDX_DEADLINE")
+    return float(value) if value else None
+
+
+def _past_deadline() -> bool:
+    d = deadline()
+    return d is not None and time.time() >= d
 
 
 GOVERNANCE_KEYS = ("tier", "owner", "groups", "rights", "export_control")
