@@ -281,3 +281,116 @@ def test_unwritable_scratch_fails_with_a_reason_and_loses_nothing(db_uri, tmp_pa
     )
     assert ok.returncode == 0, ok.stderr[-1000:]
     assert_exactly_once(db, "faulty")
+
+
+ENGINE_CHAIN = {
+    "name": "faulty",
+    "chemical_space": {
+        "elements": ["Al", "Cu"],
+        "prototypes": ["L1_2"],
+        "orderings": None,
+    },
+    "batch_size": 20,
+    "steps": [
+        {
+            "name": "md",
+            "engine": "lammps",
+            "task": "md",
+            "select": {"top": 1, "references": False},
+            "settings": {"potential": "AlCu.eam.alloy", "steps": 40000, "supercell": [4, 4, 4],
+                         "dump_interval": 0},  # the best of the pre-screen: Al
+        },
+        {
+            "name": "dft",
+            "engine": "qe",
+            "task": "static",
+            "input": "prescreen",
+            "select": {"top": 1},
+            "settings": {"kspacing": 0.3},
+        },
+    ],
+}
+
+
+def _tree(pid: int) -> list:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _tree_has(pid: int, name: str) -> bool:
+    import psutil
+
+    for p in _tree(pid):
+        try:
+            if p.name() == name:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def _kill_tree(pid: int) -> None:
+    """kill -9 of the farm and everything it started (MPI proxies, workers, lmp, pw.x)."""
+    import psutil
+
+    for p in reversed(_tree(pid)):
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+
+
+@pytest.mark.slow
+def test_kill_9_during_md_and_dft_runs_loses_and_duplicates_nothing(db_uri, tmp_path):
+    """A worker killed while lmp runs, then while pw.x runs: each rerun, each result once."""
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.context import open_store
+    from matdx.workflows.lostruns import lost_fireworks
+
+    raw = dict(ENGINE_CHAIN)
+    loaded = LoadedCampaign(validate_campaign(raw, {}, "faulty"), Path("faulty.yaml"), raw)
+    submit_campaign(loaded, launch=False, db_uri=db_uri)
+    db = db_of(db_uri)
+    _, backend = open_store(db_uri)
+    lp = fwa.get_launchpad(backend)
+    stale_after = 15.0
+    detection = []
+    for program in ("lmp", "pw.x"):
+        proc = subprocess.Popen(farm_cmd(db_uri, "--stale-after", str(stale_after)),
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_for(lambda p=program, pid=proc.pid: _tree_has(pid, p), 300, f"{program} to run",
+                 step=0.2)
+        time.sleep(2)  # in the middle of the run
+        running = db.fireworks.find_one({"state": "RUNNING", "spec._matdx.step": "compute"})
+        assert running is not None
+        _kill_tree(proc.pid)
+        proc.wait()
+        killed_at = time.monotonic()
+        wait_for(lambda f=running["fw_id"]: f in lost_fireworks(lp, "faulty", stale_after),
+                 60, "lost-run detection", step=0.25)
+        detection.append(time.monotonic() - killed_at)
+    out = subprocess.run(farm_cmd(db_uri, "--stale-after", str(stale_after)),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    print(f"lost runs detected {', '.join(f'{d:.1f}' for d in detection)} s after kill -9")
+    assert all(d <= stale_after + 1.0 for d in detection)
+    # every material of every step: exactly one completed calculation
+    per_step: dict[str, dict[str, int]] = {}
+    for c in db.calculations.find({"campaign": "faulty"}):
+        step = c["settings"].get("step", "prescreen")
+        per_step.setdefault(step, {})
+        per_step[step][c["material_id"]] = per_step[step].get(c["material_id"], 0) + 1
+        assert c["status"] == "completed", c.get("error")
+    assert {k: len(v) for k, v in per_step.items()} == {
+        "prescreen": db.campaign_materials.count_documents({"campaign": "faulty"}),
+        "md": 1,
+        "dft": 3,
+    }
+    assert all(n == 1 for v in per_step.values() for n in v.values())
+    assert {d["state"] for d in db.fireworks.find({})} == {"COMPLETED"}
