@@ -13,6 +13,7 @@ predicted mean and spread of every picked material. Its Fireworks carry the pick
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -315,7 +316,11 @@ def _queue(
     gov: Governance,
     pick_id: str,
 ) -> int:
-    """Store the picked materials and add their workflow; return its id."""
+    """Store the picked materials and add their workflow; return its id.
+
+    The workflow is the runner's: pre-screen batches, the analysis, then a stage Firework
+    per later step of the campaign (each selects from all results when it runs).
+    """
     from matdx.workflows import fireworks_adapter as fwa
 
     spec = loaded.spec
@@ -331,7 +336,13 @@ def _queue(
         "settings_hash": loaded.settings_hash,
         "governance": gov.fields(),
     }
-    wf = fwa.build_workflow(spec.name, batches, analysis)
+    # the campaign's later steps select from the results again, picks included (as in
+    # runner.submit_campaign)
+    stages = [
+        {"campaign": spec.name, "step": json.dumps(step), "governance": gov.fields()}
+        for step in loaded.step_plan()
+    ]
+    wf = fwa.build_workflow(spec.name, batches, analysis, stages)
     for fw in wf.fws:
         fw.spec["_matdx"]["pick_id"] = pick_id
     wf.metadata["matdx_pick"] = pick_id
