@@ -1,4 +1,4 @@
-"""Phonons with phonopy and forces from a real (cheap) engine: ASE's EMT.
+"""Phonons with phonopy and forces from real engines: ASE's EMT, and pw.x for Si.
 
 Cu in EMT: fcc is stable with a highest frequency near 8 THz (EMT overestimates the
 experimental 7.3 THz by about 10 %); bcc, the textbook unstable Cu phase, has imaginary
@@ -165,3 +165,29 @@ def test_forces_from_an_engine_and_residual_forces(fcc: Structure) -> None:
         phonons(fcc, forces_from_engine(no_forces), 3)
     with pytest.raises(EngineError, match="forces_fn returned 1 force arrays for 1 supercells of 27 atoms"):
         phonons(fcc, lambda structures: [np.zeros((26, 3))], 3)
+
+
+@pytest.mark.slow
+def test_silicon_phonons_from_quantum_espresso() -> None:
+    """Real pw.x forces (LDA, 2 MPI ranks): diamond Si is stable, Γ optical mode ~15 THz."""
+    from matdx.engines.qe.core import calculate
+
+    settings = {"ecutwfc": 16.0, "kpts": [2, 2, 2], "conv_thr": 1e-10,
+                "pseudopotentials": {"Si": "Si.pz-vbc.UPF"}}
+    si = relax_free_si(settings, calculate)
+    forces = forces_from_engine(lambda s: calculate(s, "scf", settings=settings))
+    result = phonons(si, forces, [2, 2, 2], mesh=[8, 8, 8], temperatures=[0, 300])
+    assert result.summary.n_displacements == 1  # one symmetry-distinct displacement
+    assert result.summary.dynamically_stable
+    # experiment: 15.5 THz; LDA at this (low) cutoff and k-mesh lands within ~10 %
+    assert 13.5 < result.summary.max_frequency < 17.0
+
+
+def relax_free_si(settings: dict, calculate) -> Structure:
+    """Diamond Si at the engine's own equilibrium lattice constant (vc-relax)."""
+    a = 5.40
+    si = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]),
+                   ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    out = calculate(si, "vc-relax", settings=settings)
+    assert out.converged
+    return Structure.from_dict(out.structure)
