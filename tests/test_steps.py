@@ -321,3 +321,50 @@ def test_a_batch_past_its_deadline_requeues_its_materials(db_uri, monkeypatch):
     assert out["detour"]["analysis"] is None
     assert [it["material_id"] for it in out["detour"]["batches"][0]["items"]] == ["mdx-not-yet"]
     assert db.calculations.count_documents({"material_id": "mdx-not-yet"}) == 0
+
+
+@pytest.mark.ferretdb
+def test_failed_calculations_fizzle_their_batch_and_a_rerun_retries_only_them(
+    db_uri, tmp_path, monkeypatch
+):
+    """A missing executable: one-line reason stored, batch FIZZLED, the rest goes on; after
+    the fix, rerunning the FIZZLED Firework (as `lpad rerun_fws` does) computes just those."""
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.context import open_store
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = {
+        **EMT_CHAIN,
+        "chemical_space": {**EMT_CHAIN["chemical_space"], "elements": ["Cu", "Ni"]},
+        "steps": [
+            {"name": "md", "engine": "lammps", "task": "md", "select": {"top": 2},
+             "settings": {"potential": "CuNi.eam.alloy", "steps": 200, "dump_interval": 0}},
+            {"name": "static", "engine": "emt", "task": "static", "input": "prescreen",
+             "select": {"top": 1}},
+        ],
+    }
+    path = write(tmp_path, data)
+    monkeypatch.setenv("MATDX_LAMMPS_COMMAND", str(tmp_path / "no" / "lmp"))
+    report = submit_campaign(load_campaign(path), db_uri=db_uri)
+    assert report.states["steps"]["md"] == {"FIZZLED": 4}
+    db = db_of(db_uri)
+    fizzled = list(db.fireworks.find({"state": "FIZZLED"}, {"fw_id": 1, "name": 1}))
+    # top 2 + Cu and Ni references, one material per batch (the default for steps)
+    assert sorted(f["name"] for f in fizzled) == [f"chain-emt:md:{i:04d}" for i in range(4)]
+    failed = list(db.calculations.find({"status": "failed"}))
+    assert len(failed) == 4
+    assert all("lmp' not found" in c["error"] and "\n" not in c["error"] for c in failed)
+    # the rest of the campaign went on: the analysis of md and the next step ran
+    assert db.calculations.count_documents({"settings.step": "static", "status": "completed"}) == 3
+    # fix the cause, rerun the FIZZLED batch
+    monkeypatch.delenv("MATDX_LAMMPS_COMMAND")
+    _, backend = open_store(db_uri)
+    lp = fwa.get_launchpad(backend)
+    for f in fizzled:
+        lp.rerun_fw(f["fw_id"])
+    submit_campaign(load_campaign(path), db_uri=db_uri)
+    assert db.calculations.count_documents({"status": "failed"}) == 0
+    assert db.calculations.count_documents({"settings.step": "md", "status": "completed"}) == 4
+    assert {d["state"] for d in db.fireworks.find({})} == {"COMPLETED"}
+    summaries = [s for s in db.summaries.find({}) if "md" in (s.get("steps") or {})]
+    assert len(summaries) == 4  # the step's analysis ran again after the rerun

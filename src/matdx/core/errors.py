@@ -47,3 +47,11 @@ class DeadlineReachedError(EngineError):
     Raised by engines given ``deadline=`` (seconds since the epoch): the work directory
     holds what the next call with the same directory continues from.
     """
+
+
+class BatchFailedError(MatdxError):
+    """Calculations of a batch failed (each failure is stored with its reason).
+
+    Raised after the batch's records are written, so that the workflow manager marks the
+    batch FIZZLED; rerunning it retries only the failed calculations.
+    """

@@ -13,7 +13,6 @@ predicted mean and spread of every picked material. Its Fireworks carry the pick
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,7 +28,7 @@ from matdx.store.picks import add_pick
 from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.context import default_db, open_store
-from matdx.workflows.runner import _batch_kwargs, campaign_db_uri, plan_materials
+from matdx.workflows.runner import _batch_kwargs, campaign_db_uri, plan_materials, stage_kwargs
 
 TARGET = "formation_energy_per_atom"
 """Modelled column (see :mod:`matdx.ml.active` for why not the energy above hull)."""
@@ -338,10 +337,7 @@ def _queue(
     }
     # the campaign's later steps select from the results again, picks included (as in
     # runner.submit_campaign)
-    stages = [
-        {"campaign": spec.name, "step": json.dumps(step), "governance": gov.fields()}
-        for step in loaded.step_plan()
-    ]
+    stages = stage_kwargs(loaded, gov)
     wf = fwa.build_workflow(spec.name, batches, analysis, stages)
     for fw in wf.fws:
         fw.spec["_matdx"]["pick_id"] = pick_id

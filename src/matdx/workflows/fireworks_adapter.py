@@ -67,6 +67,15 @@ class MatdxTask(FiretaskBase):
             summary = STEPS[self["step"]](**kwargs)
         detour = summary.pop("detour", None)
         if detour is None:
+            if summary.get("failed"):
+                # FIZZLED, so that `lpad get_fws -s FIZZLED` finds it and `lpad rerun_fws`
+                # retries just the failed calculations (the others are skipped)
+                from matdx.core.errors import BatchFailedError
+
+                errors = "; ".join(summary.get("errors", []))
+                raise BatchFailedError(
+                    f"{summary['failed']} calculation(s) failed (reasons stored): {errors}"
+                )
             return FWAction(stored_data={"summary": summary})
         campaign = kwargs["campaign"]
         return FWAction(

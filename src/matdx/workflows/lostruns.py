@@ -179,6 +179,17 @@ def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:
     return released
 
 
+def _as_datetime(value: Any) -> datetime | None:
+    """A naive UTC datetime from a stored time (FireWorks writes some as ISO text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
 def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
     """Fireworks of ``campaign`` that no process is running any more.
 
@@ -208,7 +219,7 @@ def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -
     for d in running:
         if d["state"] == "RESERVED" and d["fw_id"] in offline:
             continue
-        last = beats.get(d["fw_id"]) or d.get("updated_on")
+        last = _as_datetime(beats.get(d["fw_id"]) or d.get("updated_on"))
         if last is None or last < cutoff:
             lost.append(int(d["fw_id"]))
     return lost

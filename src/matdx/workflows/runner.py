@@ -171,10 +171,7 @@ def submit_campaign(
             "settings_hash": loaded.settings_hash,
             "governance": gov.fields(),
         }
-        stages = [
-            {"campaign": spec.name, "step": json.dumps(step), "governance": gov.fields()}
-            for step in loaded.step_plan()
-        ]
+        stages = stage_kwargs(loaded, gov)
         if todo:
             batches = [
                 _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
@@ -212,6 +209,14 @@ def submit_campaign(
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
+
+
+def stage_kwargs(loaded: LoadedCampaign, gov: Governance) -> list[dict[str, Any]]:
+    """Keyword arguments of the stage Firework of each later step of a campaign."""
+    return [
+        {"campaign": loaded.spec.name, "step": json.dumps(step), "governance": gov.fields()}
+        for step in loaded.step_plan()
+    ]
 
 
 def _report_steps(

@@ -161,6 +161,8 @@ def run_items(
         except Exception as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             counts["failed"] += 1
+            if len(counts.setdefault("errors", [])) < 3:
+                counts["errors"].append(f"{it['material_id']}: {record['error'][:300]}")
         ended = datetime.now(UTC)
         record["provenance"] = {
             "matdx_version": versions["matdx"],
