@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -80,12 +81,13 @@ def check_mpi(db: str | None, profile: Path | None) -> Check:
             "2",
             sys.executable,
             "-c",
-            "from mpi4py import MPI; print(MPI.COMM_WORLD.size)",
+            # one line, from rank 0 only: output of two ranks may interleave
+            "from mpi4py import MPI; c = MPI.COMM_WORLD; n = c.allreduce(1); "
+            "print(f'ranks={n}') if c.rank == 0 else None",
         ],
         timeout=60,
     )
-    lines = out.strip().splitlines()
-    if code != 0 or lines[-2:] != ["2", "2"]:
+    if code != 0 or "ranks=2" not in out:
         return Check(
             "mpi",
             False,
@@ -108,7 +110,7 @@ def _program(
     _code, out = _run([path, *version_args], stdin="")
     version = next((ln.strip() for ln in out.splitlines() if marker in ln), "version unknown")
     version = version.split(" starts ")[0]
-    return Check(name, True, f"{path}: {version[:80]}")
+    return Check(name, True, f"{path}: {version[:120]}")
 
 
 def check_qe(db: str | None, profile: Path | None) -> Check:
@@ -146,9 +148,11 @@ def check_lammps(db: str | None, profile: Path | None) -> Check:
         "MATDX_LAMMPS_COMMAND",
         "lmp",
         ["-h"],
-        "LAMMPS",
+        "Parallel Simulator",
         "apt-get install lammps (or set MATDX_LAMMPS_COMMAND)",
     )
+    long_name = "Large-scale Atomic/Molecular Massively Parallel Simulator - "
+    c = dataclasses.replace(c, detail=c.detail.replace(long_name, "LAMMPS "))
     pots = Path(os.environ.get("MATDX_LAMMPS_POTENTIALS", "/usr/share/lammps/potentials"))
     n = len(list(pots.glob("*eam*"))) if pots.is_dir() else 0
     return Check(
