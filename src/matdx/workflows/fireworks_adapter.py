@@ -14,7 +14,6 @@ embedded store: FireWorks picks its client class when first imported.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +25,14 @@ from fireworks.core.firework import FiretaskBase
 from fireworks.utilities.fw_utilities import explicit_serialize
 
 from matdx.store.backend import Backend
-
-ACTIVE_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "PAUSED")
-FINAL_STATES = ("COMPLETED", "FIZZLED", "DEFUSED")
+from matdx.workflows.fw_queries import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    active_fireworks,
+    json_step_name,
+    queued_material_ids,
+    state_counts,
+)
 
 
 @explicit_serialize
@@ -301,22 +305,6 @@ def stage_workflow(
     )
 
 
-def active_fireworks(lp: LaunchPad, campaign: str) -> int:
-    """Number of Fireworks of ``campaign`` not in a final state."""
-    return int(
-        lp.fireworks.count_documents(
-            {"spec._matdx.campaign": campaign, "state": {"$in": list(ACTIVE_STATES)}}
-        )
-    )
-
-
-def json_step_name(step: str | dict[str, Any]) -> str:
-    """Name of a step carried as JSON text (or a dict)."""
-    import json
-
-    return str((json.loads(step) if isinstance(step, str) else step)["name"])
-
-
 def step_workflow(
     campaign: str,
     step: str,
@@ -363,46 +351,6 @@ def add_workflow(lp: LaunchPad, wf: Workflow) -> int:
     """Add a workflow; return the id of its first Firework (the workflow's handle)."""
     id_map = lp.add_wf(wf)
     return min(id_map.values())
-
-
-def queued_material_ids(lp: LaunchPad, campaign: str) -> set[str]:
-    """Materials in Fireworks of this campaign that have not reached a final state."""
-    out: set[str] = set()
-    for d in lp.fireworks.find(
-        {"spec._matdx.campaign": campaign, "state": {"$in": ACTIVE_STATES}},
-        {"spec._matdx.material_ids": 1},
-    ):
-        out.update(d["spec"]["_matdx"]["material_ids"])
-    return out
-
-
-def state_counts(lp: LaunchPad, campaign: str) -> dict[str, Any]:
-    """Fireworks and candidates of a campaign by FireWorks state.
-
-    Returns
-    -------
-    dict
-        ``{"fireworks": {state: n}, "candidates": {state: n}, "steps": {step: {state:
-        n}}}``: candidates of the pre-screen, and materials of each later step.
-    """
-    fws: Counter[str] = Counter()
-    cands: Counter[str] = Counter()
-    steps: dict[str, Counter[str]] = {}
-    for d in lp.fireworks.find(
-        {"spec._matdx.campaign": campaign},
-        {"state": 1, "spec._matdx.n": 1, "spec._matdx.step": 1, "spec._matdx.stage": 1},
-    ):
-        fws[d["state"]] += 1
-        meta = d["spec"]["_matdx"]
-        if meta.get("step", "prescreen") == "prescreen":
-            cands[d["state"]] += meta.get("n", 0)
-        elif meta.get("step") == "compute":
-            steps.setdefault(meta.get("stage", "?"), Counter())[d["state"]] += meta.get("n", 0)
-    return {
-        "fireworks": dict(fws),
-        "candidates": dict(cands),
-        "steps": {k: dict(v) for k, v in steps.items()},
-    }
 
 
 def campaign_fworker(campaign: str, step: str | None = None) -> FWorker:
@@ -552,3 +500,23 @@ def run_fireworks(
         if on_progress is not None:
             counts = state_counts(lp, campaign)["candidates"]
             on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))
+
+
+__all__ = [  # the queries are re-exported: callers use them with the adapter
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "MatdxLaunchPad",
+    "MatdxTask",
+    "active_fireworks",
+    "add_workflow",
+    "build_workflow",
+    "get_launchpad",
+    "queued_material_ids",
+    "reserve_offline",
+    "run_fireworks",
+    "run_offline",
+    "run_one",
+    "stage_workflow",
+    "state_counts",
+    "step_workflow",
+]
