@@ -118,7 +118,8 @@ def test_lost_atoms_halve_the_timestep(tmp_path: Path) -> None:
     first = res.corrections[0]
     assert first["handler"] == "UnstableMDHandler"
     assert "Lost atoms" in first["errors"][0]
-    assert first["actions"][0]["action"]["_set"] == {"timestep": 10.0}
+    # half the timestep, and from scratch: not from a checkpoint written with the old one
+    assert first["actions"][0]["action"]["_set"] == {"timestep": 10.0, "run->resume": None}
     assert res.parameters["timestep"] == 20.0 / 2 ** len(res.corrections)
     assert "ERROR: Lost atoms" in (tmp_path / "attempt.1" / "log.lammps").read_text()
     assert res.n_steps == 1000 and res.extra["timestep_fs"] == res.parameters["timestep"]

@@ -4,6 +4,13 @@ The command comes from an :class:`~matdx.engines.base.EngineProfile` (default fr
 ``MATDX_LAMMPS_COMMAND``, e.g. ``/usr/bin/mpirun --allow-run-as-root -np 2 lmp``) and is
 run as a subprocess with ``-in in.lammps``, never through a shell. EAM potentials are
 chosen per element set from the profile's ``potentials_dir`` (``MATDX_LAMMPS_POTENTIALS``).
+
+MD runs write checkpoints every ``checkpoint_interval`` steps; with ``deadline=`` they stop
+cleanly before it and raise :class:`~matdx.core.errors.DeadlineReachedError`; called again
+on the same work directory with the same settings and structure, an MD run that stopped or
+was killed continues from its latest checkpoint for the remaining steps, and its result
+covers the whole production run (:mod:`.checkpoint` describes how). Minimization and static
+runs only refuse to start without time left before the deadline.
 """
 
 from __future__ import annotations
@@ -23,16 +30,22 @@ from custodian.custodian import Job
 from pymatgen.core import Structure
 
 from matdx.analysis.md import summarize_thermo
-from matdx.core.errors import EngineError
+from matdx.core.errors import DeadlineReachedError, EngineError
 from matdx.engines.base import EngineProfile, run_with_recovery
 from matdx.engines.emt.core import spacegroup, to_atoms, to_structure
-from matdx.engines.lammps.handlers import LammpsErrorHandler, UnstableMDHandler
+from matdx.engines.lammps import checkpoint
+from matdx.engines.lammps.handlers import (
+    CheckpointHandler,
+    LammpsErrorHandler,
+    UnstableMDHandler,
+)
 from matdx.engines.lammps.inputs import (
     DATA_FILE,
     DEFAULT_POTENTIALS_DIR,
     FINAL_DUMP,
     INPUT_FILE,
     LOG_FILE,
+    PARAMETERS_FILE,
     STDERR_FILE,
     STDOUT_FILE,
     TRAJECTORY_FILE,
@@ -44,7 +57,7 @@ from matdx.engines.lammps.inputs import (
     save_parameters,
     write_structure,
 )
-from matdx.engines.lammps.parse import LammpsLog, read_final_structure, read_log
+from matdx.engines.lammps.parse import LammpsLog, read_final_structure, read_log, read_text
 from matdx.schemas.results import CalcResult
 
 _ATTEMPT_FILES = (INPUT_FILE, LOG_FILE, STDOUT_FILE, STDERR_FILE)
@@ -75,21 +88,48 @@ class LammpsJob(Job):
         Program and arguments (``-in in.lammps -log log.lammps`` are appended).
     env
         Extra environment (``OMP_NUM_THREADS`` defaults to 1).
+    deadline
+        Seconds since the epoch: MD attempts get ``timer timeout`` from it
+        (:func:`.checkpoint.timeout_seconds`); no attempt starts without time left.
     """
 
-    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str] | None = None, deadline: float | None = None
+    ) -> None:
         self.command = list(command)
         self.env = dict(env or {})
+        self.deadline = deadline
 
     def setup(self, directory: str = "./") -> None:
         """Nothing to do: the data and parameter files are written before the job."""
 
     def run(self, directory: str = "./") -> subprocess.Popen[bytes]:
-        """Render ``in.lammps``, keep the previous attempt's files, start LAMMPS."""
+        """Render ``in.lammps``, keep the previous attempt's files, start LAMMPS.
+
+        An MD attempt from scratch deletes the checkpoints of earlier ones; one resumed
+        from a checkpoint keeps the trajectory up to the checkpoint's step.
+
+        Raises
+        ------
+        DeadlineReachedError
+            If the deadline leaves no time for this attempt (nothing is started).
+        """
         d = Path(directory)
+        timeout = checkpoint.timeout_seconds(self.deadline)
+        if timeout is not None and timeout < checkpoint.MIN_RUN_S:
+            raise DeadlineReachedError("no time left before the deadline")
         params = load_parameters(d)
-        _archive_attempt(d)
-        (d / INPUT_FILE).write_text(render_input(params))
+        md = params["task"] == "md"
+        run = params.setdefault("run", {})
+        resume = run.get("resume") if md else None
+        _archive_attempt(d, keep_trajectory=resume is not None)
+        if md and resume is None:
+            checkpoint.remove_checkpoints(d)
+            run["segments"] = []
+            save_parameters(d, params)
+        elif resume is not None:
+            checkpoint.truncate_trajectory(d / TRAJECTORY_FILE, int(resume["step"]))
+        (d / INPUT_FILE).write_text(render_input({**params, "timeout_s": timeout if md else None}))
         env = {"OMP_NUM_THREADS": "1", **os.environ, **self.env}
         with open(d / STDOUT_FILE, "wb") as out, open(d / STDERR_FILE, "wb") as err:
             try:
@@ -108,10 +148,14 @@ class LammpsJob(Job):
         """Nothing to do: outputs are parsed by :func:`calculate`."""
 
 
-def _archive_attempt(d: Path) -> None:
-    """Move the files of a previous attempt to ``attempt.N/`` and drop its dumps."""
+def _archive_attempt(d: Path, keep_trajectory: bool = False) -> str | None:
+    """Move the files of a previous attempt to ``attempt.N/`` and drop its dumps.
+
+    Returns the name of ``attempt.N`` (``None`` if there was no attempt); the trajectory
+    stays if ``keep_trajectory`` (a resumed run appends to it).
+    """
     if not (d / LOG_FILE).exists() and not (d / STDOUT_FILE).exists():
-        return
+        return None
     n = 1
     while (d / f"attempt.{n}").exists():
         n += 1
@@ -119,8 +163,55 @@ def _archive_attempt(d: Path) -> None:
     for name in _ATTEMPT_FILES:
         if (d / name).exists():
             (d / name).rename(d / f"attempt.{n}" / name)
-    for name in (TRAJECTORY_FILE, FINAL_DUMP):
+    for name in (FINAL_DUMP,) if keep_trajectory else (TRAJECTORY_FILE, FINAL_DUMP):
         (d / name).unlink(missing_ok=True)
+    return f"attempt.{n}"
+
+
+def _prepare(d: Path, params: dict[str, Any], request: str) -> dict[str, Any]:
+    """The parameters of this call: a fresh run, or the unfinished MD run to continue.
+
+    An MD run recorded in ``d`` for the same request, ``running`` (killed) or ``stopped``
+    (deadline), with a readable checkpoint, continues from the latest checkpoint: the files
+    of its last attempt become a segment, a ``CheckpointResume`` correction is recorded.
+    """
+    fresh = {"request_id": request, "state": "running", "resume": None, "segments": []}
+    params["run"] = {**fresh, "corrections": []}
+    if params["task"] != "md":
+        return params
+    try:
+        prior = load_parameters(d) if (d / PARAMETERS_FILE).is_file() else None
+    except EngineError:  # leftovers of a run killed while writing: start afresh
+        prior = None
+    run = dict((prior or {}).get("run") or {})
+    found = checkpoint.latest_checkpoint(d)
+    if (
+        prior is None
+        or run.get("request_id") != request
+        or run.get("state") not in ("running", "stopped")
+        or found is None
+    ):
+        # nothing to continue: no checkpoint of another run may be taken for this one's
+        checkpoint.remove_checkpoints(d)
+        return params
+    name, step = found
+    prior["checkpoint_interval"] = params["checkpoint_interval"]
+    segments = list(run.get("segments") or [])
+    corrections = list(run.get("corrections") or [])
+    archived = _archive_attempt(d, keep_trajectory=True)
+    if archived is not None:
+        segments.append(checkpoint.segment_record(d, archived, LOG_FILE))
+    elif corrections and corrections[-1].get("handler") == checkpoint.RESUME_HANDLER:
+        corrections.pop()  # the last call continued nothing: it had no time to start
+    ended = segments[-1]["ended"] if segments else "interrupted"
+    prior["run"] = {
+        **run,
+        "state": "running",
+        "resume": {"file": name, "step": step},
+        "segments": segments,
+        "corrections": [*corrections, checkpoint.resume_correction(name, step, ended)],
+    }
+    return prior
 
 
 def _initial_atoms(structure: Structure | Atoms, supercell: Any) -> Atoms:
@@ -138,6 +229,7 @@ def calculate(
     workdir: Path | None = None,
     profile: EngineProfile | None = None,
     max_corrections: int = 5,
+    deadline: float | None = None,
 ) -> CalcResult:
     """Run LAMMPS with an EAM potential.
 
@@ -151,25 +243,37 @@ def calculate(
         Task settings; see :data:`matdx.engines.lammps.inputs.TASK_DEFAULTS`. MD:
         ``ensemble`` (nve, nvt, npt, langevin), ``temperature`` (K), ``pressure`` (bar),
         ``timestep`` (fs), ``steps``, ``equilibration`` (steps before production),
-        ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``. All tasks:
-        ``potential`` (file), ``potentials_dir``, ``supercell``.
+        ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``,
+        ``checkpoint_interval`` (steps between checkpoints, default 1000; 0: none). All
+        tasks: ``potential`` (file), ``potentials_dir``, ``supercell``.
     workdir
         Run directory (default: a new temporary directory, kept after a finished MD run
-        because the trajectory stays there, removed otherwise).
+        because the trajectory stays there, removed otherwise). An unfinished MD run of the
+        same settings and structure there (stopped at a deadline, or killed) is continued
+        from its latest checkpoint.
     profile
         Command and potentials directory (default :func:`default_profile`).
     max_corrections
         Most error corrections (timestep halvings) before giving up.
+    deadline
+        Seconds since the epoch by which the call must have returned: an MD run stops at
+        ``timer timeout`` before it, writes a checkpoint and can be continued by the next
+        call with the same ``workdir``; other tasks only check that time is left.
 
     Returns
     -------
     CalcResult
         Final-frame energy, forces, stress and structure; for MD, ``extra`` holds the
         production averages and standard errors of temperature, pressure, energies,
-        volume and density, the energy drift and the trajectory path.
+        volume and density, the energy drift and the trajectory path, and for a continued
+        run ``resumed`` (number of earlier segments), ``segments`` and
+        ``resumed_from_step``; ``corrections`` then start with those of earlier calls and
+        a ``CheckpointResume`` entry per continuation.
 
     Raises
     ------
+    DeadlineReachedError
+        The run stopped before the deadline (or there was no time to start it).
     EngineError
         No potential, no executable, bad settings, or a failure the handlers cannot fix.
     """
@@ -189,24 +293,43 @@ def calculate(
         task, settings, triclinic=triclinic, potential=potential, specorder=specorder
     )
     params["potentials_dir"] = str(pot_dir)
+    request = checkpoint.request_id(params, atoms)
     profile.check()
+    timeout = checkpoint.timeout_seconds(deadline)
+    if timeout is not None and timeout < checkpoint.MIN_RUN_S:
+        where = f" in {workdir}" if workdir is not None else ""
+        raise DeadlineReachedError(f"no time to start LAMMPS before the deadline{where}")
     d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-lammps-"))
     d.mkdir(parents=True, exist_ok=True)
     done = False
     try:
         write_structure(atoms, d / DATA_FILE, specorder)
-        save_parameters(d, params)
+        save_parameters(d, _prepare(d, params, request))
         corrections = run_with_recovery(
-            LammpsJob(list(profile.command), profile.env),
-            [UnstableMDHandler(), LammpsErrorHandler()],
+            LammpsJob(list(profile.command), profile.env, deadline),
+            [UnstableMDHandler(), CheckpointHandler(), LammpsErrorHandler()],
             max_errors=max_corrections,
             directory=d,
         )
         params = load_parameters(d)
+        run = params["run"]
+        run["corrections"] = [*run.get("corrections", []), *corrections]
+        stop = checkpoint.stopped_step(read_text(d / LOG_FILE)) if task == "md" else None
+        if stop is not None:
+            run["state"] = "stopped"
+            save_parameters(d, params)
+            where = f"resumable in {d}" if workdir is not None else "(temporary directory)"
+            end = int(params["equilibration"]) + int(params["steps"])
+            raise DeadlineReachedError(
+                f"LAMMPS md stopped at step {stop} of {end} before the deadline; {where}"
+            )
         log = read_log(d / LOG_FILE)
         final, forces = read_final_structure(d / FINAL_DUMP, np.asarray(atoms.cell), len(atoms))
-        result = _result(params, log, final, forces, atoms, d, corrections)
+        result = _result(params, log, final, forces, atoms, d, run["corrections"])
         result.wall_time_s = time.perf_counter() - start
+        run["state"] = "done"
+        checkpoint.remove_checkpoints(d)
+        save_parameters(d, params)
         if workdir is None and task != "md":
             result.extra["workdir"] = None  # removed below
         done = True
@@ -242,11 +365,25 @@ def _stress(row: dict[str, float], cell: np.ndarray) -> list[float]:
     ]
 
 
-def _md_extra(params: dict[str, Any], log: LammpsLog, n: int, d: Path) -> dict[str, Any]:
+def _md_extra(params: dict[str, Any], n: int, d: Path) -> dict[str, Any]:
     traj = d / TRAJECTORY_FILE
+    run = params.get("run") or {}
+    segments = list(run.get("segments") or [])
+    logs = [d / seg["dir"] / LOG_FILE for seg in segments] + [d / LOG_FILE]
+    table = checkpoint.production_table(
+        logs,
+        int(params["equilibration"]),
+        int(params["steps"]),
+        int(params["thermo_interval"]),
+        float(params["timestep"]),
+    )
+    resume = run.get("resume")
     return {
         "ensemble": params["ensemble"],
-        **summarize_thermo(log.blocks[-1].table(), n),
+        **summarize_thermo(table, n),
+        "resumed": len(segments),
+        "resumed_from_step": int(resume["step"]) if resume else None,
+        "segments": segments,
         "production_steps": int(params["steps"]),
         "equilibration_steps": int(params["equilibration"]),
         "timestep_fs": params["timestep"],
@@ -281,12 +418,12 @@ def _result(
         "stopping_criterion": log.stopping_criterion,
     }
     if task == "md":
-        extra.update(_md_extra(params, log, n, d))
+        extra.update(_md_extra(params, n, d))
     return CalcResult(
         engine="lammps",
         code_version=f"LAMMPS {log.version}" if log.version else "LAMMPS",
         task=task,
-        parameters=params,
+        parameters={k: v for k, v in params.items() if k != "run"},
         energy=row["potential_energy_eV"],
         energy_per_atom=row["potential_energy_eV"] / n,
         volume_per_atom=float(final.get_volume()) / n,

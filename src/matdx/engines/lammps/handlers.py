@@ -2,10 +2,12 @@
 
 :class:`UnstableMDHandler` catches integration blow-ups ("Lost atoms", "Out of range
 atoms", non-numeric coordinates, non-finite energies) and halves the timestep (a bounded
-number of times); :class:`LammpsErrorHandler` turns any other failure into a one-line
-:class:`EngineError`. Corrections are declarative custodian actions applied with
-custodian's ``Modder`` to the run's parameter file, from which the next attempt's input
-script is rendered.
+number of times), starting again from scratch (not from a checkpoint of the old timestep);
+:class:`CheckpointHandler` catches a checkpoint that LAMMPS cannot read (cut by a kill while
+it was written), deletes it and resumes from the other one, or from scratch;
+:class:`LammpsErrorHandler` turns any other failure into a one-line :class:`EngineError`.
+Corrections are declarative custodian actions applied with custodian's ``Modder`` to the
+run's parameter file, from which the next attempt's input script is rendered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from custodian.ansible.interpreter import Modder
 from custodian.custodian import ErrorHandler
 
 from matdx.core.errors import EngineError
+from matdx.engines.lammps.checkpoint import failed_reading_checkpoint, latest_checkpoint
 from matdx.engines.lammps.inputs import (
     LOG_FILE,
     STDERR_FILE,
@@ -133,11 +136,47 @@ class UnstableMDHandler(ErrorHandler):
         actions = [
             {
                 "dict": "parameters",
-                "action": {"_set": {"timestep": dt / 2}, "_inc": {"timestep_halvings": 1}},
+                "action": {
+                    "_set": {"timestep": dt / 2, "run->resume": None},
+                    "_inc": {"timestep_halvings": 1},
+                },
             }
         ]
         apply_actions(Path(directory), actions)
         return {"errors": [f"{reason} at timestep {dt:g} fs"], "actions": actions}
+
+
+def bad_checkpoint(directory: Path) -> str | None:
+    """The checkpoint the last attempt could not read, ``None`` if there is none."""
+    try:
+        resume = (load_parameters(Path(directory)).get("run") or {}).get("resume")
+    except EngineError:
+        return None
+    if resume and failed_reading_checkpoint(_texts(Path(directory))):
+        return str(resume["file"])
+    return None
+
+
+class CheckpointHandler(ErrorHandler):
+    """Resume from the previous checkpoint (or from scratch) when one cannot be read."""
+
+    is_monitor = False
+    raises_runtime_error = True
+
+    def check(self, directory: str = "./") -> bool:
+        """Whether the last attempt failed reading its checkpoint."""
+        return bad_checkpoint(Path(directory)) is not None
+
+    def correct(self, directory: str = "./") -> dict[str, Any]:
+        """Delete the unreadable checkpoint; resume from the latest other one, if any."""
+        d = Path(directory)
+        bad = bad_checkpoint(d) or ""
+        (d / bad).unlink(missing_ok=True)
+        other = latest_checkpoint(d, exclude=(bad,))
+        resume = {"file": other[0], "step": other[1]} if other else None
+        actions = [{"dict": "parameters", "action": {"_set": {"run->resume": resume}}}]
+        apply_actions(d, actions)
+        return {"errors": [f"cannot read checkpoint {bad} (deleted)"], "actions": actions}
 
 
 class LammpsErrorHandler(ErrorHandler):
@@ -147,8 +186,9 @@ class LammpsErrorHandler(ErrorHandler):
     raises_runtime_error = True
 
     def check(self, directory: str = "./") -> bool:
-        """Whether the run failed for a reason other than an instability."""
-        return failure(Path(directory)) is not None and instability(Path(directory)) is None
+        """Whether the run failed for a reason no other handler treats."""
+        d = Path(directory)
+        return failure(d) is not None and instability(d) is None and bad_checkpoint(d) is None
 
     def correct(self, directory: str = "./") -> dict[str, Any]:
         """Raise :class:`EngineError` with the reason of the failure."""

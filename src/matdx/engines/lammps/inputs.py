@@ -4,11 +4,19 @@ Units are LAMMPS ``metal`` units except the time settings, which are in fs (``ti
 ``tdamp``, ``pdamp``) as in ASE; ``pressure`` is in bar. The settings of a run live in a
 JSON parameter file in the run directory: the input script is rendered from it before each
 attempt, and error handlers change it (custodian's ``Modder``) before the next one.
+
+MD scripts write a checkpoint (``restart``) every ``checkpoint_interval`` steps, alternating
+between two files, stop at ``timer timeout`` when the parameters carry ``timeout_s`` (set
+for each attempt from the deadline) and then write a last checkpoint and jump to the end;
+with ``run["resume"]`` in the parameters they start from a checkpoint (``read_restart``)
+instead of the data file and run the remaining steps only (``run N upto``). See
+:mod:`matdx.engines.lammps.checkpoint`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,13 @@ TRAJECTORY_FILE = "traj.lammpstrj"
 FINAL_DUMP = "final.dump"
 STDOUT_FILE = "lammps.out"
 STDERR_FILE = "lammps.err"
+CHECKPOINT_FILES = ("checkpoint.a.restart", "checkpoint.b.restart")
+"""Periodic MD checkpoints, written alternately (one is whole while the other is written)."""
+STOP_FILE = "checkpoint.stop.restart"
+"""Checkpoint written when an MD run stops at its deadline."""
+STOP_MARK = "MATDX_DEADLINE_STOP"
+"""Printed to the log, with the step, when an MD run stops at its deadline."""
+STOP_LABEL = "matdx_stop"
 
 PAIR_STYLES: dict[str, str] = {".eam.alloy": "eam/alloy", ".eam.fs": "eam/fs", ".eam": "eam"}
 """Potential file suffix → LAMMPS pair style, in order of preference."""
@@ -68,6 +83,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "pdamp": None,
         "barostat": None,
         "min_timestep": 0.01,
+        "checkpoint_interval": 1000,
     },
     "relax": {
         "relax_cell": True,
@@ -257,6 +273,9 @@ def _resolve_md(p: dict[str, Any]) -> None:
         raise EngineError(f"barostat {p['barostat']!r} not possible for this box")
     p["seed"] = int(p["seed"]) if int(p["seed"]) > 0 else 12345
     p["timestep_halvings"] = 0
+    if int(p["checkpoint_interval"] or 0) < 0:
+        raise EngineError("checkpoint_interval must be a number of steps (0: no checkpoints)")
+    p["checkpoint_interval"] = int(p["checkpoint_interval"] or 0)
 
 
 def _resolve_min(p: dict[str, Any]) -> None:
@@ -269,28 +288,46 @@ def _resolve_min(p: dict[str, Any]) -> None:
     p["box_relax"] = ("tri" if p["triclinic"] else "aniso") if p["relax_cell"] else None
 
 
+def _stop_check(target: int) -> str:
+    """After a run: if ``timer timeout`` ended it before ``target``, checkpoint and stop."""
+    return (
+        f'if "$(step) < {target}" then "write_restart {STOP_FILE}" '
+        f'"print \'{STOP_MARK} $(step)\'" "jump SELF {STOP_LABEL}"'
+    )
+
+
 def _md_commands(p: dict[str, Any]) -> list[str]:
+    resume = (p.get("run") or {}).get("resume")
+    start = int(resume["step"]) if resume else 0
+    # a resumed Langevin bath draws new random numbers, not those of the first segment
+    seed = (p["seed"] + 1 + start) % 900_000_000 or 1
     fix = ENSEMBLES[p["ensemble"]].format(
         T=p["temperature"],
         P=p["pressure"],
         tdamp=p["tdamp"] / 1000,
         pdamp=p["pdamp"] / 1000,
         barostat=p["barostat"],
-        seed=p["seed"] + 1,
+        seed=seed,
     )
+    equilibration, end = int(p["equilibration"]), int(p["equilibration"]) + int(p["steps"])
     out = [f"timestep {p['timestep'] / 1000:.12g}"]
-    if p["initial_temperature"] > 0:
+    if p.get("timeout_s") is not None:
+        out.append(f"timer timeout {max(1, int(p['timeout_s']))} every 10")
+    if int(p.get("checkpoint_interval") or 0) > 0:
+        out.append(f"restart {int(p['checkpoint_interval'])} {' '.join(CHECKPOINT_FILES)}")
+    if p["initial_temperature"] > 0 and not resume:
         t0, seed = p["initial_temperature"], p["seed"]
         out.append(f"velocity all create {t0} {seed} mom yes rot no dist gaussian")
     out += fix.splitlines()
-    if int(p["equilibration"]) > 0:
-        out.append(f"run {int(p['equilibration'])}")
+    if equilibration > start:
+        out += [f"run {equilibration} upto", _stop_check(equilibration)]
     if int(p["dump_interval"]) > 0:
         out += [
             f"dump traj all custom {int(p['dump_interval'])} {TRAJECTORY_FILE} id element xu yu zu",
-            f"dump_modify traj element {' '.join(p['specorder'])} sort id format float %.10g",
+            f"dump_modify traj element {' '.join(p['specorder'])} sort id format float %.10g"
+            + (" append yes" if resume else ""),
         ]
-    out.append(f"run {int(p['steps'])}")
+    out += [f"run {end} upto", _stop_check(end)]
     return out
 
 
@@ -315,12 +352,15 @@ def render_input(p: dict[str, Any]) -> str:
         p["potential"]["path"], p["potential"]["pair_style"], tuple(p["potential"]["elements"])
     )
     els = " ".join(p["specorder"])
+    resume = (p.get("run") or {}).get("resume") if p["task"] == "md" else None
+    start = (
+        [f"read_restart {resume['file']}"]
+        if resume
+        else ["units metal", "atom_style atomic", "boundary p p p", f"read_data {DATA_FILE}"]
+    )
     lines = [
         f"# matdx LAMMPS input: task {p['task']}",
-        "units metal",
-        "atom_style atomic",
-        "boundary p p p",
-        f"read_data {DATA_FILE}",
+        *start,
         *pot.commands(p["specorder"]),
         "neighbor 2.0 bin",
         "neigh_modify every 1 delay 0 check yes",
@@ -331,6 +371,8 @@ def render_input(p: dict[str, Any]) -> str:
         f"write_dump all custom {FINAL_DUMP} id element x y z fx fy fz "
         f"modify element {els} sort id format float %.15g",
     ]
+    if p["task"] == "md":
+        lines.append(f"label {STOP_LABEL}")
     return "\n".join(lines) + "\n"
 
 
@@ -353,7 +395,10 @@ def write_structure(atoms: Atoms, path: Path, specorder: list[str]) -> Prism:
 def save_parameters(directory: Path, params: dict[str, Any]) -> None:
     """Write the parameter file of a run."""
     text = json.dumps(params, indent=1, sort_keys=True, default=_numpy_to_python)
-    (Path(directory) / PARAMETERS_FILE).write_text(text)
+    path = Path(directory) / PARAMETERS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a run killed while writing leaves the previous file whole
 
 
 def _numpy_to_python(obj: Any) -> Any:

@@ -20,6 +20,14 @@ stopped at ``max_seconds`` continues from pw.x's restart files; a killed or out-
 run gets fewer MPI ranks, then less memory-hungry diagonalisation, then gives up. Every
 correction is returned in ``CalcResult.corrections``.
 
+Deadlines and resumption (:mod:`.resume`): ``calculate(..., deadline=<epoch seconds>)`` gives
+pw.x a ``max_seconds`` that ends it before the deadline (10 % of the time left, at least 5 s,
+kept free); a run stopped there is not restarted in the same call but raises
+:class:`~matdx.core.errors.DeadlineReachedError`, leaving pw.x's restart files and the record
+``matdx_qe_state.json`` in the work directory. The next call for the same calculation and
+directory continues with ``restart_mode='restart'`` (``extra["resumed"]``, a ``DeadlineResume``
+correction); a run killed without a clean stop starts again from scratch.
+
 Public API (import from :mod:`matdx.engines.qe.core`): ``calculate``, ``relax``,
 ``default_profile``, ``supported_elements`` / ``SUPPORTED_ELEMENTS``.
 """

@@ -4,6 +4,14 @@
 :class:`PWJob` under the handlers of :mod:`.handlers` through
 :func:`~matdx.engines.base.run_with_recovery`, and parses the last run (:mod:`.parse`) into
 a :class:`~matdx.schemas.results.CalcResult` whose ``corrections`` are custodian's.
+
+With ``deadline=`` (seconds since the epoch) every attempt gets ``max_seconds`` from
+:func:`.resume.time_limit`; a run that pw.x stops at that limit is not restarted in the same
+call: its restart files stay in the work directory, :data:`.resume.STATE_FILE` records it as
+``stopped`` and :class:`~matdx.core.errors.DeadlineReachedError` is raised. The next call
+for the same calculation and directory continues it with ``restart_mode='restart'`` (its
+result has ``extra["resumed"]`` > 0 and a ``DeadlineResume`` correction first); a run
+killed without a clean stop starts again from scratch, its ``outdir`` removed first.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ from custodian.custodian import Job
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from matdx.core.errors import EngineError, InputError
+from matdx.core.errors import DeadlineReachedError, EngineError, InputError
 from matdx.engines.base import EngineProfile, run_with_recovery
+from matdx.engines.qe import resume
 from matdx.engines.qe.handlers import default_handlers
 from matdx.engines.qe.inputs import TASKS, build_parameters, write_input
 from matdx.engines.qe.parse import describe, read_output
 from matdx.engines.qe.pseudo import available_elements
+from matdx.engines.qe.resume import RunState
 from matdx.schemas.results import CalcResult
 
 COMMAND_ENV = "MATDX_QE_COMMAND"
@@ -95,6 +105,17 @@ class PWJob(Job):
         Extra environment.
     input_file, output_file, stderr_file
         File names in the work directory.
+    deadline
+        Seconds since the epoch: each attempt's ``max_seconds`` is set from it (and from
+        ``max_seconds``) by :func:`.resume.time_limit`; ``deadline_limited`` says whether
+        the deadline set the last one.
+    max_seconds
+        The user's ``max_seconds`` (``None``: none).
+
+    Attributes
+    ----------
+    history
+        The corrections the handlers made, in order (see :mod:`.handlers`).
     """
 
     def __init__(
@@ -105,6 +126,8 @@ class PWJob(Job):
         input_file: str = "pw.in",
         output_file: str = "pw.out",
         stderr_file: str = "pw.err",
+        deadline: float | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         self.parameters = parameters
         self.command = list(command)
@@ -112,6 +135,10 @@ class PWJob(Job):
         self.input_file = input_file
         self.output_file = output_file
         self.stderr_file = stderr_file
+        self.deadline = deadline
+        self.max_seconds = max_seconds
+        self.deadline_limited = False
+        self.history: list[dict[str, Any]] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     def _rank_index(self) -> int | None:
@@ -139,8 +166,32 @@ class PWJob(Job):
         """Write the first input."""
         write_input(self.parameters, Path(directory) / self.input_file)
 
+    def _set_time_limit(self) -> None:
+        """Set ``max_seconds`` of the next attempt from the deadline and the user's limit.
+
+        Raises
+        ------
+        DeadlineReachedError
+            If less than :data:`.resume.MIN_RUN_S` is left before the deadline's margin.
+        """
+        limit, self.deadline_limited = resume.time_limit(self.deadline, self.max_seconds)
+        control = self.parameters["input_data"]["control"]
+        if limit is None:
+            control.pop("max_seconds", None)
+            return
+        if self.deadline_limited and limit < resume.MIN_RUN_S:
+            raise DeadlineReachedError("no time left before the deadline")
+        control["max_seconds"] = limit
+
     def run(self, directory: str = "./") -> subprocess.Popen[bytes]:
-        """Keep earlier outputs, write the input, start pw.x; return the process."""
+        """Keep earlier outputs, write the input, start pw.x; return the process.
+
+        Raises
+        ------
+        DeadlineReachedError
+            If the deadline leaves no time for this attempt (nothing is started).
+        """
+        self._set_time_limit()
         d = Path(directory)
         if (d / self.output_file).exists():
             n = 1 + sum(1 for _ in d.glob(f"{self.output_file}.*"))
@@ -190,6 +241,89 @@ def _failure(directory: Path, job: PWJob, exc: Exception) -> str:
     return f"{describe(output, stderr)} ({verdict})"
 
 
+def _continuation(
+    directory: Path, parameters: dict[str, Any], request: str, temporary: bool
+) -> RunState:
+    """The run of this call: a new one, or the one an earlier call stopped for its deadline.
+
+    A stopped run continues from its restart files, with its parameters, first namelists,
+    corrections and counts; leftovers of any other earlier run recorded in ``directory``
+    (killed, failed, finished, another calculation) are not read by pw.x: their ``outdir``
+    is removed.
+    """
+    new = RunState(request, "running", parameters, copy.deepcopy(parameters["input_data"]))
+    if temporary:
+        return new
+    state = RunState.load(directory)
+    if state is not None and resume.resumable(directory, state, request):
+        state.parameters["input_data"]["control"]["restart_mode"] = "restart"
+        state.corrections = [*state.corrections, resume.resume_correction(state.parameters)]
+        state.status, state.resumed = "running", state.resumed + 1
+        return state
+    control = parameters["input_data"]["control"]
+    if (directory / resume.STATE_FILE).exists() and control.get("restart_mode") != "restart":
+        _remove_outdir(directory, parameters)
+    return new
+
+
+def _remove_outdir(directory: Path, parameters: dict[str, Any]) -> None:
+    """Remove pw.x's ``outdir`` if it is a subdirectory of ``directory``."""
+    outdir = resume.outdir_of(directory, parameters).resolve()
+    if outdir != directory.resolve() and outdir.is_relative_to(directory.resolve()):
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+def _run(
+    job: PWJob,
+    directory: Path,
+    temporary: bool,
+    state: RunState,
+    max_corrections: int,
+) -> list[dict[str, Any]]:
+    """Run ``job`` under the handlers; record the outcome in ``state`` (kept directories).
+
+    Raises
+    ------
+    DeadlineReachedError
+        pw.x stopped for the deadline, or no time was left to start it.
+    EngineError
+        A failure the handlers could not correct.
+    """
+
+    def record(status: str) -> None:
+        if not temporary:
+            state.status, state.parameters = status, job.parameters
+            state.corrections = [*state.corrections, *job.history]
+            state.save(directory)
+
+    try:
+        return run_with_recovery(
+            job, default_handlers(job), max_errors=max_corrections, directory=directory
+        )
+    except DeadlineReachedError:
+        if job.process is None and state.resumed > 0:
+            # no time to start the continuation: the stopped run stays as it was
+            state.resumed, state.corrections = state.resumed - 1, state.corrections[:-1]
+            stopped = True
+        else:
+            ran = job.process is not None
+            stopped = ran and resume.stopped_at_max_seconds(directory, job.output_file)
+            if stopped:
+                state.ionic_steps += resume.completed_steps(directory / job.output_file)
+        record("stopped" if stopped else "running")
+        where = "(temporary directory, not kept)" if temporary else f"resumable in {directory}"
+        what = "pw.x stopped at max_seconds" if stopped else "no time to start pw.x"
+        raise DeadlineReachedError(f"{what} before the deadline; {where}") from None
+    except EngineError as exc:
+        record("failed")
+        where = "" if temporary else f" in {directory}"
+        raise EngineError(f"pw.x failed{where}: {_failure(directory, job, exc)}") from None
+    except Exception as exc:  # a handler or the job failing on odd output
+        record("failed")
+        text = " ".join(str(exc).split())[:200]
+        raise EngineError(f"custodian failed: {type(exc).__name__}: {text}") from None
+
+
 def calculate(
     structure: Structure,
     task: str = "scf",
@@ -197,6 +331,7 @@ def calculate(
     workdir: str | Path | None = None,
     profile: EngineProfile | None = None,
     max_corrections: int = 5,
+    deadline: float | None = None,
 ) -> CalcResult:
     """Run one pw.x calculation with custodian's error recovery.
 
@@ -209,27 +344,37 @@ def calculate(
     settings
         pw.x keywords and engine settings (:mod:`matdx.engines.qe.inputs`).
     workdir
-        Directory of the run (created; earlier outputs in it are renamed, not deleted).
+        Directory of the run (created; earlier outputs in it are renamed, not deleted; a
+        run of the same calculation stopped there for a deadline is continued).
         Default: a temporary directory, removed afterwards.
     profile
         Command, environment, pseudopotential directory and family; default
         :func:`default_profile`.
     max_corrections
         Most corrections before giving up.
+    deadline
+        Seconds since the epoch by which the call must have returned: pw.x gets
+        ``max_seconds`` from it (:func:`.resume.time_limit`) and, stopped there, is left to
+        be continued by the next call with the same ``workdir``.
 
     Returns
     -------
     CalcResult
         ``engine="qe"``; ``parameters`` holds the final namelists (``input_data``), the
         first ones (``input_data_initial``), k-points, pseudopotential family/files/MD5
-        (``pseudo``) and the command; ``corrections`` custodian's corrections; ``extra``
-        the Fermi energy, metallicity, total magnetisation, SCF iterations and pw.x's wall
-        time.
+        (``pseudo``) and the command; ``corrections`` custodian's corrections (those of
+        earlier calls of a resumed run first, then a ``DeadlineResume`` entry for each
+        continuation); ``extra`` the Fermi energy, metallicity, total magnetisation, SCF
+        iterations, pw.x's wall time and ``resumed`` (continuations from restart files);
+        ``n_steps`` counts the ionic steps of the stopped runs too.
 
     Raises
     ------
     InputError
         Unknown task or setting.
+    DeadlineReachedError
+        pw.x stopped at the deadline's ``max_seconds`` (or there was no time to start it);
+        the work directory holds what the next call continues from.
     EngineError
         Missing executable or pseudopotential, a pw.x error, a failure the handlers could
         not correct within ``max_corrections``, or unreadable output.
@@ -246,25 +391,28 @@ def calculate(
         pseudo_dir=profile.data.get("pseudo_dir"),
         pseudo_family=profile.data.get("pseudo_family", DEFAULT_PSEUDO_FAMILY),
     )
-    initial = copy.deepcopy(parameters["input_data"])
+    request = resume.request_id(parameters)
+    user_limit = parameters["input_data"]["control"].get("max_seconds")
+    limit, by_deadline = resume.time_limit(deadline, user_limit)
+    if by_deadline and limit is not None and limit < resume.MIN_RUN_S:
+        where = f" in {workdir}" if workdir is not None else ""
+        raise DeadlineReachedError(f"no time to start pw.x before the deadline{where}")
     with _work_directory(workdir) as (directory, temporary):
-        job = PWJob(parameters, profile.command, profile.env)
-        try:
-            corrections = run_with_recovery(
-                job, default_handlers(job), max_errors=max_corrections, directory=directory
-            )
-        except EngineError as exc:
-            where = "" if temporary else f" in {directory}"
-            raise EngineError(f"pw.x failed{where}: {_failure(directory, job, exc)}") from None
-        except Exception as exc:  # a handler or the job failing on odd output
-            text = " ".join(str(exc).split())[:200]
-            raise EngineError(f"custodian failed: {type(exc).__name__}: {text}") from None
+        state = _continuation(directory, parameters, request, temporary)
+        parameters, initial = state.parameters, state.input_data_initial
+        job = PWJob(
+            parameters, profile.command, profile.env, deadline=deadline, max_seconds=user_limit
+        )
+        if not temporary:
+            state.save(directory)
+        corrections = state.corrections + _run(job, directory, temporary, state, max_corrections)
         out = read_output(directory / job.output_file, "pw.x output" if temporary else None)
+        if not temporary:
+            state.status, state.corrections = "done", corrections
+            state.save(directory)
         if not temporary and not (settings or {}).get("keep_outdir", False):
             # wavefunctions and charge density are only needed to restart a failed run
-            outdir = directory / str(job.parameters["input_data"]["control"]["outdir"])
-            if outdir.resolve().is_relative_to(directory.resolve()):
-                shutil.rmtree(outdir, ignore_errors=True)
+            _remove_outdir(directory, job.parameters)
     final = out.structure
     n = len(final)
     try:
@@ -292,7 +440,7 @@ def calculate(
         spacegroup_symbol=symbol,
         spacegroup_number=number,
         converged=out.converged,
-        n_steps=out.n_ionic_steps,
+        n_steps=out.n_ionic_steps + state.ionic_steps,
         band_gap=out.band_gap,
         magmoms=out.magmoms,
         wall_time_s=time.perf_counter() - start,
@@ -304,6 +452,7 @@ def calculate(
             "n_scf_iterations": out.n_scf_iterations,
             "pw_wall_time_s": out.wall_time_s,
             "workdir": None if temporary else str(directory),
+            "resumed": state.resumed,
         },
     )
 
@@ -313,13 +462,17 @@ def relax(
     *,
     profile: EngineProfile | None = None,
     max_corrections: int = 5,
+    workdir: str | Path | None = None,
+    deadline: float | None = None,
     **settings: Any,
 ) -> CalcResult:
-    """Relax positions and cell (``vc-relax``) in a temporary directory.
+    """Relax positions and cell (``vc-relax``); this is the engine's registry entry point.
 
-    ``settings`` are those of :func:`calculate`; this is the engine's registry entry point.
+    ``settings`` are those of :func:`calculate`; ``workdir`` (default: a temporary
+    directory) and ``deadline`` as there — a run stopped at its deadline can only be
+    continued in a kept ``workdir``.
     """
-    return calculate(structure, "vc-relax", settings, None, profile, max_corrections)
+    return calculate(structure, "vc-relax", settings, workdir, profile, max_corrections, deadline)
 
 
 __all__ = [

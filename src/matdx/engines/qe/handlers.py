@@ -8,7 +8,8 @@ after applying them with custodian's :class:`~custodian.ansible.interpreter.Modd
 job's parameters; the job writes the next input from them. A handler with nothing left to
 change returns ``"actions": None``: custodian stops (unrecoverable). custodian's
 ``max_errors`` bounds the number of corrections; every remedy is bounded too (floors,
-ceilings) so that it ends.
+ceilings) so that it ends. Each correction is also appended to the job's ``history``, so
+that the corrections of a call that stops at its deadline are not lost with custodian's log.
 
 =========================  =====================================================================
 handler                    correction
@@ -19,7 +20,9 @@ handler                    correction
 ``RelaxStepsHandler``      restart from the last geometry with ``nstep`` × 2 (at least 50, at
                            most 500)
 ``WalltimeHandler``        ``restart_mode='restart'``: continue from pw.x's restart files
-                           (SCF state; in relaxations also geometry and BFGS history)
+                           (SCF state; in relaxations also geometry and BFGS history); when
+                           the job's deadline set ``max_seconds``, no correction: it raises
+                           :class:`~matdx.core.errors.DeadlineReachedError` instead
 ``KilledHandler``          killed / out of memory / MPI abort without a pw.x message: half the
                            MPI ranks; on one rank, conjugate-gradient diagonalisation (less
                            memory); then unrecoverable
@@ -40,6 +43,7 @@ from custodian.ansible.interpreter import Modder
 from custodian.custodian import ErrorHandler
 from pymatgen.core import Structure
 
+from matdx.core.errors import DeadlineReachedError
 from matdx.engines.qe.parse import describe, diagnose, last_structure
 
 BETA_FLOOR = 0.1
@@ -53,6 +57,8 @@ class PWJobLike(Protocol):
     parameters: dict[str, Any]
     output_file: str
     stderr_file: str
+    deadline_limited: bool
+    history: list[dict[str, Any]]
 
     def ranks(self) -> int | None:
         """MPI ranks of the next run, ``None`` without an MPI launcher."""
@@ -98,13 +104,17 @@ class PWErrorHandler(ErrorHandler):
         errors = [describe(output, stderr)]
         updates = self.remedy(output)
         if not updates:
-            return {"errors": errors, "actions": None}
+            return self._record({"errors": errors, "actions": None})
         updates.update(self._resume(output))
         actions = [{"dict": "parameters", "action": {"_set": updates}}]
         modder = Modder()
         for action in actions:
             modder.modify(action["action"], self.job.parameters)
-        return {"errors": errors, "actions": actions}
+        return self._record({"errors": errors, "actions": actions})
+
+    def _record(self, correction: dict[str, Any]) -> dict[str, Any]:
+        self.job.history.append({**correction, "handler": type(self).__name__})
+        return correction
 
     def remedy(self, output: str) -> dict[str, Any] | None:
         """Settings to change (custodian ``_set`` keys), ``None`` if there is no remedy."""
@@ -174,6 +184,18 @@ class WalltimeHandler(PWErrorHandler):
     """pw.x stopped itself at ``max_seconds`` and wrote restart files."""
 
     failure = "walltime"
+
+    def correct(self, directory: str = "./") -> dict[str, Any]:
+        """Continue from the restart files, unless the deadline set ``max_seconds``.
+
+        Raises
+        ------
+        DeadlineReachedError
+            If the stop was the job's deadline: the restart files stay for the next call.
+        """
+        if self.job.deadline_limited:
+            raise DeadlineReachedError(f"pw.x stopped for the deadline in {directory}")
+        return super().correct(directory)
 
     def remedy(self, output: str) -> dict[str, Any] | None:
         """Continue from the restart files, with the input unchanged otherwise."""
