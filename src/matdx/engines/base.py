@@ -18,6 +18,7 @@ calculation's provenance.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,3 +154,26 @@ def check_structure(structure: Any, min_separation: float = MIN_SEPARATION) -> N
             f"structure has atoms {int(centers[k])} and {int(neighbors[k])} {dist[k]:.3f} Å "
             f"apart (closer than {min_separation} Å)"
         )
+
+
+DEADLINE_MARGIN_FRACTION = 0.1
+"""Share of the time left before a deadline that a run keeps free."""
+
+DEADLINE_MIN_MARGIN_S = 5.0
+"""Smallest margin (s) a run keeps before its deadline."""
+
+MIN_RUN_S = 2.0
+"""Shortest run time (s) worth starting a program for; with less, the deadline has come."""
+
+
+def deadline_budget(deadline: float | None, now: float | None = None) -> float | None:
+    """Seconds a run starting now may take: the time left minus a safety margin.
+
+    The margin is :data:`DEADLINE_MARGIN_FRACTION` of the time left, at least
+    :data:`DEADLINE_MIN_MARGIN_S`. ``None`` without a deadline; may be below
+    :data:`MIN_RUN_S` or negative when the deadline is near.
+    """
+    if deadline is None:
+        return None
+    left = deadline - (time.time() if now is None else now)
+    return left - max(DEADLINE_MIN_MARGIN_S, DEADLINE_MARGIN_FRACTION * left)

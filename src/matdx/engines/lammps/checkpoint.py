@@ -40,7 +40,6 @@ import hashlib
 import json
 import re
 import struct
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,17 +47,15 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from matdx.engines.base import (
+    DEADLINE_MARGIN_FRACTION as MARGIN_FRACTION,
+)
+from matdx.engines.base import (
+    DEADLINE_MIN_MARGIN_S as MIN_MARGIN_S,
+)
+from matdx.engines.base import MIN_RUN_S, deadline_budget
 from matdx.engines.lammps.inputs import CHECKPOINT_FILES, STOP_FILE, STOP_MARK
 from matdx.engines.lammps.parse import read_text, scan_log
-
-MARGIN_FRACTION = 0.1
-"""Share of the time left before the deadline kept free after ``timer timeout``."""
-
-MIN_MARGIN_S = 5.0
-"""Smallest margin (s) between the timeout and the deadline."""
-
-MIN_RUN_S = 2.0
-"""Shortest timeout (s) worth starting LAMMPS for; with less, the deadline has come."""
 
 RESUME_HANDLER = "CheckpointResume"
 """``handler`` of the correction that records a continuation from a checkpoint."""
@@ -71,10 +68,8 @@ _STOP = re.compile(rf"^{STOP_MARK} (\d+)\s*$", re.M)
 
 def timeout_seconds(deadline: float | None, now: float | None = None) -> int | None:
     """Whole seconds for ``timer timeout`` of a run starting now (``None``: no deadline)."""
-    if deadline is None:
-        return None
-    left = deadline - (time.time() if now is None else now)
-    return int(np.floor(left - max(MIN_MARGIN_S, MARGIN_FRACTION * left)))
+    budget = deadline_budget(deadline, now)
+    return None if budget is None else int(np.floor(budget))
 
 
 def request_id(params: dict[str, Any], atoms: Atoms) -> str:

@@ -29,19 +29,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matdx.engines.base import (
+    DEADLINE_MARGIN_FRACTION as MARGIN_FRACTION,
+)
+from matdx.engines.base import (
+    DEADLINE_MIN_MARGIN_S as MIN_MARGIN_S,
+)
+from matdx.engines.base import MIN_RUN_S, deadline_budget
 from matdx.engines.qe.parse import diagnose
 
 STATE_FILE = "matdx_qe_state.json"
 """Record of the run in its work directory."""
 
-MARGIN_FRACTION = 0.1
-"""Share of the time left before the deadline kept free after ``max_seconds``."""
-
-MIN_MARGIN_S = 5.0
-"""Smallest margin (s) between ``max_seconds`` and the deadline."""
-
-MIN_RUN_S = 2.0
-"""Shortest ``max_seconds`` worth starting pw.x for; with less, the deadline has come."""
 
 RESUME_HANDLER = "DeadlineResume"
 """``handler`` of the correction that records a continuation from restart files."""
@@ -70,10 +69,9 @@ def time_limit(
         Seconds (``None``: no limit; may be below :data:`MIN_RUN_S` or negative when the
         deadline is near) and ``True`` if they come from the deadline.
     """
-    if deadline is None:
+    budget = deadline_budget(deadline, now)
+    if budget is None:
         return user_limit, False
-    left = deadline - (time.time() if now is None else now)
-    budget = left - max(MIN_MARGIN_S, MARGIN_FRACTION * left)
     if user_limit is not None and float(user_limit) <= budget:
         return float(user_limit), False
     return round(budget, 1), True
