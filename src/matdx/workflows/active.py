@@ -27,8 +27,14 @@ from matdx.store.access import Caller
 from matdx.store.picks import add_pick
 from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
-from matdx.workflows.context import default_db, open_store
-from matdx.workflows.runner import _batch_kwargs, campaign_db_uri, plan_materials, stage_kwargs
+from matdx.workflows.context import open_store
+from matdx.workflows.runner import (
+    _batch_kwargs,
+    campaign_db_uri,
+    plan_materials,
+    run_in_process,
+    stage_kwargs,
+)
 
 TARGET = "formation_energy_per_atom"
 """Modelled column (see :mod:`matdx.ml.active` for why not the energy above hull)."""
@@ -300,7 +306,7 @@ def next_batch(
             add_pick(_record(report, meta, kappa, seed, gov, caller))
     backend.flush()
     if run and report.wf_id is not None:
-        _run(lp, spec.name, settings.db_uri, settings.runs_dir / spec.name, progress)
+        run_in_process(lp, spec.name, settings.db_uri, settings.runs_dir / spec.name, progress)
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
@@ -394,23 +400,6 @@ def _record(
         "by": caller.user,
         **gov.fields(),
     }
-
-
-def _run(lp: Any, campaign: str, db_uri: str, run_dir: Any, progress: ProgressSink) -> None:
-    """Run the campaign's READY Fireworks here, with a progress bar of candidates."""
-    from matdx.workflows import fireworks_adapter as fwa
-
-    base = fwa.state_counts(lp, campaign)["candidates"]
-    already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
-    pending = sum(base.get(s, 0) for s in fwa.ACTIVE_STATES)
-    with default_db(db_uri), progress.stage("calculate", pending) as advance:
-        shown = [already]
-
-        def on_progress(final: int) -> None:
-            advance(final - shown[0])
-            shown[0] = final
-
-        fwa.run_fireworks(lp, campaign, run_dir, on_progress)
 
 
 __all__ = ["NextReport", "next_batch", "rank_candidates", "training_frame"]

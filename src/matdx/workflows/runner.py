@@ -187,28 +187,60 @@ def submit_campaign(
             store.add_workflow(spec.name, report.wf_id)
     backend.flush()
     if launch:
-        base = fwa.state_counts(lp, spec.name)["candidates"]
-        already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
-        pending = sum(base.get(s, 0) for s in fwa.ACTIVE_STATES)
-        with default_db(settings.db_uri), progress.stage("calculate", pending) as advance:
-            shown = [already]
+        run_in_process(
+            lp, spec.name, settings.db_uri, settings.runs_dir / spec.name, progress, bool(stages)
+        )
+        if not todo and not queued and not stages:
+            from matdx.workflows.steps import analyse_campaign
 
-            reported: dict[str, int] = {}
-
-            def on_progress(final: int) -> None:
-                advance(final - shown[0])
-                shown[0] = final
-                if stages:
-                    _report_steps(progress, fwa.state_counts(lp, spec.name)["steps"], reported)
-
-            fwa.run_fireworks(lp, spec.name, settings.runs_dir / spec.name, on_progress)
-            if not todo and not queued and not stages:
-                from matdx.workflows.steps import analyse_campaign
-
+            with default_db(settings.db_uri):
                 analyse_campaign(**analysis)
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
+
+
+def run_in_process(
+    lp: Any,
+    campaign: str,
+    db_uri: str,
+    run_dir: Path,
+    progress: ProgressSink,
+    report_steps: bool = False,
+) -> None:
+    """Run the campaign's READY Fireworks here, with a progress bar of its candidates.
+
+    Parameters
+    ----------
+    lp
+        LaunchPad.
+    campaign
+        Campaign name.
+    db_uri
+        Database the steps write to.
+    run_dir
+        Directory of the launch directories.
+    progress
+        Where to show progress.
+    report_steps
+        Also report, one message each time, the materials later steps have finished.
+    """
+    from matdx.workflows import fireworks_adapter as fwa
+
+    base = fwa.state_counts(lp, campaign)["candidates"]
+    already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
+    pending = sum(base.get(s, 0) for s in fwa.ACTIVE_STATES)
+    with default_db(db_uri), progress.stage("calculate", pending) as advance:
+        shown = [already]
+        reported: dict[str, int] = {}
+
+        def on_progress(final: int) -> None:
+            advance(final - shown[0])
+            shown[0] = final
+            if report_steps:
+                _report_steps(progress, fwa.state_counts(lp, campaign)["steps"], reported)
+
+        fwa.run_fireworks(lp, campaign, run_dir, on_progress)
 
 
 def stage_kwargs(loaded: LoadedCampaign, gov: Governance) -> list[dict[str, Any]]:
