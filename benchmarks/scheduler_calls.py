@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -105,6 +106,10 @@ def main() -> None:
     c = counts(log)
     print(f"qlaunch rapidfire: {c.get('pjsub', 0)} submissions; calls: {c}  ({t_fw:.1f} s)")
     print(f"ratio of submissions: {c.get('pjsub', 0)} / {len(report.job_ids)}")
+    # delete the queued qlaunch jobs: each holds a stand-in supervisor process (~11 MB)
+    queued = sorted(f.stem for f in (work / "pjm" / "jobs").glob("*.json"))
+    for i in range(0, len(queued), 200):
+        subprocess.run([str(STANDIN / "pjdel"), *queued[i : i + 200]], capture_output=True)
 
 
 if __name__ == "__main__":

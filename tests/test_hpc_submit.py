@@ -6,6 +6,7 @@ the results must end up in the store (FerretDB), every candidate with exactly on
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -153,3 +154,73 @@ def test_job_killed_at_its_elapse_is_rerun_by_the_next_job(db_uri, pjm, tmp_path
     batch = db.fireworks.find_one({"fw_id": batch["fw_id"]})
     assert len(batch["archived_launches"]) == 1 and len(batch["launches"]) == 1
     assert partial < unique
+
+
+MD_WALLTIME = """\
+name: md-walltime
+chemical_space: {elements: [Cu], min_components: 1, max_components: 1, prototypes: [fcc]}
+prescreen: {engine: emt}
+steps:
+  - name: md
+    engine: lammps
+    task: md
+    select: {top: 1}
+    settings:
+      potential: CuNi.eam.alloy
+      ensemble: nvt
+      temperature: 300
+      timestep: 2.0
+      equilibration: 2000
+      steps: 120000
+      supercell: [6, 6, 6]
+      thermo_interval: 100
+      dump_interval: 10000
+      checkpoint_interval: 5000
+"""
+
+
+@pytest.mark.slow
+def test_md_stopped_at_the_walltime_resumes_from_its_checkpoint_in_the_next_job(
+    db_uri, pjm, tmp_path
+):
+    """A LAMMPS MD step longer than the job: it stops before the elapse limit, its batch is
+    queued again, and the next job continues the run from its checkpoint (not from step 0)."""
+    path = tmp_path / "md.yaml"
+    path.write_text(MD_WALLTIME)
+    loaded = load_campaign(path)
+    first = submit(
+        loaded, STANDIN / "profile.yaml", {"elapse": "40"}, task_estimate_s=1, margin_s=5,
+        db_uri=db_uri,
+    )
+    assert first.packing.n_jobs == 1
+    # the job ends by itself before its limit (the stand-in would report EXT otherwise)
+    assert set(wait_jobs(pjm, first.job_ids, timeout=120).values()) == {JobState.COMPLETED}
+    db = db_of(db_uri)
+    md = {"campaign": "md-walltime", "task": "md"}
+    assert db.calculations.count_documents(md) == 0  # stopped, so nothing stored yet
+    waiting = list(db.fireworks.find({"spec._matdx.campaign": "md-walltime",
+                                      "state": {"$ne": "COMPLETED"}}))
+    assert waiting and any(d["state"] == "READY" for d in waiting)  # the continuation batch
+    workdirs = list((tmp_path / "data" / "runs" / "md-walltime" / "steps" / "md").iterdir())
+    assert len(workdirs) == 1
+    stopped = json.loads((workdirs[0] / "parameters.json").read_text())["run"]["state"]
+    assert stopped == "stopped"
+
+    second = submit(loaded, STANDIN / "profile.yaml", {"elapse": "10m"}, db_uri=db_uri)
+    assert set(wait_jobs(pjm, second.job_ids, timeout=600).values()) == {JobState.COMPLETED}
+    assert {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": "md-walltime"})} == {
+        "COMPLETED"
+    }
+    (calc,) = db.calculations.find(md)  # exactly one MD result
+    assert calc["status"] == "completed"
+    extra = calc["output"]["extra"]
+    stop = extra["resumed_from_step"]
+    assert extra["resumed"] == 1 and 0 < stop < 122000
+    assert extra["segments"][0]["ended"] == "deadline"
+    assert calc["output"]["n_steps"] == 122000 and extra["n_samples"] == 120000 // 100 + 1
+    assert calc["provenance"]["work_dir"] == str(workdirs[0])
+    assert [c["handler"] for c in calc["output"]["corrections"]] == ["CheckpointResume"]
+    # and one pre-screen result per candidate: nothing lost, nothing duplicated
+    unique = db.campaign_materials.count_documents({"campaign": "md-walltime"})
+    assert unique == 3  # fcc, bcc, hcp
+    assert db.calculations.count_documents({"campaign": "md-walltime"}) == unique + 1

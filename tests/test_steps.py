@@ -156,6 +156,10 @@ def test_selection_ranks_compounds_and_adds_the_lowest_elemental_phases():
     # without references elements compete too (most negative formation energy first)
     assert select_materials(ROWS, "prescreen", {"top": 3, "references": False}) == [
         "cu3au", "cuau", "au-fcc"]
+    # a space of elements only: its phases are ranked (lowest first), not left out
+    unary = [r for r in ROWS if r["elements"] == ["Cu"]]
+    assert select_materials(unary, "prescreen", {"top": 1}) == ["cu-fcc"]
+    assert select_materials(unary, "prescreen", {}) == ["cu-fcc", "cu-bcc"]
 
 
 def test_selection_reads_a_later_steps_block():
@@ -283,13 +287,14 @@ def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": "qe-binaries"})}
     assert states == {"COMPLETED"}
     check_qe_results(db)
-    # pw.x ran with 2 MPI ranks, in a directory per material under the launch directory
+    # pw.x ran with 2 MPI ranks, in a directory per material and step (kept in provenance)
     outputs = [
-        p
+        Path(c["provenance"]["work_dir"]) / "pw.out"
         for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"})
-        for p in Path(c["provenance"]["launch_dir"]).glob("*/pw.out")
     ]
     assert len(outputs) == 8
+    assert len({p.parent for p in outputs}) == 8
+    assert all(p.is_file() and (tmp_path / "data") in p.parents for p in outputs)
     ranks = {m for p in outputs for m in re.findall(r"running on\s+(\d+) processors",
                                                     p.read_text(errors="ignore"))}
     assert ranks == {"2"}, ranks

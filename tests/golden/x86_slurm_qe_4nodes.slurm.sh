@@ -15,4 +15,5 @@ export OMP_NUM_THREADS=2
 export SRUN_CPUS_PER_TASK=2
 export OMP_PLACES=cores
 export OMP_PROC_BIND=close
+export MATDX_QE_COMMAND='srun --overlap -N 1 -n 64 --cpu-bind=cores pw.x'
 srun --cpu-bind=cores pw.x -nk 4 -in scf.in

@@ -15,6 +15,7 @@ class Provenance(BaseModel):
     code_versions: dict[str, str] = Field(default_factory=dict, description="ase, pymatgen, ...")
     host: str
     launch_dir: str | None = None
+    work_dir: str | None = Field(None, description="Directory of the calculation's files.")
     fw_id: int | None = None
     started_at: datetime
     ended_at: datetime

@@ -77,7 +77,8 @@ def select_materials(rows: list[dict[str, Any]], source: str, select: dict[str, 
     -------
     list of str
         Material ids, best first, elemental references last. With ``references`` the
-        ranking is over compounds, and each element involved adds its lowest-energy phase.
+        ranking is over compounds, and each element involved adds its lowest-energy phase;
+        a space without compounds ranks its elemental phases.
     """
     have = [r for r in rows if _block_value(r, source, "energy_per_atom") is not None]
     pool = have
@@ -90,8 +91,10 @@ def select_materials(rows: list[dict[str, Any]], source: str, select: dict[str, 
             for r in pool
             if (e := _block_value(r, source, "energy_above_hull")) is not None and e <= limit + 1e-9
         ]
-    if select.get("references", True):
-        pool = [r for r in pool if r["nelements"] > 1]  # elements come as references
+    # elements come as references, unless the space has no compounds (a unary campaign)
+    compounds = any(r["nelements"] > 1 for r in have)
+    if select.get("references", True) and compounds:
+        pool = [r for r in pool if r["nelements"] > 1]
     pool = sorted(pool, key=lambda r: _order(r, source))
     if select.get("top") is not None:
         pool = pool[: select["top"]]
@@ -245,6 +248,7 @@ def compute_batch(
         compute,
         task=task,
         fw_id=fw_id,
+        workdir=lambda item: _workdir(campaign, step["name"], item["material_id"]),
     )
     unfinished = set(counts.pop("unfinished", []))
     if unfinished:

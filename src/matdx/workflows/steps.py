@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from pymatgen.core import Composition, Structure
@@ -100,6 +101,7 @@ def run_items(
     task: str,
     fw_id: int | None = None,
     use_deadline: bool = True,
+    workdir: Callable[[dict[str, Any]], Path] | None = None,
 ) -> dict[str, Any]:
     """Compute each item not yet done with these settings and keep its record.
 
@@ -114,6 +116,9 @@ def run_items(
     use_deadline
         Stop at the job's deadline, leaving the rest ``unfinished`` (the caller requeues
         them).
+    workdir
+        ``workdir(item)`` → the directory the calculation's files are in, kept in its
+        provenance as ``work_dir``.
 
     Returns
     -------
@@ -169,6 +174,7 @@ def run_items(
             "code_versions": versions,
             "host": host,
             "launch_dir": launch_dir,
+            "work_dir": str(workdir(it)) if workdir else None,
             "fw_id": fw_id,
             "started_at": started.isoformat(),
             "ended_at": ended.isoformat(),
