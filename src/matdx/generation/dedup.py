@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,50 +29,144 @@ from pymatgen.core import Structure
 
 from matdx.core.hashing import stable_hash
 
-SYMPREC = 0.1
-"""spglib tolerance (Å) of the fingerprint: loose, so that small strains keep the bucket."""
+SYMPREC = 0.04
+"""spglib tolerance of the fingerprint, relative to the mean atomic spacing (the cube root
+of the volume per atom; 0.04 is about 0.1 Å in metals): loose, so that small strains keep
+the bucket."""
+
+_ROUND = 4
+"""Decimals of the rounded pattern (metric and fractional positions) a symmetry analysis
+is cached under."""
 
 
 def _cell(structure: Structure) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
 
 
+@dataclass(frozen=True)
+class _Symmetry:
+    """spglib's analysis of a decoration pattern, with species as labels 0, 1, ..."""
+
+    number: int
+    orbits: tuple[tuple[int, str, int], ...]
+    """(label, site symmetry, number of atoms) of every orbit."""
+    std_lattice: tuple[tuple[float, ...], ...]
+    """Standardised lattice at one atom per unit volume, rounded."""
+    std_sites: tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]
+    """Sites of the standardised cell (see :func:`_canonical_sites`): positions, labels."""
+
+
+def _pattern(structure: Structure) -> tuple[tuple[Any, ...], list[int]] | None:
+    """The structure's decoration pattern, shared by copies and other decorations.
+
+    Rotated, translated, permuted and isotropically scaled copies share it, and so do
+    structures with other elements on the same sites. The Niggli cell is scaled to one
+    atom per unit volume and kept as its metric; the species become labels in order of
+    atomic number; the sites are sorted from the lexicographically smallest origin on an
+    atom of the rarest label.
+
+    Returns
+    -------
+    (pattern, atomic numbers by label) or None
+        ``None`` when the cell cannot be reduced.
+    """
+    lattice, _, numbers = _cell(structure)
+    n = len(numbers)
+    volume = abs(float(np.linalg.det(lattice)))
+    reduced = spglib.niggli_reduce(lattice)
+    if reduced is None or n == 0 or volume <= 0:
+        return None
+    scale = (volume / n) ** (1 / 3)
+    reduced = np.asarray(reduced) / scale
+    frac = (structure.cart_coords / scale) @ np.linalg.inv(reduced)
+    if np.linalg.det(reduced) < 0:  # keep a right-handed basis: same metric, same crystal
+        reduced, frac = -reduced, -frac
+    elements = sorted(set(numbers))
+    labels = np.searchsorted(elements, numbers)
+    counts = np.bincount(labels)
+    rare = int(np.argmin(counts))
+    best: tuple[tuple[int, float, float, float], ...] | None = None
+    for origin in np.flatnonzero(labels == rare):
+        pos = np.round((frac - frac[origin]) % 1.0, _ROUND) % 1.0
+        sites = tuple(sorted(zip(labels.tolist(), *pos.T.tolist(), strict=True)))
+        if best is None or sites < best:
+            best = sites
+    metric = np.round(reduced @ reduced.T, _ROUND)
+    key = (tuple(metric[np.triu_indices(3)].tolist()), best)
+    return key, elements
+
+
+@lru_cache(maxsize=65536)
+def _analyse(key: tuple[Any, ...], symprec: float) -> _Symmetry | None:
+    """Symmetry (spglib) of a pattern from :func:`_pattern`, computed once per pattern."""
+    upper, sites = key
+    metric = np.zeros((3, 3))
+    metric[np.triu_indices(3)] = upper
+    metric = metric + np.triu(metric, 1).T
+    try:
+        lattice = np.linalg.cholesky(metric)  # rows: a on x, b in the xy plane, right-handed
+    except np.linalg.LinAlgError:
+        return None
+    labels = [s[0] for s in sites]
+    positions = [s[1:] for s in sites]
+    data = spglib.get_symmetry_dataset((lattice, positions, labels), symprec=symprec)
+    if data is None:
+        return None
+    orbits: dict[tuple[int, str], int] = defaultdict(int)
+    for rep in data.equivalent_atoms:
+        orbits[(labels[rep], data.site_symmetry_symbols[rep])] += 1
+    std = np.asarray(data.std_lattice)
+    std = std / (abs(np.linalg.det(std)) / len(data.std_types)) ** (1 / 3)
+    pos, types = _canonical_sites(data)
+    return _Symmetry(
+        number=int(data.number),
+        orbits=tuple(sorted((label, sym, count) for (label, sym), count in orbits.items())),
+        std_lattice=tuple(map(tuple, np.round(std, 3).tolist())),
+        std_sites=(tuple(map(tuple, pos)), tuple(types)),
+    )
+
+
 def identify(structure: Structure, symprec: float = SYMPREC) -> tuple[str, str]:
-    """Fingerprint and deterministic identifier of a structure, from one spglib call.
+    """Fingerprint and deterministic identifier of a structure.
 
     The fingerprint is ``"<formula>|<space group>|<hash of site orbits>"``, where the
     orbits are the multiset of (element, site symmetry, fraction of atoms): equal crystals
     share it whatever their setting, origin, site order or supercell. The identifier
-    ``"mdx-<16 hex>"`` hashes the fingerprint with the standardised cell; it is the same
-    for the same input, not for every copy of a crystal (the matcher decides that).
+    ``"mdx-<16 hex>"`` hashes the fingerprint with the standardised cell (at a fixed
+    volume per atom and origin-independent), so that rotated, translated, permuted and
+    isotropically scaled copies of a crystal usually share it; the matcher decides the
+    rest. The symmetry analysis (spglib) runs once per decoration pattern: the many
+    candidates that put other elements on the same sites reuse it.
 
     Parameters
     ----------
     structure
         Any ordered structure.
     symprec
-        spglib tolerance in Å.
+        spglib tolerance relative to the mean atomic spacing (see :data:`SYMPREC`).
 
     Returns
     -------
     fingerprint, identifier
         Two strings.
     """
-    cell = _cell(structure)
-    numbers = cell[2]
     formula = structure.composition.reduced_formula
-    data = spglib.get_symmetry_dataset(cell, symprec=symprec)
-    if data is None:  # spglib found no cell: the formula alone buckets it
+    found = _pattern(structure)
+    sym = _analyse(found[0], symprec) if found is not None else None
+    if found is None or sym is None:  # spglib found no cell: the formula alone buckets it
+        lattice, frac, numbers = _cell(structure)
         fp = f"{formula}|0|-"
-        key = [fp, np.round(cell[0], 3).tolist(), np.round(cell[1], 3).tolist(), numbers]
+        key = [fp, np.round(lattice, 3).tolist(), np.round(frac, 3).tolist(), numbers]
         return fp, "mdx-" + stable_hash(key, 16)
-    n = len(numbers)
-    orbits: dict[tuple[int, str], int] = defaultdict(int)
-    for rep in data.equivalent_atoms:
-        orbits[(numbers[rep], data.site_symmetry_symbols[rep])] += 1
-    signature = sorted((z, sym, str(Fraction(count, n))) for (z, sym), count in orbits.items())
-    fp = f"{formula}|{data.number}|{stable_hash(signature, 10)}"
-    key = [fp, np.round(data.std_lattice, 3).tolist(), *_canonical_sites(data)]
+    elements = found[1]
+    n = len(structure)
+    signature = sorted(
+        (elements[label], sym_, str(Fraction(count, n))) for label, sym_, count in sym.orbits
+    )
+    fp = f"{formula}|{sym.number}|{stable_hash(signature, 10)}"
+    positions, labels = sym.std_sites
+    key = [fp, [list(r) for r in sym.std_lattice], [list(p) for p in positions],
+           [elements[label] for label in labels]]
     return fp, "mdx-" + stable_hash(key, 16)
 
 
