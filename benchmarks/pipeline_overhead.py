@@ -1,6 +1,7 @@
 """pipeline_overhead: EMT relaxations through the whole pipeline vs a bare loop.
 
-The same 2,000 unique cells of 4-16 atoms (``overhead_campaign.yaml``) are relaxed
+The same 2,000 unique cells (``overhead_campaign.yaml``: compounds of 4-8 atoms, elemental
+references of 1-2) are relaxed
 
 * in a bare loop in one process (ASE EMT + FrechetCellFilter + BFGS, same settings), and
 * through matdx: store the materials, build the FireWorks workflow, run every batch
