@@ -1,9 +1,9 @@
 """farm_efficiency: the MPI task farm on this machine vs the same work in plain processes.
 
-400 EMT relaxations (the first 400 unique candidates of the Cu-Au-Pt-Ni space, in
-Fireworks of ``--batch`` candidates) run
+EMT relaxations of the unique candidates of the Cu-Au-Pt-Ni space (at most 400; the
+space has 342), in Fireworks of ``--batch`` candidates, run
 
-* in two plain processes (``multiprocessing``, 200 relaxations each, no database), and
+* in two plain processes (``multiprocessing``, half of them each, no database), and
 * through ``matdx farm`` under ``mpiexec -n 3`` (a master that dispatches and two worker
   ranks that run the Fireworks, writing to the database given with ``--db``).
 
