@@ -62,8 +62,7 @@ def _pattern(structure: Structure) -> tuple[tuple[Any, ...], list[int]] | None:
     Rotated, translated, permuted and isotropically scaled copies share it, and so do
     structures with other elements on the same sites. The Niggli cell is scaled to one
     atom per unit volume and kept as its metric; the species become labels in order of
-    atomic number; the sites are sorted from the lexicographically smallest origin on an
-    atom of the rarest label.
+    atomic number; the sites are put in :func:`_canonical_sites` order.
 
     Returns
     -------
@@ -83,16 +82,10 @@ def _pattern(structure: Structure) -> tuple[tuple[Any, ...], list[int]] | None:
         reduced, frac = -reduced, -frac
     elements = sorted(set(numbers))
     labels = np.searchsorted(elements, numbers)
-    counts = np.bincount(labels)
-    rare = int(np.argmin(counts))
-    best: tuple[tuple[int, float, float, float], ...] | None = None
-    for origin in np.flatnonzero(labels == rare):
-        pos = np.round((frac - frac[origin]) % 1.0, _ROUND) % 1.0
-        sites = tuple(sorted(zip(labels.tolist(), *pos.T.tolist(), strict=True)))
-        if best is None or sites < best:
-            best = sites
+    pos, types = _canonical_sites(frac, labels, _ROUND)
+    sites = tuple((t, *p) for t, p in zip(types, pos, strict=True))
     metric = np.round(reduced @ reduced.T, _ROUND)
-    key = (tuple(metric[np.triu_indices(3)].tolist()), best)
+    key = (tuple(metric[np.triu_indices(3)].tolist()), sites)
     return key, elements
 
 
@@ -117,7 +110,7 @@ def _analyse(key: tuple[Any, ...], symprec: float) -> _Symmetry | None:
         orbits[(labels[rep], data.site_symmetry_symbols[rep])] += 1
     std = np.asarray(data.std_lattice)
     std = std / (abs(np.linalg.det(std)) / len(data.std_types)) ** (1 / 3)
-    pos, types = _canonical_sites(data)
+    pos, types = _canonical_sites(data.std_positions, data.std_types, 3)
     return _Symmetry(
         number=int(data.number),
         orbits=tuple(sorted((label, sym, count) for (label, sym), count in orbits.items())),
@@ -170,19 +163,27 @@ def identify(structure: Structure, symprec: float = SYMPREC) -> tuple[str, str]:
     return fp, "mdx-" + stable_hash(key, 16)
 
 
-def _canonical_sites(data: Any) -> tuple[list[list[float]], list[int]]:
-    """Sites of spglib's standardised cell, independent of the origin and the site order.
+def _canonical_sites(
+    positions: Any, types: Any, decimals: int
+) -> tuple[list[list[float]], list[int]]:
+    """Sites of a cell, independent of the origin and the site order.
 
-    Every atom of the rarest species is tried as the origin; the lexicographically
-    smallest sorted site list wins. Copies of one crystal (rotated, translated, permuted,
-    supercells) then give the same list, so equal identifiers mean equal crystals.
+    Every atom of the rarest type is tried as the origin (positions rounded to
+    ``decimals``); the lexicographically smallest sorted site list wins. Copies of one
+    cell (translated, permuted) then give the same lists.
+
+    Returns
+    -------
+    positions, types
+        Fractional positions and types, sorted by type, then position.
     """
-    types = np.asarray(data.std_types)
+    types = np.asarray(types)
+    positions = np.asarray(positions, dtype=float)
     values, counts = np.unique(types, return_counts=True)
     rare = values[np.argmin(counts)]
     best: tuple[list[list[float]], list[int]] | None = None
     for origin in np.flatnonzero(types == rare):
-        pos = np.round((data.std_positions - data.std_positions[origin]) % 1.0, 3) % 1.0
+        pos = np.round((positions - positions[origin]) % 1.0, decimals) % 1.0
         order = np.lexsort((*pos.T[::-1], types))
         cand = (pos[order].tolist(), types[order].tolist())
         if best is None or cand < best:
