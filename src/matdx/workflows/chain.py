@@ -232,12 +232,14 @@ def compute_batch(
     options = dict(step["settings"]["options"])
     from matdx.workflows.steps import deadline
 
+    def workdir(item: dict[str, Any]) -> Path:
+        return _workdir(campaign, step["name"], item["material_id"])
+
     def compute(structure: Structure, item: dict[str, Any]) -> CalcResult:
-        workdir = _workdir(campaign, step["name"], item["material_id"])
         if task == "phonons":
-            return _phonon_calculation(engine, options, structure, workdir)
+            return _phonon_calculation(engine, options, structure, workdir(item))
         run = get_engine(engine).calculator(task)
-        return run(structure, options, workdir, deadline())
+        return run(structure, options, workdir(item), deadline())
 
     counts = run_items(
         campaign,
@@ -248,7 +250,7 @@ def compute_batch(
         compute,
         task=task,
         fw_id=fw_id,
-        workdir=lambda item: _workdir(campaign, step["name"], item["material_id"]),
+        workdir=workdir,
     )
     unfinished = set(counts.pop("unfinished", []))
     if unfinished:
