@@ -88,7 +88,7 @@ def test_offline_run_killed_midway_keeps_its_records_and_is_rerun(db_uri, tmp_pa
     submit_campaign(loaded, launch=False, db_uri=db_uri)
     store, backend = open_store(db_uri)
     lp = fireworks_adapter.get_launchpad(backend)
-    (launch_dir,) = reserve_job(lp, "slow-offline", tmp_path / "job", 10)
+    (launch_dir,) = reserve_job(lp, store, "slow-offline", tmp_path / "job", 10)
     env = {**os.environ, "MATDX_DB_URI": "mongodb://127.0.0.1:9/unreachable"}
     proc = subprocess.Popen(
         [

@@ -44,8 +44,11 @@ def pending_dirs(job_dir: Path) -> list[Path]:
     return out
 
 
-def reserve_job(lp: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Path]:
+def reserve_job(lp: Any, store: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Path]:
     """Claim and reserve up to ``n_tasks`` READY Fireworks of ``campaign`` into ``job_dir``.
+
+    Each launch directory also gets the input structures of its batch, from ``store``
+    (the compute nodes cannot read it).
 
     Returns
     -------
@@ -53,6 +56,7 @@ def reserve_job(lp: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Pat
         The launch directories written.
     """
     from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.sinks import write_inputs
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_dir.name}"
     dirs = []
@@ -62,8 +66,21 @@ def reserve_job(lp: Any, campaign: str, job_dir: Path, n_tasks: int) -> list[Pat
             break
         d = job_dir / f"launcher_{fw_id:06d}"
         fwa.reserve_offline(lp, fw_id, campaign, d)
+        mats = store.materials(_ids_without_structure(d / "FW.json"))
+        write_inputs(d, {mid: doc["structure"] for mid, doc in mats.items()})
         dirs.append(d)
     return dirs
+
+
+def _ids_without_structure(fw_json: Path) -> list[str]:
+    """Materials of a reserved Firework whose structures the batch does not carry."""
+    spec = json.loads(fw_json.read_text())
+    return [
+        it["material_id"]
+        for task in spec.get("spec", {}).get("_tasks", [])
+        for it in task.get("kwargs", {}).get("items", [])
+        if "structure" not in it
+    ]
 
 
 def run_offline_dir(launch_dir: str) -> tuple[str, str]:

@@ -282,8 +282,9 @@ def _batch_kwargs(
         "campaign": loaded.spec.name,
         "settings": loaded.settings,
         "settings_hash": loaded.settings_hash,
-        # JSON text: FireWorks neither rebuilds it into an object nor stores nested arrays
-        "items": [{"material_id": m.material_id, "structure": m.structure.to_json()} for m in mats],
+        # ids only: the structures are read from the store's materials when the batch runs,
+        # which keeps the Fireworks small (every FireWorks query reads them)
+        "items": [{"material_id": m.material_id} for m in mats],
         "governance": gov.fields(),
     }
 

@@ -1,9 +1,12 @@
-"""Where a step puts its results: the store (online) or a file in the launch directory.
+"""Where a step reads its inputs and puts its results: the store, or launch-dir files.
 
-Compute nodes that cannot reach the database run with ``MATDX_OFFLINE=1``: each record is
-appended to ``matdx_records.jsonl`` in the launch directory as soon as it exists (so a job
-killed at its walltime keeps what it finished), and ``matdx sync`` ingests the file on the
-login node. Both sinks skip materials they already hold, so a re-run resumes.
+A batch names its materials by id; their structures come from the store's materials.
+Compute nodes that cannot reach the database run with ``MATDX_OFFLINE=1``: the structures
+are read from ``matdx_inputs.json``, written into the launch directory when the Firework
+is reserved on the login node (:func:`write_inputs`), and each record is appended to
+``matdx_records.jsonl`` as soon as it exists (so a job killed at its walltime keeps what
+it finished); ``matdx sync`` ingests that file on the login node. Both sinks skip
+materials they already hold, so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 RECORDS_FILE = "matdx_records.jsonl"
+INPUTS_FILE = "matdx_inputs.json"
 OFFLINE_ENV = "MATDX_OFFLINE"
 
 
@@ -23,6 +27,10 @@ class Sink(Protocol):
 
     flush_every_s: float
     """Records are handed over at least this often."""
+
+    def structures(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Input structures (pymatgen dicts) of these materials, by id; unknown ids left out."""
+        ...  # pragma: no cover
 
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """Materials that already have a completed record."""
@@ -47,6 +55,15 @@ class StoreSink:
 
         self.store, self.backend = open_store()
         self.where = self.backend.target.display
+
+    def structures(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """See :class:`Sink` (retried while the server is away)."""
+        from matdx.core.retry import retry_db
+
+        docs = retry_db(
+            lambda: self.store.materials(material_ids), "read input structures", self.where
+        )
+        return {mid: d["structure"] for mid, d in docs.items()}
 
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """See :class:`Sink` (retried while the server is away)."""
@@ -93,6 +110,14 @@ class FileSink:
 
     def __init__(self, directory: Path | None = None) -> None:
         self.path = (directory or Path.cwd()) / RECORDS_FILE
+        self.inputs = self.path.with_name(INPUTS_FILE)
+
+    def structures(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """See :class:`Sink` (from :data:`INPUTS_FILE`)."""
+        if not material_ids:
+            return {}
+        held = json.loads(self.inputs.read_text(encoding="utf-8")) if self.inputs.exists() else {}
+        return {m: held[m] for m in material_ids if m in held}
 
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """See :class:`Sink`."""
@@ -115,6 +140,13 @@ class FileSink:
 
     def close(self) -> None:
         """See :class:`Sink`."""
+
+
+def write_inputs(launch_dir: Path, structures: dict[str, dict[str, Any]]) -> None:
+    """Write the input structures of an offline launch (read by :class:`FileSink`)."""
+    tmp = launch_dir / (INPUTS_FILE + ".part")
+    tmp.write_text(json.dumps(structures), encoding="utf-8")
+    tmp.replace(launch_dir / INPUTS_FILE)
 
 
 def open_sink() -> Sink:

@@ -65,7 +65,8 @@ def prescreen_batch(
     settings_hash
         Hash of ``settings``.
     items
-        ``[{"material_id": ..., "structure": <pymatgen JSON text>}, ...]``.
+        ``[{"material_id": ...}, ...]``; the structures are the stored materials' (an
+        item may also carry its own ``"structure"``, as pymatgen JSON text or dict).
     governance
         Tier and rights fields stamped on each calculation.
     fw_id
@@ -128,6 +129,8 @@ def run_items(
     """
     sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], settings_hash)
+    by_id = [it["material_id"] for it in items if "structure" not in it]
+    stored = sink.structures([m for m in by_id if m not in done])
     versions = _versions()
     host = socket.gethostname()
     launch_dir = os.getcwd()
@@ -154,7 +157,10 @@ def run_items(
             **governance,
         }
         try:
-            result = compute(_structure(it["structure"]), it)
+            structure = it.get("structure") or stored.get(it["material_id"])
+            if structure is None:
+                raise LookupError(f"material {it['material_id']} is not in the store")
+            result = compute(_structure(structure), it)
             record.update(status="completed", output=result.model_dump())
             counts["completed"] += 1
         except DeadlineReachedError:

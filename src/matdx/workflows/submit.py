@@ -178,7 +178,7 @@ def submit(
     settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
     from matdx.workflows.context import open_store
 
-    _, backend = open_store(settings.db_uri)
+    store, backend = open_store(settings.db_uri)
     if backend.target.kind == "embedded" and not offline:
         raise InputError(
             "the embedded store is single-process: submit needs a MongoDB server "
@@ -229,7 +229,7 @@ def submit(
         for k in range(n_jobs):
             report.reserved += len(
                 reserve_job(
-                    lp, loaded.spec.name, job_dir / f"job-{k}", report.packing.tasks_per_job
+                    lp, store, loaded.spec.name, job_dir / f"job-{k}", report.packing.tasks_per_job
                 )
             )
         backend.flush()
