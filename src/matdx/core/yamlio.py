@@ -86,6 +86,14 @@ def line_of(loc: Sequence[str | int], lines: dict[Loc, int]) -> int | None:
     return None
 
 
+def _key_text(key: Any) -> str:
+    """A key of a field path as message text: quoted if it is blank or not printable."""
+    text = str(key)
+    if text and text.isprintable() and text.strip() == text:
+        return text
+    return repr(text)
+
+
 def validate_yaml_model(
     model: type[BaseModel],
     data: Any,
@@ -126,8 +134,8 @@ def validate_yaml_model(
         err = exc.errors()[0]
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         line = line_of(loc, lines)
-        field = ".".join(str(x) for x in loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
+        field = ".".join(_key_text(x) for x in loc) or "(top level)"
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         where = f" line {line}" if line else ""

@@ -28,6 +28,7 @@ from matdx.store.documents import (
     CampaignMaterialDoc,
     MaterialDoc,
     SummaryDoc,
+    document_fields,
     utcnow,
 )
 
@@ -64,7 +65,7 @@ def calc_id(material_id: str, settings_hash: str) -> str:
 def _validated(
     doc_cls: type, data: dict[str, Any], trusted: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """Validate with the mongoengine schema; return the packed document (with ``_id``).
+    """Validate with the mongoengine fields; return the packed document (with ``_id``).
 
     Fields named in ``trusted`` (large dictionaries already validated by their pydantic
     schema, such as a calculation's output) are checked to be dictionaries and then added
@@ -74,9 +75,7 @@ def _validated(
     for k, v in big.items():
         if not isinstance(v, dict):
             raise TypeError(f"{doc_cls.__name__}.{k} must be a dict")
-    doc = doc_cls(**{k: v for k, v in data.items() if k not in big})
-    doc.validate()
-    out = doc.to_mongo().to_dict()
+    out = document_fields(doc_cls, {k: v for k, v in data.items() if k not in big})
     out.update(big)
     return pack(out)
 
