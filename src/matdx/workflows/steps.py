@@ -18,7 +18,6 @@ from typing import Any
 
 from pymatgen.core import Composition, Structure
 
-from matdx.analysis.thermo import EnergyPoint, thermodynamics
 from matdx.core.errors import DeadlineReachedError
 from matdx.engines.registry import get_engine
 from matdx.workflows.context import open_store
@@ -251,6 +250,10 @@ def analyse_campaign(
     dict
         Number of materials summarised and of stable ones.
     """
+    # imported here: pymatgen's phase diagram module (and matplotlib with it) takes half a
+    # second to import, which every farm worker would pay without running an analysis
+    from matdx.analysis.thermo import EnergyPoint, thermodynamics
+
     store, backend = open_store()
     ids = store.material_ids(campaign)
     mats = store.materials(ids)
