@@ -41,7 +41,7 @@ class Sink(Protocol):
         ...  # pragma: no cover
 
     def close(self) -> None:
-        """Make everything durable."""
+        """Make everything durable (the embedded store: see ``Backend.checkpoint``)."""
         ...  # pragma: no cover
 
 
@@ -86,8 +86,8 @@ class StoreSink:
         )
 
     def close(self) -> None:
-        """See :class:`Sink`."""
-        self.backend.flush()
+        """See :class:`Sink` (the embedded store's file is written at intervals)."""
+        self.backend.checkpoint()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
