@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from pymatgen.core import Structure
 
 from matdx.workflows import fireworks_adapter
 from matdx.workflows.campaign import load_campaign
@@ -89,6 +91,12 @@ def test_offline_run_killed_midway_keeps_its_records_and_is_rerun(db_uri, tmp_pa
     store, backend = open_store(db_uri)
     lp = fireworks_adapter.get_launchpad(backend)
     (launch_dir,) = reserve_job(lp, store, "slow-offline", tmp_path / "job", 10)
+    # the compute node reads no database: the batch's structures go with its Firework
+    spec = json.loads((launch_dir / "FW.json").read_text())["spec"]
+    ids = [it["material_id"] for it in spec["_tasks"][0]["kwargs"]["items"]]
+    inputs = json.loads((launch_dir / "matdx_inputs.json").read_text())
+    assert ids and sorted(inputs) == sorted(ids)
+    assert all(Structure.from_dict(inputs[m]) for m in ids)
     env = {**os.environ, "MATDX_DB_URI": "mongodb://127.0.0.1:9/unreachable"}
     proc = subprocess.Popen(
         [
