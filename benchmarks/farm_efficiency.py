@@ -17,7 +17,8 @@ space has 342), in Fireworks of ``--batch`` candidates, run
     on the login node), the ranks run them from files, and ``matdx sync`` brings the
     results into the store after it. Reserve and sync are timed and reported apart.
 
-Efficiency = plain time / farm time. Goal >= 90 %. For reference the same relaxations as a
+Efficiency = plain time (mean of a run before and one after the farm) / farm time.
+Goal >= 90 %. For reference the same relaxations as a
 bare ASE loop (no space group, no result record) are timed too, and the farm's time is
 also given against them.
 
@@ -107,8 +108,8 @@ def main() -> None:
 
     t_bare = two_processes(relax_all)
     print(f"two processes, bare ASE loop: {t_bare:5.1f} s", flush=True)
-    t_plain = two_processes(run_tasks)
-    print(f"two plain processes, the task: {t_plain:5.1f} s", flush=True)
+    t_plain1 = two_processes(run_tasks)
+    print(f"two plain processes, the task: {t_plain1:5.1f} s", flush=True)
 
     submit_campaign(loaded, launch=False, db_uri=args.db, plan=plan)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
@@ -136,6 +137,9 @@ def main() -> None:
         synced = sync(lp, store, loaded.spec.name, db_uri=args.db)
         print(f"sync (login node):     {time.perf_counter() - t0:5.1f} s "
               f"({synced.ingested} records)")
+    t_plain2 = two_processes(run_tasks)
+    t_plain = (t_plain1 + t_plain2) / 2
+    print(f"two plain processes again:     {t_plain2:5.1f} s (mean {t_plain:.1f} s)")
     print(f"efficiency = {t_plain / t_farm:.1%}  (goal >= 90%, {args.mode}); "
           f"against the bare ASE loop {t_bare / t_farm:.1%}")
 
