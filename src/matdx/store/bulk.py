@@ -168,4 +168,3 @@ def insert_missing(collection: Any, docs: Sequence[dict[str, Any]]) -> set[Any]:
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
         return {docs[e["index"]]["_id"] for e in errors}
-

@@ -232,6 +232,10 @@ class Store:
         coll = MaterialDoc._get_collection()
         return {d["_id"]: unpack(d) for d in find_by_ids(coll, material_ids)}
 
+    def structures(self, material_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored input structures (pymatgen dicts) by material id; unknown ids left out."""
+        return {mid: d["structure"] for mid, d in self.materials(material_ids).items()}
+
     # calculations ----------------------------------------------------------------------
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """Materials that already have a completed calculation with these settings."""

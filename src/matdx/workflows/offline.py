@@ -66,8 +66,7 @@ def reserve_job(lp: Any, store: Any, campaign: str, job_dir: Path, n_tasks: int)
             break
         d = job_dir / f"launcher_{fw_id:06d}"
         fwa.reserve_offline(lp, fw_id, campaign, d)
-        mats = store.materials(_ids_without_structure(d / "FW.json"))
-        write_inputs(d, {mid: doc["structure"] for mid, doc in mats.items()})
+        write_inputs(d, store.structures(_ids_without_structure(d / "FW.json")))
         dirs.append(d)
     return dirs
 

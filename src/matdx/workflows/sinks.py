@@ -60,10 +60,9 @@ class StoreSink:
         """See :class:`Sink` (retried while the server is away)."""
         from matdx.core.retry import retry_db
 
-        docs = retry_db(
-            lambda: self.store.materials(material_ids), "read input structures", self.where
+        return retry_db(
+            lambda: self.store.structures(material_ids), "read input structures", self.where
         )
-        return {mid: d["structure"] for mid, d in docs.items()}
 
     def completed(self, material_ids: Sequence[str], settings_hash: str) -> set[str]:
         """See :class:`Sink` (retried while the server is away)."""
