@@ -330,6 +330,8 @@ def farm(
     import json
     import os
 
+    from matdx.workflows.farm import before_exit
+
     if env_file is not None:
         for line in env_file.read_text(encoding="utf-8").splitlines():
             key, sep, value = line.partition("=")
@@ -343,6 +345,7 @@ def farm(
         result = farm_offline(target, walltime, task_estimate, margin)
         if result is not None:
             console.print(json.dumps(result), highlight=False)
+        before_exit()
         return
     from matdx.workflows.farm import farm as run_farm
     from matdx.workflows.farm import summarise
@@ -352,6 +355,7 @@ def farm(
     )
     if report is not None:
         console.print(json.dumps(summarise(report)), highlight=False)
+    before_exit()
 
 
 @app.command()

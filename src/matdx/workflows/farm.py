@@ -31,6 +31,9 @@ from matdx.core.errors import InputError
 WALLTIME_MARGIN_S = 30.0
 """Time kept free at the end of a job for the last writes."""
 
+QUEUED_TASKS = 1
+"""Claimed tasks kept waiting in the executor's queue beyond one per worker."""
+
 
 @dataclass
 class FarmReport:
@@ -41,6 +44,15 @@ class FarmReport:
     states: dict[int, str] = field(default_factory=dict)
     stopped_for_walltime: bool = False
     elapsed_s: float = 0.0
+
+
+@dataclass
+class DriveResult:
+    """What :func:`drive` ran."""
+
+    states: dict[int, str] = field(default_factory=dict)
+    stopped: bool = False
+    unstarted: list[int] = field(default_factory=list)
 
 
 def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
@@ -106,36 +118,49 @@ def drive(
     time_left: Callable[[], float],
     task_estimate: float,
     on_result: Callable[[int, str], None] | None = None,
-) -> tuple[dict[int, str], bool]:
-    """Keep ``workers`` tasks in flight until there is nothing to claim or no time.
+    queued: int = QUEUED_TASKS,
+) -> DriveResult:
+    """Keep every worker busy until there is nothing to claim or no time.
+
+    Besides one task per worker, up to ``queued`` claimed tasks wait in the executor's
+    queue, so that a worker that finishes starts the next one at once instead of waiting
+    for this loop to claim it. A queued task may start only after a running one ends, so
+    one is queued only while the time left is at least twice ``task_estimate``; when time
+    runs out, queued tasks that have not started are cancelled.
 
     Returns
     -------
-    states, stopped_for_walltime
-        Final state of every Firework run, and whether claiming stopped for time.
+    DriveResult
+        Final state of every task run, whether claiming stopped for time, and the tasks
+        claimed but never started (their claims are to be given back).
     """
-    in_flight: set[Future[tuple[int, str]]] = set()
-    states: dict[int, str] = {}
-    stopped = False
+    in_flight: dict[Future[tuple[int, str]], int] = {}
+    result = DriveResult()
     exhausted = False
     while True:
-        while len(in_flight) < workers and not exhausted and not stopped:
-            if time_left() < task_estimate:
-                stopped = True
+        if not result.stopped and time_left() < task_estimate:
+            result.stopped = True
+        if result.stopped:
+            # tasks still queued now would start with less time left than they need
+            for fut in [f for f in in_flight if f.cancel()]:
+                result.unstarted.append(in_flight.pop(fut))
+        while len(in_flight) < workers + queued and not exhausted and not result.stopped:
+            if len(in_flight) >= workers and time_left() < 2 * task_estimate:
                 break
-            fw_id = claim()
-            if fw_id is None:
+            task_id = claim()
+            if task_id is None:
                 exhausted = True
                 break
-            in_flight.add(submit(executor, fw_id))
+            in_flight[submit(executor, task_id)] = task_id
         if not in_flight:
-            return states, stopped
-        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            return result
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
         for fut in done:
-            fw_id, state = fut.result()
-            states[fw_id] = state
+            in_flight.pop(fut)
+            task_id, state = fut.result()
+            result.states[task_id] = state
             if on_result is not None:
-                on_result(fw_id, state)
+                on_result(task_id, state)
         # a finished Firework may have made others READY (the analysis after the batches)
         exhausted = False
 
@@ -233,14 +258,34 @@ def farm(
                 print(f"matdx farm: Firework {fw_id}: {state}", file=sys.stderr, flush=True)
                 failed.add(fw_id)
 
-        report.states, report.stopped_for_walltime = drive(
-            executor, workers, claim, submit, time_left, task_estimate_s, on_result
+        # no queued tasks online: a claim held by a queued task of a job that is killed
+        # would keep its Firework from every other job
+        ran = drive(
+            executor, workers, claim, submit, time_left, task_estimate_s, on_result, queued=0
         )
+        report.states, report.stopped_for_walltime = ran.states, ran.stopped
         # Fireworks that never started here (e.g. an unwritable scratch directory) stay
         # READY: give their claims back so that another job can run them
         retry_db(lambda: release_unstarted(lp, failed), "release claims", where)
         report.elapsed_s = time.monotonic() - start
         return report
+
+
+def before_exit() -> None:
+    """Make the end of a farm process quick: keep the garbage collector off its objects.
+
+    When an interpreter that has loaded pymatgen, SciPy and ASE exits, its last garbage
+    collections walk every object it holds: about 0.2 s, paid by every rank at the end of
+    the job. Moving them to the collector's permanent generation (:func:`gc.freeze`)
+    skips that walk; the exit is otherwise normal (exit handlers run, MPI is finalised).
+    Only for MPI ranks: a single process (no ``mpiexec``, e.g. in tests) is left as is.
+    """
+    import gc
+
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_size() > 1:
+        gc.freeze()
 
 
 def summarise(report: FarmReport) -> dict[str, Any]:

@@ -133,12 +133,12 @@ def farm_offline(
                 return float("inf")
             return walltime - (time.monotonic() - start) - margin
 
-        states, stopped = drive(
+        ran = drive(
             executor, max(comm.Get_size() - 1, 1), claim, submit, time_left, task_estimate_s
         )
         return {
-            "states": {names[i]: s for i, s in states.items()},
-            "stopped_for_walltime": stopped,
+            "states": {names[i]: s for i, s in ran.states.items()},
+            "stopped_for_walltime": ran.stopped,
             "elapsed_s": round(time.monotonic() - start, 1),
         }
 

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from matdx.workflows.context import open_store
 from matdx.workflows.sinks import open_sink
 
 
+@cache
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("matdx", "ase", "pymatgen", "spglib", "fireworks"):
@@ -130,7 +132,7 @@ def run_items(
     done = sink.completed([it["material_id"] for it in items], settings_hash)
     by_id = [it["material_id"] for it in items if "structure" not in it]
     stored = sink.structures([m for m in by_id if m not in done])
-    versions = _versions()
+    versions = dict(_versions())
     host = socket.gethostname()
     launch_dir = os.getcwd()
     pending: list[dict[str, Any]] = []
