@@ -492,8 +492,6 @@ def main(argv: list[str] | None = None) -> int:
     int
         Exit code.
     """
-    from pymongo.errors import PyMongoError
-
     try:
         rv = app(args=argv, prog_name="matdx", standalone_mode=False)
     except click.exceptions.ClickException as exc:
@@ -504,7 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     except MatdxError as exc:
         _error(str(exc))
         return exc.exit_code
-    except PyMongoError as exc:
+    except Exception as exc:
+        # a command that never imported pymongo cannot have raised its errors (and farm
+        # ranks and database-free commands are spared the import)
+        errors = sys.modules.get("pymongo.errors")
+        if errors is None or not isinstance(exc, errors.PyMongoError):
+            raise
         from matdx.core.dburi import redact_uri
 
         msg = redact_uri(one_line(str(exc)).split(", Timeout")[0])

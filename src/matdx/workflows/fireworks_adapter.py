@@ -410,8 +410,24 @@ def run_offline(launch_dir: Path) -> None:
     try:
         with _offline_zopen():
             launch_rocket(None, FWorker(), strm_lvl="ERROR")
+        _join_ping_threads()
     finally:
         os.chdir(cwd)
+
+
+def _join_ping_threads(timeout: float = 5.0) -> None:
+    """Wait for the Rocket's ping thread to end.
+
+    Offline, the thread writes ``FW_ping.json`` into the working directory once more
+    after the launch ends; waiting for it keeps that file in the launch directory rather
+    than wherever the process goes next. Threads are named ``Thread-N (ping_launch)``
+    after their target.
+    """
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name.endswith("(ping_launch)") and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 def _quiet_rocket_logs() -> None:
