@@ -107,3 +107,26 @@ def test_a_task_is_queued_only_with_time_for_two():
         drive(ex, 2, tasks.claim, tasks.submit, lambda: 1.5, 1.0, queued=2)
     assert tasks.most_outstanding == 2
     assert sorted(tasks.started) == list(range(10))
+
+
+def test_the_dispatching_rank_runs_tasks_too_one_at_a_time():
+    tasks = Tasks(30, 0.02)
+    where: dict[int, str] = {}
+    run = tasks.run
+
+    def run_and_note(task_id: int) -> tuple[int, str]:
+        where[task_id] = threading.current_thread().name
+        return run(task_id)
+
+    tasks.run = run_and_note  # type: ignore[method-assign]
+    with (
+        ThreadPoolExecutor(2, thread_name_prefix="remote") as remote,
+        ThreadPoolExecutor(1, thread_name_prefix="local") as local,
+    ):
+        ran = drive(remote, 2, tasks.claim, tasks.submit, lambda: 1e9, 0.02, local=local)
+    assert sorted(ran.states) == list(range(30)) == sorted(tasks.started)
+    here = [t for t, name in where.items() if name.startswith("local")]
+    # the local slot took its share (a third of the slots) and never ran two at once
+    assert 5 <= len(here) <= 15
+    assert tasks.most_running <= 3
+    assert tasks.most_outstanding <= 2 + 1 + 1

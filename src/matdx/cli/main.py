@@ -316,6 +316,14 @@ def farm(
             "job-$MATDX_ARRAY_INDEX) without a database (see `matdx sync`).",
         ),
     ] = None,
+    root_works: Annotated[
+        bool,
+        typer.Option(
+            "--root-works/--no-root-works",
+            help="Rank 0 runs Fireworks too, besides handing them out (default); with "
+            "--no-root-works it only hands them out (launch one process more).",
+        ),
+    ] = True,
     env_file: Annotated[
         Path | None,
         typer.Option(
@@ -342,7 +350,7 @@ def farm(
 
         sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
         target = sub if sub.is_dir() else offline_dir
-        result = farm_offline(target, walltime, task_estimate, margin)
+        result = farm_offline(target, walltime, task_estimate, margin, root_works)
         if result is not None:
             console.print(json.dumps(result), highlight=False)
         before_exit()
@@ -351,7 +359,13 @@ def farm(
     from matdx.workflows.farm import summarise
 
     report = run_farm(
-        campaign, walltime, task_estimate, db_uri=db, stale_after_s=stale_after, margin_s=margin
+        campaign,
+        walltime,
+        task_estimate,
+        db_uri=db,
+        stale_after_s=stale_after,
+        margin_s=margin,
+        root_works=root_works,
     )
     if report is not None:
         console.print(json.dumps(summarise(report)), highlight=False)

@@ -1,16 +1,20 @@
 """The MPI task farm: one batch job, many ranks, many Fireworks.
 
-Rank 0 is the master: it recovers lost Fireworks of the campaign, claims READY Fireworks
-one at a time (see :func:`matdx.workflows.lostruns.claim_next`) and hands each to a free
-worker rank through :class:`mpi4py.futures.MPICommExecutor`; worker ranks run them (EMT
-batches run serially on their rank; MPI engines run through the site's launcher). The
-master stops claiming when the time left before the job's walltime is below a task's
+Rank 0 dispatches: it recovers lost Fireworks of the campaign, claims READY Fireworks one
+at a time (see :func:`matdx.workflows.lostruns.claim_next`) and hands each to a free rank
+through :class:`mpi4py.futures.MPICommExecutor`. The other ranks run them (EMT batches
+run serially on their rank; MPI engines run through the site's launcher), and so does
+rank 0 itself, in one thread beside the dispatching (:func:`local_slot`): every process
+of the job computes, and none competes with the others for a core. Dispatching takes
+little: the claims, and mpi4py's thread that hands tasks out and collects results. Rank
+0 stops claiming when the time left before the job's walltime is below a task's
 estimate, waits for the tasks in flight, and exits; what is left stays READY for the
 next job. A task cut by the walltime is found by its stale heartbeat and rerun.
 
-Launch with one more process than worker ranks (the master mostly sleeps)::
+    mpiexec -n 48 python -m matdx.cli.main farm <campaign> --walltime 3600
 
-    mpiexec -n 3 python -m matdx.cli.main farm <campaign> --walltime 3600
+With ``--no-root-works`` rank 0 only dispatches; launch one process more than ranks
+that compute.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +115,21 @@ def run_firework(
     return fw_id, state
 
 
+@contextmanager
+def local_slot(size: int, enabled: bool = True) -> Iterator[Executor | None]:
+    """An executor of one thread in which the dispatching rank runs tasks too.
+
+    Only when other ranks exist (``size`` > 1): a single process runs its tasks in
+    mpi4py's own thread already, and two threads of one process must not run tasks at
+    once (a launch changes the working directory).
+    """
+    if not enabled or size < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="matdx-farm-rank0") as ex:
+        yield ex
+
+
 def drive(
     executor: Executor,
     workers: int,
@@ -119,6 +139,7 @@ def drive(
     task_estimate: float,
     on_result: Callable[[int, str], None] | None = None,
     queued: int = QUEUED_TASKS,
+    local: Executor | None = None,
 ) -> DriveResult:
     """Keep every worker busy until there is nothing to claim or no time.
 
@@ -128,13 +149,23 @@ def drive(
     one is queued only while the time left is at least twice ``task_estimate``; when time
     runs out, queued tasks that have not started are cancelled.
 
+    Parameters
+    ----------
+    executor
+        Runs tasks on ``workers`` workers (the other MPI ranks).
+    local
+        Runs one task at a time in this process, besides ``executor`` (see
+        :func:`local_slot`).
+
     Returns
     -------
     DriveResult
         Final state of every task run, whether claiming stopped for time, and the tasks
         claimed but never started (their claims are to be given back).
     """
-    in_flight: dict[Future[tuple[int, str]], int] = {}
+    # (executor, tasks it runs at once, tasks queued beyond those)
+    pools = [(executor, workers, queued)] + ([(local, 1, 0)] if local is not None else [])
+    in_flight: dict[Future[tuple[int, str]], tuple[int, int]] = {}
     result = DriveResult()
     exhausted = False
     while True:
@@ -143,15 +174,19 @@ def drive(
         if result.stopped:
             # tasks still queued now would start with less time left than they need
             for fut in [f for f in in_flight if f.cancel()]:
-                result.unstarted.append(in_flight.pop(fut))
-        while len(in_flight) < workers + queued and not exhausted and not result.stopped:
-            if len(in_flight) >= workers and time_left() < 2 * task_estimate:
-                break
-            task_id = claim()
-            if task_id is None:
-                exhausted = True
-                break
-            in_flight[submit(executor, task_id)] = task_id
+                result.unstarted.append(in_flight.pop(fut)[0])
+        for index, (ex, slots, extra) in enumerate(pools):
+            while not exhausted and not result.stopped:
+                held = sum(1 for _, where in in_flight.values() if where == index)
+                if held >= slots + extra or (
+                    held >= slots and time_left() < 2 * task_estimate
+                ):
+                    break
+                task_id = claim()
+                if task_id is None:
+                    exhausted = True
+                    break
+                in_flight[submit(ex, task_id)] = (task_id, index)
         if not in_flight:
             return result
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
@@ -173,6 +208,7 @@ def farm(
     db_uri: str | None = None,
     stale_after_s: float = 60.0,
     margin_s: float = WALLTIME_MARGIN_S,
+    root_works: bool = True,
 ) -> FarmReport | None:
     """Run a campaign's Fireworks over the ranks of ``MPI.COMM_WORLD``.
 
@@ -192,6 +228,8 @@ def farm(
         Heartbeat age after which a RUNNING Firework counts as lost.
     margin_s
         Time kept free before the walltime.
+    root_works
+        Rank 0 runs Fireworks too, besides dispatching them (see :func:`local_slot`).
 
     Returns
     -------
@@ -209,7 +247,9 @@ def farm(
     settings = get_settings(db_uri=db_uri)
     run_dir = run_dir or settings.runs_dir / campaign
     walltime = walltime_s if walltime_s is not None else walltime_from_env()
-    with MPICommExecutor(comm, root=0) as executor:
+    with MPICommExecutor(comm, root=0) as executor, local_slot(
+        comm.Get_size(), root_works and comm.Get_rank() == 0
+    ) as local:
         if executor is None:
             return None
         store, backend = open_store(db_uri)
@@ -224,7 +264,7 @@ def farm(
 
         lp = fwa.get_launchpad(backend)
         workers = max(comm.Get_size() - 1, 1)
-        report = FarmReport(workers=workers)
+        report = FarmReport(workers=workers + (local is not None))
         from matdx.core.retry import retry_db
 
         where = backend.target.display
@@ -261,7 +301,15 @@ def farm(
         # no queued tasks online: a claim held by a queued task of a job that is killed
         # would keep its Firework from every other job
         ran = drive(
-            executor, workers, claim, submit, time_left, task_estimate_s, on_result, queued=0
+            executor,
+            workers,
+            claim,
+            submit,
+            time_left,
+            task_estimate_s,
+            on_result,
+            queued=0,
+            local=local,
         )
         report.states, report.stopped_for_walltime = ran.states, ran.stopped
         # Fireworks that never started here (e.g. an unwritable scratch directory) stay

@@ -97,8 +97,12 @@ def farm_offline(
     walltime_s: float | None,
     task_estimate_s: float,
     margin_s: float | None = None,
+    root_works: bool = True,
 ) -> dict[str, Any] | None:
-    """Run the reserved Fireworks of ``job_dir`` over the MPI ranks (rank 0 dispatches).
+    """Run the reserved Fireworks of ``job_dir`` over the MPI ranks.
+
+    Rank 0 hands them out and, with ``root_works``, runs them too (see
+    :func:`matdx.workflows.farm.local_slot`).
 
     Returns
     -------
@@ -108,12 +112,14 @@ def farm_offline(
     from mpi4py import MPI
     from mpi4py.futures import MPICommExecutor
 
-    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, walltime_from_env
+    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, local_slot, walltime_from_env
 
     start = time.monotonic()
     walltime = walltime_s if walltime_s is not None else walltime_from_env()
     comm = MPI.COMM_WORLD
-    with MPICommExecutor(comm, root=0) as executor:
+    with MPICommExecutor(comm, root=0) as executor, local_slot(
+        comm.Get_size(), root_works and comm.Get_rank() == 0
+    ) as local:
         if executor is None:
             return None
         names = [str(d) for d in pending_dirs(job_dir)]
@@ -134,7 +140,13 @@ def farm_offline(
             return walltime - (time.monotonic() - start) - margin
 
         ran = drive(
-            executor, max(comm.Get_size() - 1, 1), claim, submit, time_left, task_estimate_s
+            executor,
+            max(comm.Get_size() - 1, 1),
+            claim,
+            submit,
+            time_left,
+            task_estimate_s,
+            local=local,
         )
         return {
             "states": {names[i]: s for i, s in ran.states.items()},

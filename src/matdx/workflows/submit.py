@@ -209,11 +209,8 @@ def submit(
             s.batch_size * get_engine(s.engine).seconds_per_structure for s in loaded.spec.steps
         ]
     estimate = task_estimate_s or max(estimates)
-    # An explicit farm launcher (MPICH-style mpiexec) starts one process more than the job's
-    # ranks: the master, which mostly sleeps. The site launcher is held to the job's ranks,
-    # so there the master takes one of them.
-    extra = 1 if profile.farm_launcher is not None else 0
-    workers = max(resolved.total_ranks - 1 + extra, 1)
+    # every rank of the job runs tasks: rank 0 hands them out besides (see farm.local_slot)
+    workers = resolved.total_ranks
     report.packing = pack(n_tasks, workers, resolved.elapse, estimate, margin_s, max_jobs)
     if report.packing.n_jobs == 0:
         return report
@@ -237,7 +234,7 @@ def submit(
     env_file = write_env_file(job_dir, settings.db_uri)
     template = (profile.farm_launcher or profile.launcher).command
     argv = [
-        *_launcher_argv(template, resolved.total_ranks + extra),
+        *_launcher_argv(template, resolved.total_ranks),
         *_python(profile),
         "-m",
         "matdx.cli.main",
