@@ -115,6 +115,17 @@ def run_firework(
     return fw_id, state
 
 
+def _take_queued(
+    in_flight: dict[Future[tuple[int, str]], tuple[int, int]], other_than: int
+) -> int | None:
+    """Cancel one task queued (not started) in another pool; return its id."""
+    for fut, (task_id, where) in list(in_flight.items()):
+        if where != other_than and fut.cancel():
+            del in_flight[fut]
+            return task_id
+    return None
+
+
 @contextmanager
 def local_slot(size: int, enabled: bool = True) -> Iterator[Executor | None]:
     """An executor of one thread in which the dispatching rank runs tasks too.
@@ -147,7 +158,8 @@ def drive(
     queue, so that a worker that finishes starts the next one at once instead of waiting
     for this loop to claim it. A queued task may start only after a running one ends, so
     one is queued only while the time left is at least twice ``task_estimate``; when time
-    runs out, queued tasks that have not started are cancelled.
+    runs out, queued tasks that have not started are cancelled. When nothing is left to
+    claim, a free slot takes over a task still queued for another.
 
     Parameters
     ----------
@@ -185,6 +197,10 @@ def drive(
                 task_id = claim()
                 if task_id is None:
                     exhausted = True
+                    # a free slot takes over a task still queued for a busy one
+                    task_id = _take_queued(in_flight, other_than=index)
+                    if task_id is not None:
+                        in_flight[submit(ex, task_id)] = (task_id, index)
                     break
                 in_flight[submit(ex, task_id)] = (task_id, index)
         if not in_flight:
