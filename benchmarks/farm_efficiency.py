@@ -6,8 +6,8 @@ Cu-Au-Pt-Ni-Pd space), in Fireworks of ``--batch`` candidates, run
 * in two plain processes (``multiprocessing``, half of them each, no database), each
   calling the task itself: the EMT engine's relaxation (ASE EMT + FrechetCellFilter +
   BFGS, then the space group and the result record), and
-* through ``matdx farm`` under ``mpiexec -n 3`` (a master that dispatches and two worker
-  ranks that run the Fireworks), in one of two modes:
+* through ``matdx farm`` under ``mpiexec -n 2`` (two ranks that run the Fireworks; rank 0
+  also hands them out), in one of two modes:
 
   - ``online``: the ranks claim Fireworks and write results to the database given with
     ``--db`` while they run. Here the database server (FerretDB) shares the two cores
@@ -118,7 +118,7 @@ def main() -> None:
 
     submit_campaign(loaded, launch=False, db_uri=args.db, plan=plan)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    farm = [mpiexec, "-n", "3", sys.executable, "-m", "matdx.cli.main", "farm",
+    farm = [mpiexec, "-n", "2", sys.executable, "-m", "matdx.cli.main", "farm",
             loaded.spec.name, "--task-estimate", "1"]
     rounds = args.rounds if args.mode == "offline" else 1
     job_dir = Path(os.environ["MATDX_DATA_DIR"]) / "job"
