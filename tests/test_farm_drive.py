@@ -130,3 +130,26 @@ def test_the_dispatching_rank_runs_tasks_too_one_at_a_time():
     assert 5 <= len(here) <= 15
     assert tasks.most_running <= 3
     assert tasks.most_outstanding <= 2 + 1 + 1
+
+
+def test_a_task_queued_behind_a_long_one_is_taken_over_by_a_free_slot():
+    # remote: one worker, one queued task; task 0 runs long there, task 2 short locally
+    durations = {0: 0.6, 1: 0.3, 2: 0.05}
+    tasks = Tasks(3, 0.0)
+    where: dict[int, str] = {}
+
+    def run(task_id: int) -> tuple[int, str]:
+        where[task_id] = threading.current_thread().name
+        time.sleep(durations[task_id])
+        return task_id, "COMPLETED"
+
+    tasks.run = run  # type: ignore[method-assign]
+    start = time.monotonic()
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="remote") as remote,
+        ThreadPoolExecutor(1, thread_name_prefix="local") as local,
+    ):
+        ran = drive(remote, 1, tasks.claim, tasks.submit, lambda: 1e9, 0.05, queued=1, local=local)
+    assert sorted(ran.states) == [0, 1, 2]
+    assert where[0].startswith("remote") and where[1].startswith("local")
+    assert time.monotonic() - start < 0.8  # task 1 did not wait for task 0 (0.9 s)
