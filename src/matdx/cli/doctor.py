@@ -29,8 +29,17 @@ class Check:
 
 
 def _run(argv: list[str], timeout: float = 30, stdin: str = "") -> tuple[int, str]:
+    """Run a probe in a scratch directory; return its exit code and output.
+
+    pw.x given no input leaves ``CRASH`` and ``input_tmp.in`` in its working directory.
+    """
+    import tempfile
+
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=stdin)
+        with tempfile.TemporaryDirectory(prefix="matdx-doctor-") as scratch:
+            p = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, input=stdin, cwd=scratch
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
     return p.returncode, p.stdout + p.stderr
