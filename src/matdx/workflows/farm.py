@@ -127,14 +127,14 @@ def _take_queued(
 
 
 @contextmanager
-def local_slot(size: int, enabled: bool = True) -> Iterator[Executor | None]:
-    """An executor of one thread in which the dispatching rank runs tasks too.
+def local_slot(comm: Any, enabled: bool = True) -> Iterator[Executor | None]:
+    """An executor of one thread in which the dispatching rank (0 of ``comm``) runs tasks too.
 
-    Only when other ranks exist (``size`` > 1): a single process runs its tasks in
+    ``None`` on the other ranks, and in a single process: that runs its tasks in
     mpi4py's own thread already, and two threads of one process must not run tasks at
     once (a launch changes the working directory).
     """
-    if not enabled or size < 2:
+    if not enabled or comm.Get_rank() != 0 or comm.Get_size() < 2:
         yield None
         return
     with ThreadPoolExecutor(1, thread_name_prefix="matdx-farm-rank0") as ex:
@@ -263,9 +263,7 @@ def farm(
     settings = get_settings(db_uri=db_uri)
     run_dir = run_dir or settings.runs_dir / campaign
     walltime = walltime_s if walltime_s is not None else walltime_from_env()
-    with MPICommExecutor(comm, root=0) as executor, local_slot(
-        comm.Get_size(), root_works and comm.Get_rank() == 0
-    ) as local:
+    with MPICommExecutor(comm, root=0) as executor, local_slot(comm, root_works) as local:
         if executor is None:
             return None
         store, backend = open_store(db_uri)

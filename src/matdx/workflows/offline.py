@@ -117,9 +117,7 @@ def farm_offline(
     start = time.monotonic()
     walltime = walltime_s if walltime_s is not None else walltime_from_env()
     comm = MPI.COMM_WORLD
-    with MPICommExecutor(comm, root=0) as executor, local_slot(
-        comm.Get_size(), root_works and comm.Get_rank() == 0
-    ) as local:
+    with MPICommExecutor(comm, root=0) as executor, local_slot(comm, root_works) as local:
         if executor is None:
             return None
         names = [str(d) for d in pending_dirs(job_dir)]
