@@ -6,8 +6,10 @@ Cu-Au-Pt-Ni-Pd space), in Fireworks of ``--batch`` candidates, run
 * in two plain processes (``multiprocessing``, half of them each, no database), each
   calling the task itself: the EMT engine's relaxation (ASE EMT + FrechetCellFilter +
   BFGS, then the space group and the result record), and
-* through ``matdx farm`` under ``mpiexec -n 2`` (two ranks that run the Fireworks; rank 0
-  also hands them out), in one of two modes:
+* through ``matdx farm`` on two ranks that run the Fireworks (rank 0 also hands them
+  out), started the way ``matdx submit`` starts it on this machine: with the farm launcher
+  of ``--profile`` (``hpc_profiles/local.yaml``: ``mpiexec -bind-to core:1 -n 2``), in one
+  of two modes:
 
   - ``online``: the ranks claim Fireworks and write results to the database given with
     ``--db`` while they run. Here the database server (FerretDB) shares the two cores
@@ -32,15 +34,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = """\
 name: bench-farm
 seed: 3
@@ -88,6 +91,8 @@ def main() -> None:
     ap.add_argument("--db", required=True, help="MongoDB/FerretDB URI (a fresh database)")
     ap.add_argument("--batch", type=int, default=10, help="candidates per Firework")
     ap.add_argument("--mode", choices=("online", "offline"), default="online")
+    ap.add_argument("--profile", type=Path, default=ROOT / "hpc_profiles" / "local.yaml",
+                    help="site profile whose farm launcher starts the two ranks")
     ap.add_argument("--rounds", type=int, default=3,
                     help="offline: farm runs of the same reserved Fireworks, each after a "
                     "plain run (online: 1)")
@@ -97,9 +102,11 @@ def main() -> None:
     path.write_text(CAMPAIGN.format(batch=args.batch))
 
     from matdx.core.progress import NullProgress
+    from matdx.sites import JobRequest, load_profile, resolve_job
     from matdx.workflows.campaign import load_campaign
     from matdx.workflows.context import open_store
     from matdx.workflows.runner import plan_materials, submit_campaign
+    from matdx.workflows.submit import farm_launch_argv
 
     loaded = load_campaign(path)
     store, backend = open_store(args.db)
@@ -117,9 +124,12 @@ def main() -> None:
     print(f"two processes, bare ASE loop: {t_bare:5.1f} s", flush=True)
 
     submit_campaign(loaded, launch=False, db_uri=args.db, plan=plan)
-    mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    farm = [mpiexec, "-n", "2", sys.executable, "-m", "matdx.cli.main", "farm",
-            loaded.spec.name, "--task-estimate", "1"]
+    job = resolve_job(load_profile(args.profile),
+                      JobRequest(job_name="bench-farm", nodes=1, ranks_per_node=2,
+                                 threads_per_rank=1))
+    farm = [*farm_launch_argv(job), "-m", "matdx.cli.main", "farm", loaded.spec.name,
+            "--task-estimate", "1"]
+    print(f"farm: {shlex.join(farm)}", flush=True)
     rounds = args.rounds if args.mode == "offline" else 1
     job_dir = Path(os.environ["MATDX_DATA_DIR"]) / "job"
     if args.mode == "offline":

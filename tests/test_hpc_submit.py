@@ -16,9 +16,9 @@ import pymongo
 import pytest
 
 from matdx.schedulers import JobState, scheduler_for
-from matdx.sites import load_profile
+from matdx.sites import JobRequest, load_profile, resolve_job
 from matdx.workflows.campaign import load_campaign
-from matdx.workflows.submit import pack, submit
+from matdx.workflows.submit import farm_launch_argv, pack, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "pjm_standin"
@@ -63,6 +63,30 @@ def test_packing_turns_many_small_tasks_into_few_jobs():
     assert p.tasks_per_job == 27 and p.n_jobs == 38
     assert pack(1000, workers=3, elapse_s=600, task_estimate_s=60, max_jobs=5).n_jobs == 5
     assert pack(0, workers=3, elapse_s=600, task_estimate_s=60).n_jobs == 0
+
+
+@pytest.mark.parametrize("layout", [
+    {},  # the profile's 2 ranks x 1 thread: a core each
+    {"ranks_per_node": 1, "threads_per_rank": 2},  # one rank on both cores
+])
+def test_local_farm_ranks_are_bound_to_their_cores(layout):
+    """The local profile's farm launcher pins each rank to its share of the cores."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs two cores")
+    job = resolve_job(load_profile(ROOT / "hpc_profiles" / "local.yaml"),
+                      JobRequest(job_name="bind", **layout))
+    argv = farm_launch_argv(job)
+    assert argv[1:5] == ["-bind-to", f"core:{job.threads_per_rank}", "-n", str(job.total_ranks)]
+    show = "import os; from mpi4py import MPI; print(MPI.COMM_WORLD.rank, *os.sched_getaffinity(0))"
+    out = subprocess.run([*argv, "-c", show], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    cores = {int(r): set(map(int, c)) for r, *c in (line.split() for line in out.splitlines())}
+    assert sorted(cores) == list(range(job.total_ranks))
+    if job.total_ranks == 1:
+        assert len(cores[0]) >= 2  # both cores for its two threads
+    else:
+        assert not cores[0] & cores[1] and cores[0] | cores[1] <= allowed  # a core each
 
 
 @pytest.mark.slurm

@@ -287,6 +287,17 @@ class Scheduler(ABC):
         return proc
 
 
+def format_launcher(template: str, job: ResolvedJob) -> str:
+    """A launcher template (trusted profile text) with the job's layout filled in."""
+    return template.format(
+        nodes=job.nodes,
+        ranks=job.total_ranks,
+        ranks_per_node=job.ranks_per_node,
+        threads_per_rank=job.threads_per_rank,
+        job_name=job.job_name,
+    )
+
+
 def launch_line(job: ResolvedJob) -> str | None:
     """``<launcher> <container exec> <program args>``, or ``None`` without a command.
 
@@ -298,15 +309,7 @@ def launch_line(job: ResolvedJob) -> str | None:
         return None
     parts = []
     if req.use_launcher:
-        parts.append(
-            prof.launcher.command.format(
-                nodes=job.nodes,
-                ranks=job.total_ranks,
-                ranks_per_node=job.ranks_per_node,
-                threads_per_rank=job.threads_per_rank,
-                job_name=job.job_name,
-            )
-        )
+        parts.append(format_launcher(prof.launcher.command, job))
     if req.use_container and prof.container is not None:
         c = prof.container
         parts.append(quote_argv([*c.exec_command, *c.options, c.image]))

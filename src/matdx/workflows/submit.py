@@ -23,13 +23,16 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matdx.core.errors import InputError
 from matdx.core.settings import get_settings
 from matdx.engines.registry import get_engine
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.runner import RunReport, campaign_db_uri, submit_campaign
+
+if TYPE_CHECKING:
+    from matdx.sites.job import ResolvedJob
 
 ENV_FILE = "matdx.env"
 
@@ -99,14 +102,23 @@ class SubmitReport:
     recovered: list[int] = field(default_factory=list)
 
 
-def _launcher_argv(template: str, ranks: int) -> list[str]:
-    """The farm launcher as arguments; a bare program name is looked up next to Python."""
-    argv = shlex.split(template.format(ranks=ranks))
+def farm_launch_argv(job: ResolvedJob) -> list[str]:
+    """How ``job`` starts the task farm: its farm launcher, then the Python that runs it.
+
+    The launcher is the profile's ``farm_launcher`` (else its ``launcher``) with the job's
+    layout filled in; a bare program name is looked up next to this Python first (the
+    ``mpiexec`` that belongs to its mpi4py).
+    """
+    from matdx.schedulers.base import format_launcher
+
+    profile = job.profile
+    template = (profile.farm_launcher or profile.launcher).command
+    argv = shlex.split(format_launcher(template, job))
     if argv and "/" not in argv[0]:
         local = Path(sys.executable).parent / argv[0]
         if local.exists():
             argv[0] = str(local)
-    return argv
+    return [*argv, *_python(profile)]
 
 
 def _python(profile: Any) -> list[str]:
@@ -232,10 +244,8 @@ def submit(
         backend.flush()
 
     env_file = write_env_file(job_dir, settings.db_uri)
-    template = (profile.farm_launcher or profile.launcher).command
     argv = [
-        *_launcher_argv(template, resolved.total_ranks),
-        *_python(profile),
+        *farm_launch_argv(resolved),
         "-m",
         "matdx.cli.main",
         "farm",
