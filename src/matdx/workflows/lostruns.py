@@ -124,8 +124,14 @@ def claim_next(
     owner: str,
     exclude: set[int] | None = None,
     step: str | tuple[str, ...] | None = None,
+    stale_after: float = STALE_AFTER_S,
 ) -> int | None:
     """Claim a READY Firework of ``campaign`` for ``owner``; ``None`` if there is none.
+
+    A claim is a unique key ``<fw_id>:<launches so far>``: the first process to insert it
+    runs that attempt. A claim on a Firework that is still READY and older than
+    ``stale_after`` is taken over: its process died between claiming and launching (a job
+    killed at that moment), and would otherwise keep the Firework from everyone.
 
     Parameters
     ----------
@@ -139,14 +145,14 @@ def claim_next(
         Firework ids not to consider.
     step
         Only Fireworks of this step (or of these steps).
+    stale_after
+        Age in seconds after which an unlaunched claim counts as abandoned.
 
     Returns
     -------
     int or None
         The claimed Firework id.
     """
-    from pymongo.errors import DuplicateKeyError
-
     query: dict[str, Any] = {"spec._matdx.campaign": campaign, "state": "READY"}
     if isinstance(step, tuple):
         query["spec._matdx.step"] = {"$in": list(step)}
@@ -156,14 +162,28 @@ def claim_next(
     for doc in sorted(cursor, key=lambda d: d["fw_id"]):
         if exclude and doc["fw_id"] in exclude:
             continue
-        try:
-            lp.db[CLAIMS].insert_one(
-                {"_id": f"{doc['fw_id']}:{attempt(doc)}", "owner": owner, "at": _now()}
-            )
-        except DuplicateKeyError:
-            continue
-        return int(doc["fw_id"])
+        if _take_claim(lp.db[CLAIMS], f"{doc['fw_id']}:{attempt(doc)}", owner, stale_after):
+            return int(doc["fw_id"])
     return None
+
+
+def _take_claim(claims: Any, key: str, owner: str, stale_after: float) -> bool:
+    """Insert the claim ``key`` for ``owner``, replacing one older than ``stale_after``.
+
+    The unique ``_id`` decides between processes: a stale claim is deleted (only while it
+    is still that old), and then whoever inserts the key first has it.
+    """
+    from pymongo.errors import DuplicateKeyError
+
+    for _ in range(2):
+        try:
+            claims.insert_one({"_id": key, "owner": owner, "at": _now()})
+            return True
+        except DuplicateKeyError:
+            cutoff = _now() - timedelta(seconds=stale_after)
+            if not claims.delete_one({"_id": key, "at": {"$lt": cutoff}}).deleted_count:
+                return False
+    return False
 
 
 def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:

@@ -102,7 +102,7 @@ def farm_offline(
     """Run the reserved Fireworks of ``job_dir`` over the MPI ranks.
 
     Rank 0 hands them out and, with ``root_works``, runs them too (see
-    :func:`matdx.workflows.farm.local_slot`).
+    :func:`matdx.workflows.farm.farm_executors`).
 
     Returns
     -------
@@ -110,14 +110,13 @@ def farm_offline(
         Final states by directory on rank 0, ``None`` on workers.
     """
     from mpi4py import MPI
-    from mpi4py.futures import MPICommExecutor
 
-    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, local_slot, walltime_from_env
+    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, farm_executors, walltime_from_env
 
     start = time.monotonic()
     walltime = walltime_s if walltime_s is not None else walltime_from_env()
     comm = MPI.COMM_WORLD
-    with MPICommExecutor(comm, root=0) as executor, local_slot(comm, root_works) as local:
+    with farm_executors(comm, root_works) as (executor, local):
         if executor is None:
             return None
         names = [str(d) for d in pending_dirs(job_dir)]
