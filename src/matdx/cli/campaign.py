@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of
 from matdx.cli.ui import RichProgress, console
 
 campaign_app = typer.Typer(
@@ -20,25 +21,6 @@ campaign_app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URI (default: MATDX_DB_URI, else the embedded store)."),
-]
-UserOption = Annotated[str | None, typer.Option("--user", help="Read as this user.")]
-GroupOption = Annotated[
-    list[str] | None,
-    typer.Option("--group", "--groups", help="Read as a member of this group (repeat)."),
-]
-
-
-def _caller(user: str | None, groups: list[str] | None) -> object:
-    from matdx.core.settings import get_settings
-    from matdx.store.access import Caller
-
-    s = get_settings(user=user)
-    return Caller(s.user, tuple(groups if groups is not None else s.groups))
-
 
 @campaign_app.command("next")
 def next_(
@@ -71,7 +53,7 @@ def next_(
         loaded,
         budget,
         strategy,
-        caller=_caller(user, group),  # type: ignore[arg-type]
+        caller=caller_of(user, group),  # type: ignore[arg-type]
         run=run,
         db_uri=db,
         progress=RichProgress(),
@@ -128,7 +110,7 @@ def picks(
     from matdx.workflows.context import open_store
 
     store, _ = open_store(db)
-    caller = _caller(user, group)
+    caller = caller_of(user, group)
     store.campaign(campaign, caller)  # type: ignore[arg-type]
     rows = stored_picks(campaign, caller)  # type: ignore[arg-type]
     table = Table(title=f"{campaign}: {len(rows)} picks")

@@ -9,28 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of
 from matdx.cli.ui import console
 
 data_app = typer.Typer(help="Data tiers, rights and schema migrations.", no_args_is_help=True)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URI (default: MATDX_DB_URI, else the embedded store)."),
-]
-UserOption = Annotated[str | None, typer.Option("--user", help="Act as this user.")]
-GroupOption = Annotated[
-    list[str] | None, typer.Option("--group", help="Act as a member of this group (repeat).")
-]
-
-
-def caller_of(user: str | None, groups: list[str] | None) -> object:
-    """The caller identity from CLI flags, else from the settings."""
-    from matdx.core.settings import get_settings
-    from matdx.store.access import Caller
-
-    s = get_settings(user=user)
-    return Caller(s.user, tuple(groups if groups is not None else s.groups))
-
 
 def _split(text: str | None) -> list[str] | None:
     return [t for t in text.split(",") if t] if text else None

@@ -1,0 +1,203 @@
+"""``matdx submit``, ``farm``, ``sync`` and ``recover``: campaigns on batch systems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from matdx.cli.options import DbOption, open_db
+from matdx.cli.ui import console
+
+
+def farm(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    walltime: Annotated[
+        float | None,
+        typer.Option("--walltime", help="Job walltime in s (default: from the scheduler)."),
+    ] = None,
+    task_estimate: Annotated[
+        float, typer.Option("--task-estimate", help="Expected seconds per Firework.")
+    ] = 60.0,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Seconds kept free before the walltime.")
+    ] = 30.0,
+    offline_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--offline-dir",
+            help="Run the Fireworks reserved in this job directory (or in its "
+            "job-$MATDX_ARRAY_INDEX) without a database (see `matdx sync`).",
+        ),
+    ] = None,
+    root_works: Annotated[
+        bool,
+        typer.Option(
+            "--root-works/--no-root-works",
+            help="Rank 0 runs Fireworks too, besides handing them out (default); with "
+            "--no-root-works it only hands them out (launch one process more).",
+        ),
+    ] = True,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="KEY=VALUE lines added to the environment first (how submitted jobs "
+            "receive MATDX_DB_URI without it being written into the script).",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a campaign's Fireworks over MPI ranks (inside a batch job, under mpiexec)."""
+    import json
+    import os
+
+    from matdx.workflows.farm import before_exit
+
+    if env_file is not None:
+        for line in env_file.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                os.environ.setdefault(key.strip(), value.strip())
+    if offline_dir is not None:
+        from matdx.workflows.offline import farm_offline
+
+        sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
+        target = sub if sub.is_dir() else offline_dir
+        result = farm_offline(target, walltime, task_estimate, margin, root_works)
+        if result is not None:
+            console.print(json.dumps(result), highlight=False)
+        before_exit()
+        return
+    from matdx.workflows.farm import farm as run_farm
+    from matdx.workflows.farm import summarise
+
+    report = run_farm(
+        campaign,
+        walltime,
+        task_estimate,
+        db_uri=db,
+        stale_after_s=stale_after,
+        margin_s=margin,
+        root_works=root_works,
+    )
+    if report is not None:
+        console.print(json.dumps(summarise(report)), highlight=False)
+    before_exit()
+
+
+def sync(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    db: DbOption = None,
+) -> None:
+    """Bring offline results (compute nodes without database) into the store."""
+    store, backend = open_db(db)  # type: ignore[misc]
+    store.campaign(campaign)
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.offline import sync as do_sync
+
+    r = do_sync(fwa.get_launchpad(backend), store, campaign, stale_after, db_uri=backend.target.uri)
+    console.print(
+        f"ingested {r.ingested} records; {len(r.recovered)} offline runs recovered, "
+        f"{len(r.lost)} lost and made READY again, {len(r.running)} still running"
+        + ("; analysis done" if r.analysed else "")
+    )
+
+
+def recover(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    db: DbOption = None,
+) -> None:
+    """Find a campaign's lost runs (stale heartbeat) and make them READY again."""
+    store, backend = open_db(db)  # type: ignore[misc]
+    store.campaign(campaign)
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.lostruns import recover_lost
+
+    lost = recover_lost(fwa.get_launchpad(backend), campaign, stale_after)
+    console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
+
+
+def submit(
+    campaign_file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+    profile: Annotated[Path, typer.Option("--profile", help="Site profile YAML.")],
+    nodes: Annotated[int | None, typer.Option("--nodes", help="Nodes per job.")] = None,
+    ranks_per_node: Annotated[int | None, typer.Option("--ranks-per-node")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads per rank.")] = None,
+    elapse: Annotated[str | None, typer.Option("--elapse", help="Walltime per job.")] = None,
+    rscgrp: Annotated[
+        str | None, typer.Option("--rscgrp", help="Resource group / partition.")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Group / account.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Compute nodes without database access.")
+    ] = False,
+    task_estimate: Annotated[
+        float | None, typer.Option("--task-estimate", help="Seconds per Firework.")
+    ] = None,
+    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1)] = None,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Seconds kept free before each job's walltime.")
+    ] = 30.0,
+    stale_after: Annotated[
+        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+    ] = 60.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the script only.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Submit a campaign to a batch system: few jobs, each packing many tasks (MPI farm)."""
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.submit import submit as do_submit
+
+    loaded = load_campaign(campaign_file)
+    job = {
+        k: v
+        for k, v in {
+            "nodes": nodes,
+            "ranks_per_node": ranks_per_node,
+            "threads_per_rank": threads,
+            "elapse": elapse,
+            "rscgrp": rscgrp,
+            "group": group,
+        }.items()
+        if v is not None
+    }
+    r = do_submit(
+        loaded,
+        profile,
+        job,
+        offline=offline,
+        task_estimate_s=task_estimate,
+        max_jobs=max_jobs,
+        db_uri=db,
+        dry_run=dry_run,
+        stale_after_s=stale_after,
+        margin_s=margin,
+    )
+    p = r.packing
+    console.print(
+        f"{loaded.spec.name}: {r.run.n_unique} unique candidates, {r.run.n_submitted} newly "
+        f"queued; {p.n_tasks if p else 0} tasks"
+        + (
+            f" → {p.n_jobs} job(s) × {p.tasks_per_job} task slots ({p.workers_per_job} "
+            f"workers, ~{p.task_estimate_s:g} s per task)"
+            if p and p.n_jobs
+            else ""
+        )
+    )
+    if r.script is not None:
+        console.print(
+            f"script: {r.script}" + (f" (reserved {r.reserved} offline)" if offline else "")
+        )
+    if r.job_ids:
+        console.print(f"submitted: {', '.join(r.job_ids)}")

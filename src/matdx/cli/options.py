@@ -1,0 +1,33 @@
+"""Options and helpers that several ``matdx`` commands share."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URI (default: MATDX_DB_URI, else the embedded store)."),
+]
+UserOption = Annotated[str | None, typer.Option("--user", help="Act as this user.")]
+GroupOption = Annotated[
+    list[str] | None,
+    typer.Option("--group", "--groups", help="Act as a member of this group (repeat)."),
+]
+
+
+def caller_of(user: str | None, groups: list[str] | None) -> Any:
+    """The caller identity from the ``--user``/``--group`` flags, else from the settings."""
+    from matdx.core.settings import get_settings
+    from matdx.store.access import Caller
+
+    s = get_settings(user=user)
+    return Caller(s.user, tuple(groups if groups is not None else s.groups))
+
+
+def open_db(db: str | None) -> Any:
+    """``(store, backend)`` for ``--db`` (see :func:`matdx.workflows.context.open_store`)."""
+    from matdx.workflows.context import open_store
+
+    return open_store(db)
