@@ -30,8 +30,24 @@ def matdx(*args, env, check=True):
                           capture_output=True, text=True, timeout=900, check=check)
 
 
-def test_database_password_appears_nowhere(ferret_base, tmp_path):
+@pytest.fixture
+def secret_db(ferret_base, tmp_path):
+    """A database name, dropped afterwards once the test's local jobs have ended."""
     name = f"t_secret_{uuid.uuid4().hex[:8]}"
+    yield name
+    # a job may still write (its farm's last claims and heartbeats) after its Fireworks
+    # are COMPLETED, and a write after the drop would create the database again
+    from matdx.schedulers.local import LocalScheduler
+
+    jobs = LocalScheduler(state_dir=tmp_path / "data" / "local-jobs")
+    deadline = time.time() + 120
+    while jobs.count_jobs() and time.time() < deadline:
+        time.sleep(0.5)
+    pymongo.MongoClient(ferret_base).drop_database(name)
+
+
+def test_database_password_appears_nowhere(ferret_base, secret_db, tmp_path):
+    name = secret_db
     host = ferret_base.split("://", 1)[1].rstrip("/")
     uri = f"mongodb://alice:{SECRET}@{host}/{name}?authMechanism=PLAIN"
     data = tmp_path / "data"
@@ -74,7 +90,6 @@ def test_database_password_appears_nowhere(ferret_base, tmp_path):
     for coll in db.list_collection_names():
         for doc in db[coll].find({}):
             assert SECRET not in json.dumps(doc, default=str), coll
-    pymongo.MongoClient(ferret_base).drop_database(name)
 
 
 @pytest.mark.parametrize("evil", ["x; touch pwned", "$(touch pwned)", "`touch pwned`",
