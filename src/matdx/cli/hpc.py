@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from matdx.cli.options import DbOption, open_db
 from matdx.cli.ui import console
 
+CampaignArg = Annotated[str, typer.Argument(help="Campaign name.")]
+StaleAfterOption = Annotated[
+    float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
+]
+
+
+def _launchpad(db: str | None, campaign: str) -> tuple[Any, Any, Any]:
+    """``(store, backend, LaunchPad)`` of an existing campaign's database."""
+    store, backend = open_db(db)
+    store.campaign(campaign)
+    from matdx.workflows import fireworks_adapter as fwa
+
+    return store, backend, fwa.get_launchpad(backend)
+
 
 def farm(
-    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    campaign: CampaignArg,
     walltime: Annotated[
         float | None,
         typer.Option("--walltime", help="Job walltime in s (default: from the scheduler)."),
@@ -20,9 +34,7 @@ def farm(
     task_estimate: Annotated[
         float, typer.Option("--task-estimate", help="Expected seconds per Firework.")
     ] = 60.0,
-    stale_after: Annotated[
-        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
-    ] = 60.0,
+    stale_after: StaleAfterOption = 60.0,
     margin: Annotated[
         float, typer.Option("--margin", help="Seconds kept free before the walltime.")
     ] = 30.0,
@@ -69,41 +81,35 @@ def farm(
         sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
         target = sub if sub.is_dir() else offline_dir
         result = farm_offline(target, walltime, task_estimate, margin, root_works)
-        if result is not None:
-            console.print(json.dumps(result), highlight=False)
-        before_exit()
-        return
-    from matdx.workflows.farm import farm as run_farm
-    from matdx.workflows.farm import summarise
+    else:
+        from matdx.workflows.farm import farm as run_farm
+        from matdx.workflows.farm import summarise
 
-    report = run_farm(
-        campaign,
-        walltime,
-        task_estimate,
-        db_uri=db,
-        stale_after_s=stale_after,
-        margin_s=margin,
-        root_works=root_works,
-    )
-    if report is not None:
-        console.print(json.dumps(summarise(report)), highlight=False)
+        report = run_farm(
+            campaign,
+            walltime,
+            task_estimate,
+            db_uri=db,
+            stale_after_s=stale_after,
+            margin_s=margin,
+            root_works=root_works,
+        )
+        result = None if report is None else summarise(report)
+    if result is not None:  # rank 0
+        console.print(json.dumps(result), highlight=False)
     before_exit()
 
 
 def sync(
-    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
-    stale_after: Annotated[
-        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
-    ] = 60.0,
+    campaign: CampaignArg,
+    stale_after: StaleAfterOption = 60.0,
     db: DbOption = None,
 ) -> None:
     """Bring offline results (compute nodes without database) into the store."""
-    store, backend = open_db(db)  # type: ignore[misc]
-    store.campaign(campaign)
-    from matdx.workflows import fireworks_adapter as fwa
     from matdx.workflows.offline import sync as do_sync
 
-    r = do_sync(fwa.get_launchpad(backend), store, campaign, stale_after, db_uri=backend.target.uri)
+    store, backend, lp = _launchpad(db, campaign)
+    r = do_sync(lp, store, campaign, stale_after, db_uri=backend.target.uri)
     console.print(
         f"ingested {r.ingested} records; {len(r.recovered)} offline runs recovered, "
         f"{len(r.lost)} lost and made READY again, {len(r.running)} still running"
@@ -112,19 +118,14 @@ def sync(
 
 
 def recover(
-    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
-    stale_after: Annotated[
-        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
-    ] = 60.0,
+    campaign: CampaignArg,
+    stale_after: StaleAfterOption = 60.0,
     db: DbOption = None,
 ) -> None:
     """Find a campaign's lost runs (stale heartbeat) and make them READY again."""
-    store, backend = open_db(db)  # type: ignore[misc]
-    store.campaign(campaign)
-    from matdx.workflows import fireworks_adapter as fwa
     from matdx.workflows.lostruns import recover_lost
 
-    lost = recover_lost(fwa.get_launchpad(backend), campaign, stale_after)
+    lost = recover_lost(_launchpad(db, campaign)[2], campaign, stale_after)
     console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
 
 
@@ -149,9 +150,7 @@ def submit(
     margin: Annotated[
         float, typer.Option("--margin", help="Seconds kept free before each job's walltime.")
     ] = 30.0,
-    stale_after: Annotated[
-        float, typer.Option("--stale-after", help="Heartbeat age (s) that marks a run lost.")
-    ] = 60.0,
+    stale_after: StaleAfterOption = 60.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the script only.")] = False,
     db: DbOption = None,
 ) -> None:

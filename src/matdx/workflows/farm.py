@@ -99,6 +99,23 @@ def set_deadline(deadline: float | None) -> None:
         os.environ[DEADLINE_ENV] = f"{deadline:.0f}"
 
 
+def job_clock(
+    walltime_s: float | None, margin_s: float | None, start: float
+) -> tuple[Callable[[], float], float | None]:
+    """``(time_left, deadline)`` of a job that began at ``start`` (``time.monotonic()``).
+
+    The job's walltime is ``walltime_s``, else the scheduler's (:func:`walltime_from_env`),
+    else unlimited. ``time_left()`` is what remains for starting tasks and ``deadline``
+    (epoch seconds, see :func:`set_deadline`) is when calculations must stop; both keep
+    ``margin_s`` (default :data:`WALLTIME_MARGIN_S`) free before the end.
+    """
+    walltime = walltime_s if walltime_s is not None else walltime_from_env()
+    if walltime is None:
+        return (lambda: float("inf")), None
+    end = start + walltime - (WALLTIME_MARGIN_S if margin_s is None else margin_s)
+    return (lambda: end - time.monotonic()), time.time() + end - time.monotonic()
+
+
 def run_firework(
     fw_id: int, campaign: str, run_dir: str, db_uri: str | None, deadline: float | None = None
 ) -> tuple[int, str]:
@@ -290,7 +307,7 @@ def farm(
     comm = MPI.COMM_WORLD
     settings = get_settings(db_uri=db_uri)
     run_dir = run_dir or settings.runs_dir / campaign
-    walltime = walltime_s if walltime_s is not None else walltime_from_env()
+    time_left, deadline = job_clock(walltime_s, margin_s, start)
     with farm_executors(comm, root_works) as (executor, local):
         if executor is None:
             return None
@@ -314,14 +331,6 @@ def farm(
             lambda: recover_lost(lp, campaign, stale_after_s), "recover lost runs", where
         )
         owner = f"{socket.gethostname()}:{os.getpid()}"
-
-        def time_left() -> float:
-            if walltime is None:
-                return float("inf")
-            return walltime - (time.monotonic() - start) - margin_s
-
-        # the job ends at start + walltime; calculations must stop a margin before that
-        deadline = None if walltime is None else time.time() + walltime - margin_s
 
         def submit(ex: Executor, fw_id: int) -> Future[tuple[int, str]]:
             return ex.submit(

@@ -111,10 +111,10 @@ def farm_offline(
     """
     from mpi4py import MPI
 
-    from matdx.workflows.farm import WALLTIME_MARGIN_S, drive, farm_executors, walltime_from_env
+    from matdx.workflows.farm import drive, farm_executors, job_clock
 
     start = time.monotonic()
-    walltime = walltime_s if walltime_s is not None else walltime_from_env()
+    time_left, deadline = job_clock(walltime_s, margin_s, start)
     comm = MPI.COMM_WORLD
     with farm_executors(comm, root_works) as (executor, local):
         if executor is None:
@@ -125,16 +125,8 @@ def farm_offline(
         def claim() -> int | None:
             return queue.pop(0) if queue else None
 
-        margin = WALLTIME_MARGIN_S if margin_s is None else margin_s
-        deadline = None if walltime is None else time.time() + walltime - margin
-
         def submit(ex: Any, i: int) -> Any:
             return ex.submit(_run_indexed, i, names[i], deadline)
-
-        def time_left() -> float:
-            if walltime is None:
-                return float("inf")
-            return walltime - (time.monotonic() - start) - margin
 
         ran = drive(
             executor,
