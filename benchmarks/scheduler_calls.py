@@ -63,10 +63,10 @@ def main() -> None:
     os.environ["PATH"] = f"{work / 'bin'}{os.pathsep}{os.environ['PATH']}"
     (work / "c.yaml").write_text(CAMPAIGN)
 
+    from matdx.execution.submit import submit
     from matdx.schedulers import scheduler_for
     from matdx.sites import JobRequest, load_profile
     from matdx.workflows.campaign import load_campaign
-    from matdx.workflows.submit import submit
 
     profile = load_profile(PROFILE)
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ source .ci/slurm.env
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export MATDX_TEST_SLURM_PROFILE=hpc_profiles/ci_slurm.yaml
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/lint-imports
 set +e
 .venv/bin/python -m pytest -q -ra "$@"
 rc=$?

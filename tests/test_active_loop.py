@@ -96,7 +96,8 @@ def check_pick(db: pymongo.database.Database, before: set[str], budget: int,
     fws = list(db.fireworks.find({"spec._matdx.pick_id": rec["_id"]}))
     assert {f["state"] for f in fws} == {"COMPLETED"}
     assert sum(f["spec"]["_matdx"]["n"] for f in fws) == budget
-    assert {f["spec"]["_matdx"]["step"] for f in fws} == {"prescreen", "analyse"}
+    assert {(f["spec"]["_matdx"]["kind"], f["spec"]["_matdx"]["step"]) for f in fws} == {
+        ("compute", "prescreen"), ("analyse", "prescreen")}
     assert rec["wf_id"] == min(f["fw_id"] for f in fws)
     # the analysis ran: the picks have summaries with formation energies
     rows = {d["material_id"]: d for d in db.summaries.find({"campaign": NAME})}

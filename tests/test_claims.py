@@ -8,7 +8,7 @@ import pytest
 
 from matdx.workflows import fireworks_adapter as fwa
 from matdx.workflows.context import open_store
-from matdx.workflows.lostruns import CLAIMS, claim_next
+from matdx.workflows.coordination import CLAIMS, claim_next
 
 pytestmark = pytest.mark.ferretdb
 
@@ -19,7 +19,7 @@ def lp(db_uri):
 
     _, backend = open_store(db_uri)
     lp = fwa.get_launchpad(backend)
-    spec = {"_matdx": {"campaign": "c", "step": "prescreen"}}
+    spec = {"_matdx": {"campaign": "c", "kind": "compute", "step": "prescreen"}}
     lp.add_wf(Workflow([Firework(ScriptTask.from_str("true"), spec=spec)]))
     return lp
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matdx.execution.submit import _python
 from matdx.schedulers import scheduler_for
 from matdx.sites import JobRequest, load_profile, resolve_job
-from matdx.workflows.submit import _python
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The farm's dispatch loop (:func:`matdx.workflows.farm.drive`) on a real thread pool.
+"""The farm's dispatch loop (:func:`matdx.execution.farm.drive`) on a real thread pool.
 
 The MPI farm runs the same loop over an ``MPICommExecutor`` (see test_offline, test_faults
 and test_hpc_submit); here the executor's threads stand in for ranks so that the queue,
@@ -13,7 +13,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import pytest
 
-from matdx.workflows.farm import drive
+from matdx.execution.farm import drive
 
 
 class Tasks:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from matdx.execution.submit import farm_launch_argv, pack, submit
 from matdx.schedulers import JobState, scheduler_for
 from matdx.sites import JobRequest, load_profile, resolve_job
 from matdx.workflows.campaign import load_campaign
-from matdx.workflows.submit import farm_launch_argv, pack, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "pjm_standin"
@@ -166,7 +166,7 @@ def test_job_killed_at_its_elapse_is_rerun_by_the_next_job(db_uri, pjm, tmp_path
     ).stdout
     assert "ELAPSE" in hist.upper()
     db = db_of(db_uri)
-    batch = db.fireworks.find_one({"spec._matdx.step": "prescreen"})
+    batch = db.fireworks.find_one({"spec._matdx.kind": "compute", "spec._matdx.step": "prescreen"})
     assert batch["state"] == "RUNNING"  # cut by the limit: its heartbeat stops
     partial = db.calculations.count_documents({})
     time.sleep(6)

@@ -14,12 +14,12 @@ import pymongo
 import pytest
 from pymatgen.core import Structure
 
+from matdx.execution.offline import reserve_job, sync
+from matdx.execution.submit import submit
 from matdx.workflows import fireworks_adapter
 from matdx.workflows.campaign import load_campaign
 from matdx.workflows.context import open_store
-from matdx.workflows.offline import reserve_job, sync
 from matdx.workflows.runner import submit_campaign
-from matdx.workflows.submit import submit
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "pjm_standin"
@@ -125,7 +125,7 @@ def test_offline_run_killed_midway_keeps_its_records_and_is_rerun(db_uri, tmp_pa
     result = sync(
         lp, store, "slow-offline", stale_after_s=2, run_dir=tmp_path / "runs", db_uri=db_uri
     )
-    assert result.lost == [lp.fireworks.find_one({"spec._matdx.step": "prescreen"})["fw_id"]]
+    assert result.lost == [lp.fireworks.find_one({"spec._matdx.kind": "compute", "spec._matdx.step": "prescreen"})["fw_id"]]
     assert result.ingested >= 3
     db = db_of(db_uri)
     done = db.calculations.count_documents({"status": "completed"})

@@ -63,7 +63,7 @@ def test_campaign_completes_with_one_material_per_unique_candidate(ran):
     assert db.summaries.count_documents({"campaign": "cu-au-pt"}) == unique
     states = {d["state"] for d in db.fireworks.find({}, {"state": 1})}
     assert states == {"COMPLETED"}
-    n_batches = db.fireworks.count_documents({"spec._matdx.step": "prescreen"})
+    n_batches = db.fireworks.count_documents({"spec._matdx.kind": "compute", "spec._matdx.step": "prescreen"})
     assert n_batches == -(-unique // loaded.spec.batch_size)
 
 

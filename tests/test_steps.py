@@ -13,8 +13,8 @@ import yaml
 from matdx.core.errors import CampaignError
 from matdx.store.codec import unpack
 from matdx.workflows.campaign import load_campaign
-from matdx.workflows.chain import select_materials
 from matdx.workflows.runner import submit_campaign
+from matdx.workflows.stage import select_materials
 
 ROOT = Path(__file__).resolve().parents[1]
 QE_CAMPAIGN = ROOT / "workflows" / "qe_binaries.yaml"
@@ -106,17 +106,17 @@ def test_an_engine_without_pseudopotentials_for_an_element_is_refused(tmp_path):
 
 
 def test_step_settings_hash_depends_on_the_input_step(tmp_path):
-    a = load_campaign(write(tmp_path, EMT_CHAIN, "a.yaml")).step_plan()
+    a = load_campaign(write(tmp_path, EMT_CHAIN, "a.yaml")).step_plan()[1:]
     changed = {**EMT_CHAIN, "steps": [dict(EMT_CHAIN["steps"][0], select={"top": 3}), *EMT_CHAIN["steps"][1:]]}
     changed["steps"][0]["settings"] = {"fmax": 0.01}
-    b = load_campaign(write(tmp_path, changed, "b.yaml")).step_plan()
+    b = load_campaign(write(tmp_path, changed, "b.yaml")).step_plan()[1:]
     assert a[0]["settings_hash"] != b[0]["settings_hash"]
     # phonons take static's structures: a different static makes a different phonon run
     assert a[1]["input"] == "static" and a[1]["settings_hash"] != b[1]["settings_hash"]
     assert a[2]["input"] == "static"
     qe = load_campaign(QE_CAMPAIGN).step_plan()
     # one pseudopotential choice for all the campaign's elements
-    assert qe[0]["settings"]["options"]["pseudo_elements"] == ["Al", "Cu"]
+    assert qe[1]["settings"]["options"]["pseudo_elements"] == ["Al", "Cu"]
 
 
 # --- selection --------------------------------------------------------------------------
@@ -266,9 +266,9 @@ def check_qe_results(db):
 @pytest.mark.slow
 def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     """The QE campaign as a Slurm job: the farm runs every step, pw.x on 2 MPI ranks."""
+    from matdx.execution.submit import submit
     from matdx.schedulers import JobState, scheduler_for
     from matdx.sites import load_profile
-    from matdx.workflows.submit import submit
 
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     path = ROOT / "hpc_profiles" / "ci_slurm.yaml"  # pw.x as a 2-rank Slurm job step
@@ -307,14 +307,14 @@ def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
 @pytest.mark.ferretdb
 def test_a_batch_past_its_deadline_requeues_its_materials(db_uri, monkeypatch):
     """What a job does when its deadline comes: no record written, a new batch returned."""
-    from matdx.workflows.chain import compute_batch
+    from matdx.workflows.compute import compute_batch
     from matdx.workflows.context import default_db
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     loaded = load_campaign(write_tmp(EMT_CHAIN))
     submit_campaign(loaded, db_uri=db_uri)
     db = db_of(db_uri)
-    step = loaded.step_plan()[0]
+    step = loaded.step_plan()[1]
     done = [c["material_id"] for c in db.calculations.find({"settings.step": "static"})]
     items = [{"material_id": m, "structure": "{}"} for m in done]
     fresh = [{"material_id": "mdx-not-yet", "structure": "{}"}]

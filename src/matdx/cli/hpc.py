@@ -68,7 +68,7 @@ def farm(
     import json
     import os
 
-    from matdx.workflows.farm import before_exit
+    from matdx.execution.farm import before_exit
 
     if env_file is not None:
         for line in env_file.read_text(encoding="utf-8").splitlines():
@@ -76,14 +76,14 @@ def farm(
             if sep and key.strip():
                 os.environ.setdefault(key.strip(), value.strip())
     if offline_dir is not None:
-        from matdx.workflows.offline import farm_offline
+        from matdx.execution.offline import farm_offline
 
         sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
         target = sub if sub.is_dir() else offline_dir
         result = farm_offline(target, walltime, task_estimate, margin, root_works)
     else:
-        from matdx.workflows.farm import farm as run_farm
-        from matdx.workflows.farm import summarise
+        from matdx.execution.farm import farm as run_farm
+        from matdx.execution.farm import summarise
 
         report = run_farm(
             campaign,
@@ -106,7 +106,7 @@ def sync(
     db: DbOption = None,
 ) -> None:
     """Bring offline results (compute nodes without database) into the store."""
-    from matdx.workflows.offline import sync as do_sync
+    from matdx.execution.offline import sync as do_sync
 
     store, backend, lp = _launchpad(db, campaign)
     r = do_sync(lp, store, campaign, stale_after, db_uri=backend.target.uri)
@@ -123,7 +123,7 @@ def recover(
     db: DbOption = None,
 ) -> None:
     """Find a campaign's lost runs (stale heartbeat) and make them READY again."""
-    from matdx.workflows.lostruns import recover_lost
+    from matdx.execution.lostruns import recover_lost
 
     lost = recover_lost(_launchpad(db, campaign)[2], campaign, stale_after)
     console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
@@ -155,8 +155,8 @@ def submit(
     db: DbOption = None,
 ) -> None:
     """Submit a campaign to a batch system: few jobs, each packing many tasks (MPI farm)."""
+    from matdx.execution.submit import submit as do_submit
     from matdx.workflows.campaign import load_campaign
-    from matdx.workflows.submit import submit as do_submit
 
     loaded = load_campaign(campaign_file)
     job = {

@@ -7,10 +7,20 @@ stays free of registries and databases.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pymatgen.core.periodic_table import Element
+
+from matdx.schemas.names import PRESCREEN
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -37,6 +47,17 @@ def _context_names(info: ValidationInfo, key: str) -> set[str] | None:
     ctx = info.context or {}
     names = ctx.get(key)
     return set(names) if names is not None else None
+
+
+def _registered_engine(v: str, info: ValidationInfo) -> str:
+    known = _context_names(info, "engines")
+    if known is not None and v not in known:
+        raise ValueError(f"unknown engine {v!r} (known: {', '.join(sorted(known))})")
+    return v
+
+
+EngineName = Annotated[str, AfterValidator(_registered_engine)]
+"""An engine's name, checked against the ``engines`` of the validation context."""
 
 
 class Orderings(StrictModel):
@@ -112,19 +133,11 @@ class ChemicalSpace(StrictModel):
 class Prescreen(StrictModel):
     """Cheap relaxation applied to every unique candidate."""
 
-    engine: str = Field("emt", description="Engine name from the engine registry.")
+    engine: EngineName = Field("emt", description="Engine name from the engine registry.")
     relax_cell: bool = Field(True, description="Relax the cell together with the positions.")
     optimizer: Literal["BFGS", "FIRE"] = Field("BFGS", description="ASE optimizer.")
     fmax: float = Field(0.05, gt=0, le=10, description="Force convergence threshold (eV/Å).")
     steps: int = Field(300, ge=1, le=100_000, description="Maximum optimizer steps.")
-
-    @field_validator("engine")
-    @classmethod
-    def _engine(cls, v: str, info: ValidationInfo) -> str:
-        known = _context_names(info, "engines")
-        if known is not None and v not in known:
-            raise ValueError(f"unknown engine {v!r} (known: {', '.join(sorted(known))})")
-        return v
 
 
 class Selection(StrictModel):
@@ -151,7 +164,7 @@ class Step(StrictModel):
     """A calculation after the pre-screen, on the results of an earlier step."""
 
     name: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$", description="Step name.")
-    engine: str = Field(..., description="Engine name from the engine registry.")
+    engine: EngineName = Field(..., description="Engine name from the engine registry.")
     task: StepTask = Field(..., description="relax, vc-relax, static, md or phonons.")
     input: str | None = Field(
         None, description="Step whose final structures are the input (default: the one before)."
@@ -162,19 +175,11 @@ class Step(StrictModel):
     )
     batch_size: int = Field(1, ge=1, le=10_000, description="Materials per Firework.")
 
-    @field_validator("engine")
-    @classmethod
-    def _engine(cls, v: str, info: ValidationInfo) -> str:
-        known = _context_names(info, "engines")
-        if known is not None and v not in known:
-            raise ValueError(f"unknown engine {v!r} (known: {', '.join(sorted(known))})")
-        return v
-
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if v == "prescreen":
-            raise ValueError("'prescreen' is the name of the pre-screen")
+        if v == PRESCREEN:
+            raise ValueError(f"{PRESCREEN!r} is the name of the pre-screen")
         return v
 
 
@@ -236,7 +241,7 @@ class CampaignSpec(StrictModel):
     @field_validator("steps")
     @classmethod
     def _step_inputs(cls, steps: list[Step]) -> list[Step]:
-        seen = ["prescreen"]
+        seen = [PRESCREEN]
         for step in steps:
             if step.name in seen:
                 raise ValueError(f"step name {step.name!r} is used twice")

@@ -1,4 +1,5 @@
-"""Campaign workflows: loading, planning, steps, and the FireWorks adapter.
+"""The campaign pipeline: loading, planning, steps, and the bridge to FireWorks.
 
-Only :mod:`matdx.workflows.fireworks_adapter` imports FireWorks.
+Only :mod:`matdx.workflows.fireworks_adapter` imports FireWorks; running on clusters is
+:mod:`matdx.execution`.
 """

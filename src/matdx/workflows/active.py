@@ -29,11 +29,10 @@ from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.context import open_store
 from matdx.workflows.runner import (
-    _batch_kwargs,
     campaign_db_uri,
     plan_materials,
+    queue_materials,
     run_in_process,
-    stage_kwargs,
 )
 
 TARGET = "formation_energy_per_atom"
@@ -273,7 +272,7 @@ def next_batch(
             f"matdx run {loaded.path})"
         )
     from matdx.workflows import fireworks_adapter as fwa
-    from matdx.workflows.lostruns import campaign_lock
+    from matdx.workflows.coordination import campaign_lock
 
     lp = fwa.get_launchpad(backend)
     gov = stored_governance(store, spec.name)
@@ -326,31 +325,10 @@ def _queue(
     The workflow is the runner's: pre-screen batches, the analysis, then a stage Firework
     per later step of the campaign (each selects from all results when it runs).
     """
-    from matdx.workflows import fireworks_adapter as fwa
-
-    spec = loaded.spec
     by_id = {m.material_id: m for m in pool}
     chosen = [by_id[p["material_id"]] for p in picks]
-    store.add_materials(spec.name, chosen, gov)
-    batches = [
-        _batch_kwargs(loaded, chosen[i : i + spec.batch_size], gov)
-        for i in range(0, len(chosen), spec.batch_size)
-    ]
-    analysis = {
-        "campaign": spec.name,
-        "settings_hash": loaded.settings_hash,
-        "governance": gov.fields(),
-    }
-    # the campaign's later steps select from the results again, picks included (as in
-    # runner.submit_campaign)
-    stages = stage_kwargs(loaded, gov)
-    wf = fwa.build_workflow(spec.name, batches, analysis, stages)
-    for fw in wf.fws:
-        fw.spec["_matdx"]["pick_id"] = pick_id
-    wf.metadata["matdx_pick"] = pick_id
-    wf_id = fwa.add_workflow(lp, wf)
-    store.add_workflow(spec.name, wf_id)
-    return wf_id
+    store.add_materials(loaded.spec.name, chosen, gov)
+    return queue_materials(store, lp, loaded, chosen, gov, pick_id)
 
 
 def _record(

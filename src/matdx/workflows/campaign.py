@@ -9,9 +9,10 @@ from typing import Any, cast
 from matdx.core.errors import CampaignError, InputError
 from matdx.core.hashing import stable_hash
 from matdx.core.yamlio import Loc, line_of, load_yaml, validate_yaml_model
-from matdx.engines.registry import ENGINES, check_elements
+from matdx.engines.registry import ENGINES, check_elements, check_task
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
+from matdx.schemas.names import PRESCREEN
 
 
 @dataclass(frozen=True)
@@ -24,39 +25,54 @@ class LoadedCampaign:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """Engine settings of the pre-screen, as stored with each calculation."""
-        p = self.spec.prescreen
-        return {
-            "engine": p.engine,
-            "relax_cell": p.relax_cell,
-            "optimizer": p.optimizer,
-            "fmax": p.fmax,
-            "steps": p.steps,
-        }
+        """Settings of step 0, the pre-screen, as stored with each calculation."""
+        return dict(self.step_plan()[0]["settings"])
 
     @property
     def settings_hash(self) -> str:
-        """Hash of :attr:`settings` (part of the calculation idempotency key)."""
-        return stable_hash(self.settings)
+        """Hash of :attr:`settings` (part of the pre-screen's calculation ids)."""
+        return str(self.step_plan()[0]["settings_hash"])
 
     def step_plan(self) -> list[dict[str, Any]]:
-        """The steps after the pre-screen, each with its settings, hash and input.
+        """Every step of the campaign, the pre-screen first, each with its settings and hash.
 
-        A step's settings include the hash of its input step, so that the same engine
-        settings on other input structures are a different calculation.
+        Step 0 is the pre-screen (:data:`~matdx.schemas.names.PRESCREEN`): every unique
+        candidate, a relaxation (``vc-relax`` with ``relax_cell``), quick enough to need
+        no directory of its own. A later step's settings include the hash of its input
+        step, so that the same engine settings on other input structures are a different
+        calculation. The stored settings (and so every calculation id) are those matdx has
+        always stored for each kind of step.
 
         Returns
         -------
         list of dict
-            ``name``, ``engine``, ``task``, ``input`` (step name), ``input_hash``,
-            ``settings`` (stored with each calculation), ``settings_hash``, ``select``,
-            ``batch_size``.
+            ``name``, ``engine``, ``task``, ``options`` (what the engine gets),
+            ``input`` (step name, ``None`` for step 0), ``input_hash``, ``settings``
+            (stored with each calculation), ``settings_hash``, ``select``,
+            ``batch_size`` and ``resumable`` (each material runs in a directory of its own
+            that outlives the job, and stops at the job's deadline to continue there).
         """
-        hashes = {"prescreen": self.settings_hash}
-        previous = "prescreen"
-        out = []
+        p = self.spec.prescreen
+        options = {"optimizer": p.optimizer, "fmax": p.fmax, "steps": p.steps}
+        settings: dict[str, Any] = {"engine": p.engine, "relax_cell": p.relax_cell, **options}
+        plan = [
+            {
+                "name": PRESCREEN,
+                "engine": p.engine,
+                "task": "vc-relax" if p.relax_cell else "relax",
+                "options": options,
+                "input": None,
+                "input_hash": None,
+                "settings": settings,
+                "settings_hash": stable_hash(settings),
+                "select": None,
+                "batch_size": self.spec.batch_size,
+                "resumable": False,
+            }
+        ]
+        hashes = {PRESCREEN: plan[0]["settings_hash"]}
         for step in self.spec.steps:
-            source = step.input or previous
+            source = step.input or plan[-1]["name"]
             options = dict(step.settings)
             key = ENGINES[step.engine].elements_setting
             if key is not None:
@@ -69,21 +85,22 @@ class LoadedCampaign:
                 "input_hash": hashes[source],
             }
             hashes[step.name] = stable_hash(settings)
-            out.append(
+            plan.append(
                 {
                     "name": step.name,
                     "engine": step.engine,
                     "task": step.task,
+                    "options": options,
                     "input": source,
                     "input_hash": hashes[source],
                     "settings": settings,
                     "settings_hash": hashes[step.name],
                     "select": step.select.model_dump(),
                     "batch_size": step.batch_size,
+                    "resumable": True,
                 }
             )
-            previous = step.name
-        return out
+        return plan
 
 
 def validate_campaign(data: Any, lines: dict[Loc, int], what: str) -> CampaignSpec:
@@ -119,27 +136,33 @@ def validate_campaign(data: Any, lines: dict[Loc, int], what: str) -> CampaignSp
                         f"{what} line {line_of(loc, lines)}, field {'.'.join(loc)}: "
                         f"{parent!r} is not a single-site-type prototype (fcc, bcc, hcp)"
                     )
-        try:
-            check_elements(spec.prescreen.engine, spec.chemical_space.elements)
-        except InputError as exc:
-            loc = ("chemical_space", "elements")
-            raise InputError(
-                f"{what} line {line_of(loc, lines)}, field chemical_space.elements: {exc}"
-            ) from None
-        for i, step in enumerate(spec.steps):
-            loc = ("steps", i, "engine")
-            try:
-                if step.task != "phonons":
-                    ENGINES[step.engine].calculator(step.task)
-                elif not ENGINES[step.engine].tasks or "static" not in dict(
-                    ENGINES[step.engine].tasks
-                ):
-                    raise InputError(f"engine {step.engine!r} cannot compute forces for phonons")
-                check_elements(step.engine, spec.chemical_space.elements)
-            except InputError as exc:
-                raise InputError(
-                    f"{what} line {line_of(loc, lines)}, field steps.{i}.engine: {exc}"
-                ) from None
+        # every step, step 0 included: (where an error is reported, engine, task); an
+        # element the pre-screen cannot treat is an error of the chemical space
+        checks: list[tuple[Loc, Loc, str, str]] = [
+            (
+                ("prescreen", "engine"),
+                ("chemical_space", "elements"),
+                spec.prescreen.engine,
+                "vc-relax" if spec.prescreen.relax_cell else "relax",
+            )
+        ]
+        checks += [
+            (("steps", i, "engine"), ("steps", i, "engine"), st.engine, st.task)
+            for i, st in enumerate(spec.steps)
+        ]
+        for task_loc, elements_loc, engine, task in checks:
+            # phonons: displacements by phonopy, forces from the engine's static task
+            for loc, check, arg in (
+                (task_loc, check_task, "static" if task == "phonons" else task),
+                (elements_loc, check_elements, spec.chemical_space.elements),
+            ):
+                try:
+                    check(engine, arg)  # type: ignore[operator]
+                except InputError as exc:
+                    field = ".".join(str(x) for x in loc)
+                    raise InputError(
+                        f"{what} line {line_of(loc, lines)}, field {field}: {exc}"
+                    ) from None
     except InputError as exc:
         raise CampaignError(str(exc)) from None
     return spec

@@ -24,6 +24,15 @@ from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
 from fireworks.core.firework import FiretaskBase
 from fireworks.utilities.fw_utilities import explicit_serialize
 
+from matdx.schemas.names import (
+    ANALYSE,
+    CAMPAIGN,
+    COMPUTE,
+    SPEC,
+    STAGE,
+    firework_meta,
+    spec_key,
+)
 from matdx.store.backend import Backend
 from matdx.workflows.fw_queries import (
     ACTIVE_STATES,
@@ -41,34 +50,32 @@ class MatdxTask(FiretaskBase):
 
     Parameters
     ----------
-    step
-        Step name.
+    kind
+        Kind of work (:data:`~matdx.schemas.names.COMPUTE`, ``ANALYSE``, ``STAGE``).
     kwargs
         Arguments of the step.
     """
 
-    required_params = ("step", "kwargs")
+    required_params = ("kind", "kwargs")
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
         """Run the step, with a heartbeat while it runs, and store its summary."""
-        from matdx.workflows.lostruns import heartbeat
+        from matdx.workflows.coordination import file_heartbeat, heartbeat
         from matdx.workflows.steps import STEPS
 
         kwargs = dict(self["kwargs"])
         fw_id = getattr(self, "fw_id", None)
-        if self["step"] in ("prescreen", "compute"):
+        if self["kind"] == COMPUTE:
             kwargs["fw_id"] = fw_id
         lp = getattr(self, "launchpad", None)
         if lp is None:  # offline: FireWorks gives the task no LaunchPad
             import os
 
-            from matdx.workflows.lostruns import file_heartbeat
-
             beat = file_heartbeat(os.getcwd())
         else:
             beat = heartbeat(lp.db, fw_id)
         with beat:
-            summary = STEPS[self["step"]](**kwargs)
+            summary = STEPS[self["kind"]](**kwargs)
         detour = summary.pop("detour", None)
         if detour is None:
             if summary.get("failed"):
@@ -82,10 +89,9 @@ class MatdxTask(FiretaskBase):
                 )
             return FWAction(stored_data={"summary": summary})
         campaign = kwargs["campaign"]
-        return FWAction(
-            stored_data={"summary": summary},
-            detours=[step_workflow(campaign, summary["step"], **detour)],
-        )
+        fws = step_fireworks(campaign, summary["step"], detour["batches"], detour["analysis"])
+        name = f"matdx:{campaign}:{summary['step']}"
+        return FWAction(stored_data={"summary": summary}, detours=[Workflow(fws, name=name)])
 
 
 ID_CLAIMS = "matdx_id_claims"
@@ -178,7 +184,7 @@ def run_one(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> str:
         LaunchPad.
     fw_id
         A READY Firework that no other worker will run (see
-        :func:`matdx.workflows.lostruns.claim_next`).
+        :func:`matdx.workflows.coordination.claim_next`).
     campaign
         Its campaign (the worker only accepts Fireworks of it).
     launch_dir
@@ -206,145 +212,95 @@ def run_one(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> str:
     return doc["state"] if doc else "UNKNOWN"
 
 
-def build_workflow(
+def campaign_workflow(
     campaign: str,
+    step0: str,
     batches: Sequence[dict[str, Any]],
     analysis: dict[str, Any],
     stages: Sequence[dict[str, Any]] = (),
 ) -> Workflow:
-    """One Firework per batch, then an analysis Firework that runs even if a batch fizzles.
+    """Step 0's batches and analysis, then a stage Firework per later step.
+
+    With no batches (every candidate done) the workflow is the analysis and the stages:
+    they compute only what is missing (e.g. after a step was added to the campaign file).
 
     Parameters
     ----------
     campaign
-        Campaign name (stored as ``spec._matdx.campaign`` and workflow metadata).
+        Campaign name (in each Firework's ``spec._matdx`` and the workflow's metadata).
+    step0
+        Name of step 0.
     batches
-        Keyword arguments of :func:`matdx.workflows.steps.prescreen_batch`, one per batch.
+        Keyword arguments of :func:`matdx.workflows.compute.compute_batch`, one per batch.
     analysis
-        Keyword arguments of :func:`matdx.workflows.steps.analyse_campaign`.
+        Keyword arguments of :func:`matdx.workflows.analyse.analyse_step`.
     stages
-        Keyword arguments of :func:`matdx.workflows.chain.stage_step`, one per later step.
+        Keyword arguments of :func:`matdx.workflows.stage.stage_step`, one per later step.
 
     Returns
     -------
     Workflow
         The workflow, not yet added.
     """
-    fws = []
-    for i, kwargs in enumerate(batches):
-        ids = [it["material_id"] for it in kwargs["items"]]
-        spec = {
-            "_matdx": {
-                "campaign": campaign,
-                "step": "prescreen",
-                "n": len(ids),
-                "material_ids": ids,
-            },
-            "_add_launchpad_and_fw_id": True,
-        }
-        fws.append(
-            Firework(
-                [MatdxTask(step="prescreen", kwargs=kwargs)],
-                spec=spec,
-                name=f"{campaign}:prescreen:{i:04d}",
-            )
-        )
-    spec = {
-        "_matdx": {"campaign": campaign, "step": "analyse", "n": 0, "material_ids": []},
-        "_allow_fizzled_parents": True,
-    }
-    final = Firework(
-        [MatdxTask(step="analyse", kwargs=analysis)],
-        spec=spec,
-        name=f"{campaign}:analyse",
-        parents=fws or None,
-    )
-    later = stage_fireworks(campaign, stages, [final])
-    return Workflow(
-        [*fws, final, *later], name=f"matdx:{campaign}", metadata={"matdx_campaign": campaign}
-    )
+    fws = step_fireworks(campaign, step0, batches, analysis)
+    fws += stage_fireworks(campaign, stages, fws[-1:])
+    return Workflow(fws, name=f"matdx:{campaign}", metadata={"matdx_campaign": campaign})
 
 
-def stage_fireworks(
-    campaign: str, stages: Sequence[dict[str, Any]], parents: Sequence[Firework] | None
-) -> list[Firework]:
-    """A chain of stage Fireworks (one per campaign step) after ``parents``.
-
-    Each stage selects its materials when it runs and inserts their batches (and the
-    step's analysis) before the next stage (see :func:`step_workflow`).
-    """
-    fws: list[Firework] = []
-    for kwargs in stages:
-        name = json_step_name(kwargs["step"])
-        spec = {
-            "_matdx": {"campaign": campaign, "step": "stage", "n": 0, "material_ids": []},
-            "_allow_fizzled_parents": True,
-        }
-        fws.append(
-            Firework(
-                [MatdxTask(step="stage", kwargs=kwargs)],
-                spec=spec,
-                name=f"{campaign}:{name}:stage",
-                parents=[fws[-1]] if fws else (list(parents) if parents else None),
-            )
-        )
-    return fws
-
-
-def stage_workflow(
-    campaign: str, stages: Sequence[dict[str, Any]], analysis: dict[str, Any]
-) -> Workflow:
-    """The campaign analysis, then the stages of its later steps (nothing to pre-screen)."""
-    spec = {"_matdx": {"campaign": campaign, "step": "analyse", "n": 0, "material_ids": []}}
-    first = Firework([MatdxTask(step="analyse", kwargs=analysis)], spec=spec,
-                     name=f"{campaign}:analyse")
-    return Workflow(
-        [first, *stage_fireworks(campaign, stages, [first])],
-        name=f"matdx:{campaign}:steps",
-        metadata={"matdx_campaign": campaign},
-    )
-
-
-def step_workflow(
+def step_fireworks(
     campaign: str,
     step: str,
     batches: Sequence[dict[str, Any]],
     analysis: dict[str, Any] | None,
-) -> Workflow:
-    """The Fireworks of one campaign step: a batch each, then the step's analysis (if any)."""
+) -> list[Firework]:
+    """The Fireworks of one campaign step: one per batch, then the step's analysis.
+
+    The analysis runs even if a batch fizzles. Without ``analysis`` (a continuation of
+    batches stopped at a job's deadline: the step's analysis already waits) only the
+    batches are made.
+    """
     fws = []
     for i, kwargs in enumerate(batches):
         ids = [it["material_id"] for it in kwargs["items"]]
-        spec = {
-            "_matdx": {
-                "campaign": campaign,
-                "step": "compute",
-                "stage": step,
-                "n": len(ids),
-                "material_ids": ids,
-            },
-            "_add_launchpad_and_fw_id": True,
-        }
         fws.append(
             Firework(
-                [MatdxTask(step="compute", kwargs=kwargs)],
-                spec=spec,
+                [MatdxTask(kind=COMPUTE, kwargs=kwargs)],
+                spec={SPEC: firework_meta(campaign, COMPUTE, step, ids),
+                      "_add_launchpad_and_fw_id": True},
                 name=f"{campaign}:{step}:{i:04d}",
             )
         )
-    if analysis is None:  # a continuation batch: the step's analysis already waits
-        return Workflow(fws, name=f"matdx:{campaign}:{step}:continued")
-    spec = {
-        "_matdx": {"campaign": campaign, "step": "analyse_step", "n": 0, "material_ids": []},
-        "_allow_fizzled_parents": True,
-    }
+    if analysis is None:
+        return fws
     final = Firework(
-        [MatdxTask(step="analyse_step", kwargs=analysis)],
-        spec=spec,
+        [MatdxTask(kind=ANALYSE, kwargs=analysis)],
+        spec={SPEC: firework_meta(campaign, ANALYSE, step), "_allow_fizzled_parents": True},
         name=f"{campaign}:{step}:analyse",
-        parents=fws,
+        parents=fws or None,
     )
-    return Workflow([*fws, final], name=f"matdx:{campaign}:{step}")
+    return [*fws, final]
+
+
+def stage_fireworks(
+    campaign: str, stages: Sequence[dict[str, Any]], parents: Sequence[Firework]
+) -> list[Firework]:
+    """A chain of stage Fireworks (one per later campaign step) after ``parents``.
+
+    Each stage selects its materials when it runs and inserts their batches (and the
+    step's analysis) before the next stage (see :func:`step_fireworks`).
+    """
+    fws: list[Firework] = []
+    for kwargs in stages:
+        name = json_step_name(kwargs["step"])
+        fws.append(
+            Firework(
+                [MatdxTask(kind=STAGE, kwargs=kwargs)],
+                spec={SPEC: firework_meta(campaign, STAGE, name), "_allow_fizzled_parents": True},
+                name=f"{campaign}:{name}:stage",
+                parents=[fws[-1]] if fws else (list(parents) or None),
+            )
+        )
+    return fws
 
 
 def add_workflow(lp: LaunchPad, wf: Workflow) -> int:
@@ -353,12 +309,9 @@ def add_workflow(lp: LaunchPad, wf: Workflow) -> int:
     return min(id_map.values())
 
 
-def campaign_fworker(campaign: str, step: str | None = None) -> FWorker:
-    """A worker that only takes Fireworks of ``campaign`` (and of ``step``, if given)."""
-    query = {"spec._matdx.campaign": campaign}
-    if step is not None:
-        query["spec._matdx.step"] = step
-    return FWorker(name=f"matdx-{campaign}", query=query)
+def campaign_fworker(campaign: str) -> FWorker:
+    """A worker that only takes Fireworks of ``campaign``."""
+    return FWorker(name=f"matdx-{campaign}", query={spec_key(CAMPAIGN): campaign})
 
 
 def reserve_offline(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> int:
@@ -482,11 +435,11 @@ def run_fireworks(
     campaign: str,
     run_dir: Path,
     on_progress: Callable[[int], None] | None = None,
-    step: str | tuple[str, ...] | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> None:
     """Run this campaign's READY Fireworks in this process until none is left.
 
-    Each Firework is claimed first (see :func:`matdx.workflows.lostruns.claim_next`), so
+    Each Firework is claimed first (see :func:`matdx.workflows.coordination.claim_next`), so
     several processes running the same campaign never run the same Firework.
 
     Parameters
@@ -499,18 +452,18 @@ def run_fireworks(
         Directory under which each launch gets its own ``launcher_*`` directory.
     on_progress
         Called with the number of candidates whose Firework reached a final state.
-    step
-        Only run Fireworks of this step (``"analyse"``, ``"prescreen"``), or these steps.
+    kinds
+        Only run Fireworks of these kinds (:mod:`matdx.schemas.names`).
     """
     import os
     import socket
     from datetime import UTC, datetime
 
-    from matdx.workflows.lostruns import claim_next
+    from matdx.workflows.coordination import claim_next
 
     run_dir.mkdir(parents=True, exist_ok=True)
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    while (fw_id := claim_next(lp, campaign, owner, step=step)) is not None:
+    while (fw_id := claim_next(lp, campaign, owner, kinds=kinds)) is not None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
         run_one(lp, fw_id, campaign, run_dir / f"launcher_{stamp}_{fw_id}")
         if on_progress is not None:
@@ -525,14 +478,13 @@ __all__ = [  # the queries are re-exported: callers use them with the adapter
     "MatdxTask",
     "active_fireworks",
     "add_workflow",
-    "build_workflow",
+    "campaign_workflow",
     "get_launchpad",
     "queued_material_ids",
     "reserve_offline",
     "run_fireworks",
     "run_offline",
     "run_one",
-    "stage_workflow",
     "state_counts",
-    "step_workflow",
+    "step_fireworks",
 ]

@@ -1,13 +1,25 @@
 """Plain queries on a LaunchPad's collections (MongoDB, FerretDB and mongomock alike).
 
 No FireWorks import: these read the ``fireworks`` collection that FireWorks writes, by the
-``spec._matdx`` metadata matdx puts on every Firework.
+``spec._matdx`` metadata matdx puts on every Firework (:mod:`matdx.schemas.names`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+
+from matdx.schemas.names import (
+    CAMPAIGN,
+    COMPUTE,
+    KIND,
+    MATERIAL_IDS,
+    N_MATERIALS,
+    PRESCREEN,
+    SPEC,
+    STEP,
+    spec_key,
+)
 
 ACTIVE_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "PAUSED")
 FINAL_STATES = ("COMPLETED", "FIZZLED", "DEFUSED")
@@ -17,7 +29,7 @@ def active_fireworks(lp: Any, campaign: str) -> int:
     """Number of Fireworks of ``campaign`` not in a final state."""
     return int(
         lp.fireworks.count_documents(
-            {"spec._matdx.campaign": campaign, "state": {"$in": list(ACTIVE_STATES)}}
+            {spec_key(CAMPAIGN): campaign, "state": {"$in": list(ACTIVE_STATES)}}
         )
     )
 
@@ -29,14 +41,19 @@ def json_step_name(step: str | dict[str, Any]) -> str:
     return str((json.loads(step) if isinstance(step, str) else step)["name"])
 
 
-def queued_material_ids(lp: Any, campaign: str) -> set[str]:
-    """Materials in Fireworks of this campaign that have not reached a final state."""
+def queued_material_ids(lp: Any, campaign: str, step: str = PRESCREEN) -> set[str]:
+    """Materials in Fireworks of a campaign's step that have not reached a final state."""
     out: set[str] = set()
     for d in lp.fireworks.find(
-        {"spec._matdx.campaign": campaign, "state": {"$in": ACTIVE_STATES}},
-        {"spec._matdx.material_ids": 1},
+        {
+            spec_key(CAMPAIGN): campaign,
+            spec_key(KIND): COMPUTE,
+            spec_key(STEP): step,
+            "state": {"$in": list(ACTIVE_STATES)},
+        },
+        {spec_key(MATERIAL_IDS): 1},
     ):
-        out.update(d["spec"]["_matdx"]["material_ids"])
+        out.update(d["spec"][SPEC][MATERIAL_IDS])
     return out
 
 
@@ -53,15 +70,19 @@ def state_counts(lp: Any, campaign: str) -> dict[str, Any]:
     cands: Counter[str] = Counter()
     steps: dict[str, Counter[str]] = {}
     for d in lp.fireworks.find(
-        {"spec._matdx.campaign": campaign},
-        {"state": 1, "spec._matdx.n": 1, "spec._matdx.step": 1, "spec._matdx.stage": 1},
+        {spec_key(CAMPAIGN): campaign},
+        {"state": 1, spec_key(N_MATERIALS): 1, spec_key(KIND): 1, spec_key(STEP): 1},
     ):
         fws[d["state"]] += 1
-        meta = d["spec"]["_matdx"]
-        if meta.get("step", "prescreen") == "prescreen":
-            cands[d["state"]] += meta.get("n", 0)
-        elif meta.get("step") == "compute":
-            steps.setdefault(meta.get("stage", "?"), Counter())[d["state"]] += meta.get("n", 0)
+        meta = d["spec"][SPEC]
+        if meta.get(KIND) != COMPUTE:
+            continue
+        if meta.get(STEP) == PRESCREEN:
+            cands[d["state"]] += meta.get(N_MATERIALS, 0)
+        else:
+            steps.setdefault(meta.get(STEP, "?"), Counter())[d["state"]] += meta.get(
+                N_MATERIALS, 0
+            )
     return {
         "fireworks": dict(fws),
         "candidates": dict(cands),

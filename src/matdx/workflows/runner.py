@@ -13,6 +13,7 @@ from matdx.generation.candidates import Candidate, count_combinations, decorate,
 from matdx.generation.dedup import deduplicate
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
+from matdx.schemas.names import PICK_ID, PRESCREEN, SPEC
 from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.context import default_db, open_store
@@ -145,7 +146,7 @@ def submit_campaign(
     gov = governance(spec, settings.user)
     report = RunReport(spec.name)
 
-    from matdx.workflows.lostruns import campaign_lock
+    from matdx.workflows.coordination import campaign_lock
 
     with campaign_lock(lp.db, spec.name):
         plan = plan or plan_materials(loaded, store, progress)
@@ -166,35 +167,20 @@ def submit_campaign(
         report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
         todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
         report.n_submitted = len(todo)
-        analysis = {
-            "campaign": spec.name,
-            "settings_hash": loaded.settings_hash,
-            "governance": gov.fields(),
-        }
-        stages = stage_kwargs(loaded, gov)
-        if todo:
-            batches = [
-                _batch_kwargs(loaded, todo[i : i + spec.batch_size], gov)
-                for i in range(0, len(todo), spec.batch_size)
-            ]
-            wf = fwa.build_workflow(spec.name, batches, analysis, stages)
-            report.wf_id = fwa.add_workflow(lp, wf)
-            store.add_workflow(spec.name, report.wf_id)
-        elif stages and not fwa.active_fireworks(lp, spec.name):
-            # every candidate is done: (re)stage the later steps, which compute only what
+        later = len(loaded.step_plan()) > 1
+        if todo or (later and not fwa.active_fireworks(lp, spec.name)):
+            # with every candidate done, (re)stage the later steps, which compute only what
             # is missing (e.g. after a step was added to the campaign file)
-            report.wf_id = fwa.add_workflow(lp, fwa.stage_workflow(spec.name, stages, analysis))
-            store.add_workflow(spec.name, report.wf_id)
+            report.wf_id = queue_materials(store, lp, loaded, todo, gov)
     backend.flush()
     if launch:
-        run_in_process(
-            lp, spec.name, settings.db_uri, settings.runs_dir / spec.name, progress, bool(stages)
-        )
-        if not todo and not queued and not stages:
-            from matdx.workflows.steps import analyse_campaign
+        runs = settings.runs_dir / spec.name
+        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later)
+        if not todo and not queued and not later:
+            from matdx.workflows.analyse import analyse_step
 
             with default_db(settings.db_uri):
-                analyse_campaign(**analysis)
+                analyse_step(**analysis_kwargs(loaded, gov))
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
@@ -243,12 +229,68 @@ def run_in_process(
         fwa.run_fireworks(lp, campaign, run_dir, on_progress)
 
 
-def stage_kwargs(loaded: LoadedCampaign, gov: Governance) -> list[dict[str, Any]]:
-    """Keyword arguments of the stage Firework of each later step of a campaign."""
-    return [
-        {"campaign": loaded.spec.name, "step": json.dumps(step), "governance": gov.fields()}
-        for step in loaded.step_plan()
+def queue_materials(
+    store: Store,
+    lp: Any,
+    loaded: LoadedCampaign,
+    materials: list[NewMaterial],
+    gov: Governance,
+    pick_id: str | None = None,
+) -> int:
+    """Add the workflow that computes ``materials`` and every later step; return its id.
+
+    Step 0's batches of ``batch_size`` materials (ids only: the structures are read from
+    the store's materials when a batch runs, which keeps the Fireworks small, as every
+    FireWorks query reads them), its analysis, then a stage Firework per later step (each
+    selects from all results when it runs).
+
+    Parameters
+    ----------
+    store, lp
+        Store and LaunchPad of the campaign.
+    loaded
+        The campaign.
+    materials
+        Stored materials to pre-screen (none: only the analysis and the later steps).
+    gov
+        Tier and rights of the records.
+    pick_id
+        Active-learning pick the materials come from, kept in every Firework's metadata.
+    """
+    from matdx.workflows import fireworks_adapter as fwa
+
+    plan = loaded.step_plan()
+    step0 = json.dumps(plan[0])
+    size = loaded.spec.batch_size
+    batches = [
+        {
+            "campaign": loaded.spec.name,
+            "step": step0,
+            "items": [{"material_id": m.material_id} for m in materials[i : i + size]],
+            "governance": gov.fields(),
+        }
+        for i in range(0, len(materials), size)
     ]
+    stages = [
+        {"campaign": loaded.spec.name, "step": json.dumps(step), "governance": gov.fields()}
+        for step in plan[1:]
+    ]
+    wf = fwa.campaign_workflow(
+        loaded.spec.name, PRESCREEN, batches, analysis_kwargs(loaded, gov), stages
+    )
+    if pick_id is not None:
+        for fw in wf.fws:
+            fw.spec[SPEC][PICK_ID] = pick_id
+        wf.metadata["matdx_pick"] = pick_id
+    wf_id = fwa.add_workflow(lp, wf)
+    store.add_workflow(loaded.spec.name, wf_id)
+    return wf_id
+
+
+def analysis_kwargs(loaded: LoadedCampaign, gov: Governance) -> dict[str, Any]:
+    """Keyword arguments of step 0's analysis."""
+    step0 = json.dumps(loaded.step_plan()[0])
+    return {"campaign": loaded.spec.name, "step": step0, "governance": gov.fields()}
 
 
 def _report_steps(
@@ -275,18 +317,4 @@ def campaign_db_uri(loaded: LoadedCampaign) -> str | None:
     return None if os.environ.get("MATDX_DB_URI") else loaded.spec.store.uri
 
 
-def _batch_kwargs(
-    loaded: LoadedCampaign, mats: list[NewMaterial], gov: Governance
-) -> dict[str, Any]:
-    return {
-        "campaign": loaded.spec.name,
-        "settings": loaded.settings,
-        "settings_hash": loaded.settings_hash,
-        # ids only: the structures are read from the store's materials when the batch runs,
-        # which keeps the Fireworks small (every FireWorks query reads them)
-        "items": [{"material_id": m.material_id} for m in mats],
-        "governance": gov.fields(),
-    }
-
-
-__all__ = ["Path", "RunReport", "submit_campaign"]
+__all__ = ["Path", "RunReport", "queue_materials", "submit_campaign"]

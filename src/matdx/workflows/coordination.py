@@ -1,12 +1,8 @@
-"""Heartbeats, claims and lost-run recovery, with plain queries only.
+"""Heartbeats, claims and planning locks: how processes share a LaunchPad, plain queries only.
 
-FireWorks' own ``detect_lostruns`` needs ``$lookup`` (absent from FerretDB 1.24) and
-relies on a ping every hour. matdx keeps its own heartbeat per running Firework (every
-:data:`HEARTBEAT_S` seconds, in the ``matdx_heartbeats`` collection of the LaunchPad's
-database) and calls a RUNNING Firework *lost* when its heartbeat is older than
-``stale_after`` seconds: a worker killed by ``kill -9``, a node failure or a batch job's
-walltime is detected within ``stale_after`` plus the polling interval. Lost Fireworks are
-marked FIZZLED and rerun (READY again); the steps resume from what was already stored.
+Every running Firework has a heartbeat (every :data:`HEARTBEAT_S` seconds, in the
+``matdx_heartbeats`` collection of the LaunchPad's database, or a file offline), from which
+:mod:`matdx.execution.lostruns` tells which runs were lost.
 
 A *claim* makes one worker the only one to run a READY Firework: inserting the document
 ``{_id: "<fw_id>:<attempt>"}`` succeeds for exactly one caller on any MongoDB-wire server
@@ -26,20 +22,23 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from matdx.schemas.names import CAMPAIGN, KIND, spec_key
+
 HEARTBEATS = "matdx_heartbeats"
 CLAIMS = "matdx_claims"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
+    """The current UTC time without tzinfo (as BSON stores it)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
 def beat(db: Any, fw_id: int) -> None:
     """Record that Firework ``fw_id`` is alive now."""
     doc = {
-        "updated_on": _now(),
+        "updated_on": utcnow(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("PJM_JOBID"),
@@ -123,7 +122,7 @@ def claim_next(
     campaign: str,
     owner: str,
     exclude: set[int] | None = None,
-    step: str | tuple[str, ...] | None = None,
+    kinds: tuple[str, ...] | None = None,
     stale_after: float = STALE_AFTER_S,
 ) -> int | None:
     """Claim a READY Firework of ``campaign`` for ``owner``; ``None`` if there is none.
@@ -143,8 +142,8 @@ def claim_next(
         Who claims (recorded for diagnosis), e.g. ``"<host>:<pid>"``.
     exclude
         Firework ids not to consider.
-    step
-        Only Fireworks of this step (or of these steps).
+    kinds
+        Only Fireworks of these kinds (:mod:`matdx.schemas.names`).
     stale_after
         Age in seconds after which an unlaunched claim counts as abandoned.
 
@@ -153,11 +152,9 @@ def claim_next(
     int or None
         The claimed Firework id.
     """
-    query: dict[str, Any] = {"spec._matdx.campaign": campaign, "state": "READY"}
-    if isinstance(step, tuple):
-        query["spec._matdx.step"] = {"$in": list(step)}
-    elif step is not None:
-        query["spec._matdx.step"] = step
+    query: dict[str, Any] = {spec_key(CAMPAIGN): campaign, "state": "READY"}
+    if kinds is not None:
+        query[spec_key(KIND)] = {"$in": list(kinds)}
     cursor = lp.fireworks.find(query, {"fw_id": 1, "launches": 1, "archived_launches": 1})
     for doc in sorted(cursor, key=lambda d: d["fw_id"]):
         if exclude and doc["fw_id"] in exclude:
@@ -177,10 +174,10 @@ def _take_claim(claims: Any, key: str, owner: str, stale_after: float) -> bool:
 
     for _ in range(2):
         try:
-            claims.insert_one({"_id": key, "owner": owner, "at": _now()})
+            claims.insert_one({"_id": key, "owner": owner, "at": utcnow()})
             return True
         except DuplicateKeyError:
-            cutoff = _now() - timedelta(seconds=stale_after)
+            cutoff = utcnow() - timedelta(seconds=stale_after)
             if not claims.delete_one({"_id": key, "at": {"$lt": cutoff}}).deleted_count:
                 return False
     return False
@@ -197,67 +194,6 @@ def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:
             lp.db[CLAIMS].delete_one({"_id": f"{fw_id}:{attempt(doc)}"})
             released.append(fw_id)
     return released
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """A naive UTC datetime from a stored time (FireWorks writes some as ISO text)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def lost_fireworks(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
-    """Fireworks of ``campaign`` that no process is running any more.
-
-    RUNNING ones whose heartbeat is older than ``stale_after``, and RESERVED ones (not
-    reserved for an offline run) unchanged for that long: their worker died between
-    reserving and starting. Fireworks reserved for offline runs stay RESERVED until
-    ``matdx sync``, which judges them by their heartbeat files instead.
-    """
-    cutoff = _now() - timedelta(seconds=stale_after)
-    running = list(
-        lp.fireworks.find(
-            {"spec._matdx.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
-            {"fw_id": 1, "updated_on": 1, "state": 1},
-        )
-    )
-    if not running:
-        return []
-    ids = [d["fw_id"] for d in running]
-    beats = {d["_id"]: d["updated_on"] for d in lp.db[HEARTBEATS].find({"_id": {"$in": ids}})}
-    offline = {
-        d["fw_id"]
-        for d in lp.offline_runs.find(
-            {"fw_id": {"$in": ids}, "completed": False, "deprecated": {"$ne": True}}, {"fw_id": 1}
-        )
-    }
-    lost = []
-    for d in running:
-        if d["state"] == "RESERVED" and d["fw_id"] in offline:
-            continue
-        last = _as_datetime(beats.get(d["fw_id"]) or d.get("updated_on"))
-        if last is None or last < cutoff:
-            lost.append(int(d["fw_id"]))
-    return lost
-
-
-def recover_lost(lp: Any, campaign: str, stale_after: float = STALE_AFTER_S) -> list[int]:
-    """Mark lost Fireworks' launches FIZZLED and rerun them; return their ids."""
-    lost = lost_fireworks(lp, campaign, stale_after)
-    for fw_id in lost:
-        doc = lp.fireworks.find_one({"fw_id": fw_id}, {"launches": 1})
-        for launch_id in doc.get("launches", []):
-            lp.launches.update_one(
-                {"launch_id": launch_id, "state": {"$in": ["RUNNING", "RESERVED"]}},
-                {"$set": {"state": "FIZZLED"}},
-            )
-        lp.rerun_fw(fw_id)
-        lp.db[HEARTBEATS].delete_one({"_id": fw_id})
-    return lost
 
 
 LOCKS = "matdx_locks"
@@ -288,11 +224,11 @@ def campaign_lock(
     start = time.monotonic()
     while True:
         try:
-            db[LOCKS].insert_one({"_id": key, "owner": me, "at": _now()})
+            db[LOCKS].insert_one({"_id": key, "owner": me, "at": utcnow()})
             break
         except DuplicateKeyError:
             held = db[LOCKS].find_one({"_id": key}) or {}
-            if held.get("at") and held["at"] < _now() - timedelta(seconds=stale_after_s):
+            if held.get("at") and held["at"] < utcnow() - timedelta(seconds=stale_after_s):
                 db[LOCKS].delete_one({"_id": key, "owner": held.get("owner")})
                 continue
             if time.monotonic() - start > timeout_s:

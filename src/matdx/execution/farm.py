@@ -1,7 +1,7 @@
 """The MPI task farm: one batch job, many ranks, many Fireworks.
 
 Rank 0 dispatches: it recovers lost Fireworks of the campaign, claims READY Fireworks one
-at a time (see :func:`matdx.workflows.lostruns.claim_next`) and hands each to a free rank
+at a time (see :func:`matdx.workflows.coordination.claim_next`) and hands each to a free rank
 through :class:`mpi4py.futures.MPICommExecutor`. The other ranks run them (EMT batches
 run serially on their rank; MPI engines run through the site's launcher), and so does
 rank 0 itself, in one thread beside the dispatching (:func:`local_slot`): every process
@@ -88,7 +88,7 @@ def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
 
 DEADLINE_ENV = "MATDX_DEADLINE"
 """Epoch seconds by which a worker's calculations must have stopped (resumable engines
-stop cleanly before it and are queued again, see :mod:`matdx.workflows.chain`)."""
+stop cleanly before it and are queued again, see :func:`matdx.workflows.compute.compute_batch`)."""
 
 
 def set_deadline(deadline: float | None) -> None:
@@ -318,8 +318,9 @@ def farm(
                 "(set MATDX_DB_URI)"
             )
         store.campaign(campaign)
+        from matdx.execution.lostruns import recover_lost
         from matdx.workflows import fireworks_adapter as fwa
-        from matdx.workflows.lostruns import claim_next, recover_lost, release_unstarted
+        from matdx.workflows.coordination import claim_next, release_unstarted
 
         lp = fwa.get_launchpad(backend)
         workers = max(comm.Get_size() - 1, 1)

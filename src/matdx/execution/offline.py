@@ -22,12 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matdx.workflows.lostruns import FILE_BEAT, claim_next
+from matdx.schemas.names import CAMPAIGN, DB_KINDS, KIND, NODE_KINDS, SPEC, spec_key
+from matdx.workflows.coordination import FILE_BEAT, claim_next
 from matdx.workflows.sinks import OFFLINE_ENV, RECORDS_FILE, read_records
-
-COMPUTE_STEPS = ("prescreen", "compute")
-"""Steps that run on compute nodes; the others read the database and run at ``sync``."""
-DB_STEPS = ("analyse", "stage", "analyse_step")
 
 
 def pending_dirs(job_dir: Path) -> list[Path]:
@@ -61,7 +58,7 @@ def reserve_job(lp: Any, store: Any, campaign: str, job_dir: Path, n_tasks: int)
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_dir.name}"
     dirs = []
     while len(dirs) < n_tasks:
-        fw_id = claim_next(lp, campaign, owner, step=COMPUTE_STEPS)
+        fw_id = claim_next(lp, campaign, owner, kinds=NODE_KINDS)
         if fw_id is None:
             break
         d = job_dir / f"launcher_{fw_id:06d}"
@@ -102,7 +99,7 @@ def farm_offline(
     """Run the reserved Fireworks of ``job_dir`` over the MPI ranks.
 
     Rank 0 hands them out and, with ``root_works``, runs them too (see
-    :func:`matdx.workflows.farm.farm_executors`).
+    :func:`matdx.execution.farm.farm_executors`).
 
     Returns
     -------
@@ -111,7 +108,7 @@ def farm_offline(
     """
     from mpi4py import MPI
 
-    from matdx.workflows.farm import drive, farm_executors, job_clock
+    from matdx.execution.farm import drive, farm_executors, job_clock
 
     start = time.monotonic()
     time_left, deadline = job_clock(walltime_s, margin_s, start)
@@ -145,7 +142,7 @@ def farm_offline(
 
 
 def _run_indexed(i: int, launch_dir: str, deadline: float | None = None) -> tuple[int, str]:
-    from matdx.workflows.farm import set_deadline
+    from matdx.execution.farm import set_deadline
 
     set_deadline(deadline)
     return i, run_offline_dir(launch_dir)[1]
@@ -207,8 +204,8 @@ def sync(
 
     report = SyncReport()
     for run in list(lp.offline_runs.find({"completed": False, "deprecated": {"$ne": True}})):
-        fw = lp.fireworks.find_one({"fw_id": run["fw_id"]}, {"spec._matdx": 1, "state": 1})
-        if fw is None or fw["spec"]["_matdx"]["campaign"] != campaign:
+        fw = lp.fireworks.find_one({"fw_id": run["fw_id"]}, {spec_key(CAMPAIGN): 1, "state": 1})
+        if fw is None or fw["spec"][SPEC][CAMPAIGN] != campaign:
             continue
         launch = lp.launches.find_one({"launch_id": run["launch_id"]}, {"launch_dir": 1})
         ldir = Path(launch["launch_dir"])
@@ -233,8 +230,8 @@ def sync(
             report.running.append(run["fw_id"])
     ready = lp.fireworks.count_documents(
         {
-            "spec._matdx.campaign": campaign,
-            "spec._matdx.step": {"$in": list(DB_STEPS)},
+            spec_key(CAMPAIGN): campaign,
+            spec_key(KIND): {"$in": list(DB_KINDS)},
             "state": "READY",
         }
     )
@@ -245,9 +242,9 @@ def sync(
 
         target = run_dir or get_settings().runs_dir / campaign
         if db_uri is None:
-            fwa.run_fireworks(lp, campaign, target, step=DB_STEPS)
+            fwa.run_fireworks(lp, campaign, target, kinds=DB_KINDS)
         else:
             with default_db(db_uri):
-                fwa.run_fireworks(lp, campaign, target, step=DB_STEPS)
+                fwa.run_fireworks(lp, campaign, target, kinds=DB_KINDS)
         report.analysed = True
     return report

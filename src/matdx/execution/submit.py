@@ -3,7 +3,7 @@
 The campaign is planned and its workflow added as by ``matdx run --no-launch``; then
 :func:`pack` decides how many jobs and how many tasks each, from the site profile (ranks
 per job, walltime) and a per-task time estimate, and one batch submission (an array/bulk
-job when more than one job is needed) runs the MPI task farm (:mod:`matdx.workflows.farm`)
+job when more than one job is needed) runs the MPI task farm (:mod:`matdx.execution.farm`)
 in each job. 1,000 small tasks become a handful of jobs, not 1,000.
 
 Online, the farm ranks reach the database themselves. Offline (``offline=True``), the
@@ -20,6 +20,7 @@ import math
 import os
 import shlex
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from matdx.core.errors import InputError
 from matdx.core.settings import get_settings
-from matdx.engines.registry import get_engine
+from matdx.engines.registry import ENGINES
+from matdx.schemas.names import CAMPAIGN, COMPUTE, KIND, SPEC, STAGE, STEP, spec_key
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.runner import RunReport, campaign_db_uri, submit_campaign
 
@@ -202,24 +204,29 @@ def submit(
     from matdx.workflows import fireworks_adapter as fwa
 
     lp = fwa.get_launchpad(backend)
-    from matdx.workflows.lostruns import recover_lost
+    from matdx.execution.lostruns import recover_lost
 
     report.recovered = recover_lost(lp, loaded.spec.name, stale_after_s)
-    ready = {
-        step: lp.fireworks.count_documents(
-            {"spec._matdx.campaign": loaded.spec.name, "spec._matdx.step": step, "state": "READY"}
+    ready = Counter(
+        d["spec"][SPEC][STEP]
+        for d in lp.fireworks.find(
+            {
+                spec_key(CAMPAIGN): loaded.spec.name,
+                spec_key(KIND): {"$in": [COMPUTE, STAGE]},
+                "state": "READY",
+            },
+            {spec_key(STEP): 1},
         )
-        for step in ("prescreen", "compute", "stage")
-    }
+    )
     n_tasks = sum(ready.values())
-    # a task is one batch of the pre-screen or, once that is done, of a later step
+    # a task is one batch of a step: the estimate of the longest that can come next (a
+    # stage queues its step's batches)
+    plan = loaded.step_plan()
     estimates = [
-        loaded.spec.batch_size * get_engine(loaded.spec.prescreen.engine).seconds_per_structure
+        p["batch_size"] * ENGINES[p["engine"]].seconds_per_structure
+        for p in plan
+        if p["name"] in ready or not ready
     ]
-    if ready["compute"] or ready["stage"] or not ready["prescreen"]:
-        estimates += [
-            s.batch_size * get_engine(s.engine).seconds_per_structure for s in loaded.spec.steps
-        ]
     estimate = task_estimate_s or max(estimates)
     # every rank of the job runs tasks: rank 0 hands them out besides (see farm.local_slot)
     workers = resolved.total_ranks
@@ -233,7 +240,7 @@ def submit(
     report.job_dir = job_dir
     n_jobs = report.packing.n_jobs
     if offline:
-        from matdx.workflows.offline import reserve_job
+        from matdx.execution.offline import reserve_job
 
         for k in range(n_jobs):
             report.reserved += len(
