@@ -96,8 +96,8 @@ def test_database_password_appears_nowhere(ferret_base, secret_db, tmp_path):
                                   "a\ntouch pwned", "' ; touch pwned ; '"])
 def test_metacharacters_in_paths_stay_inert_in_job_scripts(evil, tmp_path, db_uri):
     """A data directory full of metacharacters becomes a quoted word in the script."""
+    from matdx.execution.submit import submit
     from matdx.workflows.campaign import load_campaign
-    from matdx.workflows.submit import submit
 
     data = tmp_path / f"data {evil}"
     os.environ["MATDX_DATA_DIR"] = str(data)
