@@ -27,11 +27,10 @@ def main() -> None:
 
     from matdx.store import query as q
     from matdx.store.access import Caller
-    from matdx.store.documents import SummaryDoc
     from matdx.workflows.context import open_store
 
-    open_store(args.db)
-    coll = SummaryDoc._get_collection()
+    store, _ = open_store(args.db)
+    coll = store.collection("summaries")
     campaign = "bench-export"
     if coll.count_documents({"campaign": campaign}) != args.n:
         coll.delete_many({"campaign": campaign})

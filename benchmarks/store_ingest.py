@@ -61,7 +61,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from matdx.store.codec import pack
-    from matdx.store.documents import CalculationDoc
     from matdx.store.repository import calc_id
     from matdx.workflows.context import open_store
 
@@ -69,7 +68,7 @@ def main() -> None:
     recs = records(args.n, "bench-ingest")
     raw = [pack({**r, "_id": calc_id(r["material_id"], r["settings_hash"]) + "-raw",
                  "calc_id": calc_id(r["material_id"], r["settings_hash"])}) for r in recs]
-    coll = CalculationDoc._get_collection()
+    coll = store.collection("calculations")
     raw_coll = coll.database["bench_raw_calculations"]
     raw_coll.drop()
     # the same secondary indexes as the store's collection: both writers pay the server's

@@ -258,15 +258,14 @@ def test_large_arrays_go_to_gridfs(world):
 
 def test_migration_brings_old_records_to_the_current_schema(world):
     uri, db, _ = world
-    open_store(uri)
-    from matdx.store.documents import SCHEMA_VERSION, CampaignDoc
-    from matdx.store.governance import migrate
+    store, _ = open_store(uri)
+    from matdx.store.documents import SCHEMA_VERSION
 
     db.summaries.update_many({"campaign": "c-closed"},
                              {"$set": {"schema_version": 1}, "$unset": {"derived_access": ""}})
-    seen = migrate(CampaignDoc._get_db(), dry_run=True)
+    seen = store.migrate(dry_run=True)
     assert seen == {"summaries@v1": db.summaries.count_documents({"campaign": "c-closed"})}
-    migrate(CampaignDoc._get_db())
+    store.migrate()
     assert db.summaries.count_documents({"schema_version": 1}) == 0
     assert db.summaries.count_documents({"derived_access": {"$exists": False}}) == 0
     assert db.summaries.count_documents({"schema_version": SCHEMA_VERSION}) == \

@@ -150,13 +150,10 @@ def migrate(
 ) -> None:
     """Bring stored records to the current schema version."""
     from matdx.store.documents import SCHEMA_VERSION
-    from matdx.store.governance import migrate as do_migrate
     from matdx.workflows.context import open_store
 
-    _, backend = open_store(db)
-    from matdx.store.documents import CampaignDoc
-
-    seen = do_migrate(CampaignDoc._get_db(), dry_run=dry_run)
+    store, backend = open_store(db)
+    seen = store.migrate(dry_run=dry_run)
     backend.flush()
     verb = "to migrate" if dry_run else "migrated"
     console.print(f"schema v{SCHEMA_VERSION}: {verb}: " + (json.dumps(seen) if seen else "nothing"))

@@ -7,10 +7,14 @@ project (a group of the caller) read its closed records.
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass
 from typing import Any
 
-DERIVED_FIELDS = ("formation_energy_per_atom", "energy_above_hull", "is_stable", "decomposes_to")
+from matdx.store.documents import SUMMARY
+
+DERIVED_FIELDS = tuple(SUMMARY.masked)
+"""Summary fields computed from other records (declared ``derived`` in the summary)."""
 ANONYMOUS = "anonymous"
 
 
@@ -49,21 +53,21 @@ def can_see(access: dict[str, Any], caller: Caller) -> bool:
 
 
 def mask_derived(row: dict[str, Any], caller: Caller) -> dict[str, Any]:
-    """Hide values computed from records the caller may not see."""
+    """Hide values computed from records the caller may not see.
+
+    The fields declared ``derived`` (:data:`DERIVED_FIELDS`) become ``None`` (``[]`` for a
+    list), in the summary and in the block of every later step.
+    """
     access = row.get("derived_access")
     if access and not all(can_see(a, caller) for a in access):
+        hidden = SUMMARY.masked
         row = dict(row)
-        for key in DERIVED_FIELDS:
+        for key, blank in hidden.items():
             if key in row:
-                row[key] = None if key != "decomposes_to" else []
+                row[key] = copy(blank)
         if row.get("steps"):
             row["steps"] = {
-                name: {
-                    k: (None if k != "decomposes_to" else [])
-                    if k in DERIVED_FIELDS
-                    else v
-                    for k, v in block.items()
-                }
+                name: {k: copy(hidden[k]) if k in hidden else v for k, v in block.items()}
                 for name, block in row["steps"].items()
             }
         row["derived_hidden"] = True

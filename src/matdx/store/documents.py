@@ -9,6 +9,12 @@ Field names follow the Materials Project (emmet) documents where one exists
 (``formula_pretty``, ``chemsys``, ``nsites``, ``symmetry``, ``energy_per_atom``,
 ``formation_energy_per_atom``, ``energy_above_hull``) and OPTIMADE's (``elements``,
 ``nelements``). Every record carries a data tier and rights (see :class:`Governed`).
+
+The fields of :class:`SummaryDoc` (and the governance fields) say what they are for with an
+:class:`~matdx.store.fields.About`: unit, description, export column, query range or sort,
+derived value. :data:`SUMMARY` reads them; query filters and projections, export columns
+and the masks of derived values all come from it. A new summary field is declared here
+once and written where the analysis computes it.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from mongoengine import (
 )
 from mongoengine.errors import FieldDoesNotExist, ValidationError
 
+from matdx.store.fields import About, FieldList
+
 ALIAS = "matdx"
 SCHEMA_VERSION = 2
 TIERS = ("open", "shared-closed", "closed")
+MAT, GOV, INT = "material", "governance", "internal"
 
 
 def utcnow() -> datetime:
@@ -54,13 +63,29 @@ class Governed(Document):
 
     meta = {"abstract": True}
 
-    tier = StringField(choices=TIERS, default="open", required=True)
-    owner = StringField(required=True)
-    groups = ListField(StringField())
-    rights = StringField(default="CC-BY-4.0")
-    export_control = BooleanField(default=False)
-    tier_history = ListField(EmbeddedDocumentField(TierChange))
-    schema_version = IntField(default=SCHEMA_VERSION)
+    tier = StringField(
+        choices=TIERS,
+        default="open",
+        required=True,
+        about=About("Who may read the record (see TIERS).", kind=GOV, export=True),
+    )
+    owner = StringField(
+        required=True, about=About("Owning user or project.", kind=GOV, export=True)
+    )
+    groups = ListField(
+        StringField(), about=About("Groups or projects reading a shared-closed record.", kind=GOV)
+    )
+    rights = StringField(
+        default="CC-BY-4.0", about=About("Licence or rights text.", kind=GOV, export=True)
+    )
+    export_control = BooleanField(
+        default=False,
+        about=About("Export-controlled: exported only on request.", kind=GOV, export=True),
+    )
+    tier_history = ListField(
+        EmbeddedDocumentField(TierChange), about=About("Audit trail of tier changes.", kind=INT)
+    )
+    schema_version = IntField(default=SCHEMA_VERSION, about=About("Schema version.", kind=INT))
 
 
 class Symmetry(EmbeddedDocument):
@@ -182,33 +207,81 @@ class SummaryDoc(Governed):
         ],
     }
 
-    id = StringField(primary_key=True, help_text="'<campaign>:<material_id>'")
-    campaign = StringField(required=True)
-    material_id = StringField(required=True)
-    formula_pretty = StringField(required=True)
-    chemsys = StringField(required=True)
-    elements = ListField(StringField())
-    nelements = IntField()
-    nsites = IntField()
-    symmetry = EmbeddedDocumentField(Symmetry, help_text="Of the relaxed structure.")
-    energy_per_atom = FloatField(help_text="eV/atom")
-    formation_energy_per_atom = FloatField(help_text="eV/atom")
-    energy_above_hull = FloatField(help_text="eV/atom")
-    is_stable = BooleanField()
-    decomposes_to = ListField(StringField())
-    volume_per_atom = FloatField(help_text="Å³/atom")
-    method = DictField(help_text="engine, settings_hash, references")
+    id = StringField(primary_key=True, about=About("'<campaign>:<material_id>'", kind=INT))
+    campaign = StringField(required=True, about=About("Campaign name.", kind="provenance"))
+    material_id = StringField(
+        required=True, about=About("Identifier of the material.", kind=MAT, export=True, sort=True)
+    )
+    formula_pretty = StringField(
+        required=True, about=About("Reduced formula.", kind=MAT, export=True, sort=True)
+    )
+    chemsys = StringField(
+        required=True,
+        about=About("Chemical system, e.g. Au-Cu.", kind=MAT, export=True, sort=True),
+    )
+    elements = ListField(StringField(), about=About("Element symbols, sorted.", kind=MAT))
+    nelements = IntField(about=About("Number of elements.", kind=MAT, export=True, range=True))
+    nsites = IntField(about=About("Sites in the cell.", kind=MAT, export=True, range=True))
+    symmetry = EmbeddedDocumentField(
+        Symmetry,
+        about=About(
+            "Space group of the relaxed structure.",
+            kind=MAT,
+            columns=(("spacegroup_symbol", "symbol"), ("spacegroup_number", "number")),
+        ),
+    )
+    energy_per_atom = FloatField(
+        about=About("Total energy.", unit="eV/atom", export=True, range=True)
+    )
+    formation_energy_per_atom = FloatField(
+        about=About(
+            "Formation energy from the elemental references.",
+            unit="eV/atom",
+            export=True,
+            range=True,
+            derived=True,
+        )
+    )
+    energy_above_hull = FloatField(
+        about=About(
+            "Distance to the convex hull of the campaign's phases.",
+            unit="eV/atom",
+            export=True,
+            range=True,
+            derived=True,
+        )
+    )
+    is_stable = BooleanField(about=About("On the hull.", export=True, derived=True))
+    volume_per_atom = FloatField(
+        about=About("Volume of the relaxed cell.", unit="Å³/atom", export=True, range=True)
+    )
+    decomposes_to = ListField(
+        StringField(),
+        about=About("Phases an unstable material decomposes to.", export=True, derived=True),
+    )
+    method = DictField(
+        about=About(
+            "engine, settings_hash, units.",
+            kind="provenance",
+            columns=(("engine", "engine"), ("settings_hash", "settings_hash")),
+        )
+    )
     derived_access = ListField(
         DictField(),
-        help_text="Governance (tier, owner, groups) of every record the derived values "
-        "(formation energy, hull) were computed from.",
+        about=About(
+            "Governance (tier, owner, groups) of every record the derived values "
+            "(formation energy, hull) were computed from.",
+            kind=GOV,
+        ),
     )
     steps = DictField(
-        help_text="Results of the campaign's later steps by step name: energy_per_atom, "
-        "formation_energy_per_atom, energy_above_hull (eV/atom, the step's own hull), "
-        "engine, task, calc_id, and per task phonon or MD values."
+        about=About(
+            "Results of the campaign's later steps by step name: energy_per_atom, "
+            "formation_energy_per_atom, energy_above_hull (eV/atom, the step's own hull), "
+            "engine, task, calc_id, and per task phonon or MD values."
+        )
     )
-    updated_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow, about=About("Last change.", kind=INT))
 
 
 def document_fields(doc_cls: type[Document], data: dict[str, Any]) -> dict[str, Any]:
@@ -250,3 +323,6 @@ def document_fields(doc_cls: type[Document], data: dict[str, Any]) -> dict[str, 
 
 
 ALL_DOCUMENTS = (CampaignDoc, MaterialDoc, CampaignMaterialDoc, CalculationDoc, SummaryDoc)
+
+SUMMARY = FieldList(SummaryDoc)
+"""The summary's fields: what queries select and return, exports write and masks hide."""

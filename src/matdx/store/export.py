@@ -14,44 +14,19 @@ import pandas as pd
 
 from matdx.core.errors import InputError
 from matdx.store.access import Caller, can_see
+from matdx.store.documents import SUMMARY
 from matdx.store.repository import Store
 
-COLUMNS = [
-    "material_id",
-    "formula_pretty",
-    "chemsys",
-    "nelements",
-    "nsites",
-    "spacegroup_symbol",
-    "spacegroup_number",
-    "energy_per_atom",
-    "formation_energy_per_atom",
-    "energy_above_hull",
-    "is_stable",
-    "volume_per_atom",
-    "decomposes_to",
-    "tier",
-    "owner",
-    "rights",
-    "export_control",
-    "engine",
-    "settings_hash",
-]
+COLUMNS = list(SUMMARY.columns)
+"""Columns of table exports, from the summary's field declarations."""
+OPTIMADE_CONTEXT = ("campaign", "tier", "rights")
+"""Record fields that OPTIMADE entries carry as ``_matdx_`` properties after the
+summary's quantities (its ``property`` fields with a query range)."""
 
 
 def flatten(row: dict[str, Any]) -> dict[str, Any]:
     """One summary document as a flat record with the :data:`COLUMNS`."""
-    sym = row.get("symmetry") or {}
-    method = row.get("method") or {}
-    flat = {k: row.get(k) for k in COLUMNS}
-    flat.update(
-        spacegroup_symbol=sym.get("symbol"),
-        spacegroup_number=sym.get("number"),
-        engine=method.get("engine"),
-        settings_hash=method.get("settings_hash"),
-    )
-    flat["decomposes_to"] = ",".join(row.get("decomposes_to") or [])
-    return flat
+    return SUMMARY.flatten(row)
 
 
 def results_frame(
@@ -193,15 +168,7 @@ def optimade_entry(row: dict[str, Any], structure: dict[str, Any]) -> dict[str, 
         "species": [{"name": e, "chemical_symbols": [e], "concentration": [1.0]} for e in elements],
         "structure_features": [],
     }
-    for key in (
-        "energy_per_atom",
-        "formation_energy_per_atom",
-        "energy_above_hull",
-        "volume_per_atom",
-        "campaign",
-        "tier",
-        "rights",
-    ):
+    for key in (*SUMMARY.quantities, *OPTIMADE_CONTEXT):
         attributes[f"_matdx_{key}"] = row.get(key)
     attributes["_matdx_space_group_number"] = (row.get("symmetry") or {}).get("number")
     return {"id": row["material_id"], "type": "structures", "attributes": attributes}

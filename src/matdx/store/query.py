@@ -17,43 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymatgen.core import Composition, Element
 
 from matdx.core.errors import InputError
-from matdx.store.access import Caller, mask_derived
+from matdx.store.access import Caller, can_see, mask_derived
 from matdx.store.codec import unpack
-from matdx.store.documents import SummaryDoc
+from matdx.store.documents import SUMMARY, MaterialDoc, SummaryDoc
 
-NUMERIC_FIELDS = (
-    "energy_per_atom",
-    "formation_energy_per_atom",
-    "energy_above_hull",
-    "volume_per_atom",
-    "nsites",
-    "nelements",
-)
-FIELDS = (
-    "material_id",
-    "campaign",
-    "formula_pretty",
-    "chemsys",
-    "elements",
-    "nelements",
-    "nsites",
-    "symmetry",
-    "energy_per_atom",
-    "formation_energy_per_atom",
-    "energy_above_hull",
-    "is_stable",
-    "decomposes_to",
-    "volume_per_atom",
-    "method",
-    "tier",
-    "owner",
-    "groups",
-    "rights",
-    "export_control",
-    "derived_access",
-    "steps",
-)
-SORTABLE = (*NUMERIC_FIELDS, "formula_pretty", "chemsys", "material_id")
+NUMERIC_FIELDS = SUMMARY.ranges
+"""Fields a query can select an interval of (declared with ``range`` in the summary)."""
+FIELDS = SUMMARY.projectable
+"""Fields a query can return."""
+SORTABLE = SUMMARY.sortable
+"""Fields a query can sort by."""
 MAX_LIMIT = 1_000_000
 _CHEMSYS = re.compile(r"^[A-Z][a-z]?(-[A-Z][a-z]?)*$")
 _FORMULA = re.compile(r"^([A-Z][a-z]?\d*(\.\d+)?)+$")
@@ -265,17 +238,14 @@ def frame(q: MaterialQuery, caller: Caller, with_structures: bool = False) -> An
     Returns
     -------
     pandas.DataFrame
-        One row per result; columns of :data:`matdx.store.export.COLUMNS` plus ``campaign``.
+        One row per result; the export columns (:attr:`SUMMARY.columns
+        <matdx.store.fields.FieldList.columns>`) plus ``campaign``.
     """
     import pandas as pd
 
-    from matdx.store.access import can_see
-    from matdx.store.documents import MaterialDoc
-    from matdx.store.export import COLUMNS, flatten
-
     rows = run_query(q.model_copy(update={"fields": None}), caller)
-    records = [{**flatten(r), "campaign": r.get("campaign")} for r in rows]
-    df = pd.DataFrame(records, columns=[*COLUMNS, "campaign"])
+    records = [{**SUMMARY.flatten(r), "campaign": r.get("campaign")} for r in rows]
+    df = pd.DataFrame(records, columns=[*SUMMARY.columns, "campaign"])
     if with_structures:
         ids = list(dict.fromkeys(df["material_id"]))
         coll = MaterialDoc._get_collection()

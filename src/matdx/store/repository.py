@@ -17,12 +17,14 @@ from typing import Any
 
 from pymatgen.core import Structure
 
-from matdx.core.errors import UnknownCampaignError
+from matdx.core.errors import InputError, UnknownCampaignError
 from matdx.core.hashing import stable_hash
-from matdx.store.access import Caller
+from matdx.store.access import Caller, mask_derived
 from matdx.store.bulk import Upsert, apply_upserts, find_by_ids, insert_missing, insert_new
 from matdx.store.codec import pack, unpack
 from matdx.store.documents import (
+    ALL_DOCUMENTS,
+    SUMMARY,
     CalculationDoc,
     CampaignDoc,
     CampaignMaterialDoc,
@@ -31,6 +33,8 @@ from matdx.store.documents import (
     document_fields,
     utcnow,
 )
+from matdx.store.governance import migrate
+from matdx.store.query import MaterialQuery, run_query
 
 CHUNK = 500
 """Identifiers per ``$in`` query."""
@@ -382,7 +386,70 @@ class Store:
         limit: int = 0,
     ) -> list[dict[str, Any]]:
         """Derived properties of a campaign visible to ``caller`` (see :mod:`.query`)."""
-        from matdx.store.query import MaterialQuery, run_query
-
         q = MaterialQuery(campaign=campaign, sort=sort, ascending=ascending, limit=limit)
         return run_query(q, caller)
+
+    def summary_rows(
+        self, campaign: str, fields: Sequence[str], caller: Caller | None = None
+    ) -> list[dict[str, Any]]:
+        """Some fields of every summary of a campaign, in storage order.
+
+        Parameters
+        ----------
+        campaign
+            Campaign name.
+        fields
+            Summary fields to return (``material_id`` always comes along), e.g. the
+            energies and the ``steps`` block a later step selects its materials from.
+        caller
+            Only the summaries this caller may read, with derived values hidden as in
+            every query; ``None`` (the workflows' own reads) reads all of them as stored.
+
+        Raises
+        ------
+        InputError
+            For a field the summaries do not have.
+        """
+        unknown = [f for f in fields if f not in SUMMARY.projectable]
+        if unknown:
+            raise InputError(f"unknown summary field(s) {', '.join(map(repr, unknown))}")
+        names = ["material_id", *(f for f in fields if f != "material_id")]
+        projection = dict.fromkeys(names, 1)
+        flt: dict[str, Any] = {"campaign": campaign}
+        if caller is not None:
+            projection["derived_access"] = 1
+            flt = {"$and": [flt, caller.tier_filter()]}
+        rows = []
+        for d in SummaryDoc._get_collection().find(flt, projection):
+            row = unpack(d)
+            if caller is not None:
+                row = mask_derived(row, caller)
+            rows.append({k: row[k] for k in names if k in row})
+        return rows
+
+    # maintenance -----------------------------------------------------------------------
+    def migrate(self, dry_run: bool = False) -> dict[str, int]:
+        """Bring every record to the current schema version (see :func:`.governance.migrate`).
+
+        Returns
+        -------
+        dict
+            Records found per collection and old version (``"summaries@v1"``), or migrated.
+        """
+        return migrate(SummaryDoc._get_db(), dry_run=dry_run)
+
+    def collection(self, name: str) -> Any:
+        """The database collection of a document kind (``"summaries"``, ``"calculations"``…).
+
+        For measurements and repairs that compare with, or need, plain pymongo calls;
+        the store's reads and writes go through the methods above.
+
+        Raises
+        ------
+        InputError
+            For a name that is not a collection of the store.
+        """
+        colls = {d._meta["collection"]: d for d in ALL_DOCUMENTS}
+        if name not in colls:
+            raise InputError(f"no collection {name!r} (collections: {', '.join(sorted(colls))})")
+        return colls[name]._get_collection()
