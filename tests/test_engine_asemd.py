@@ -9,8 +9,10 @@ import pytest
 from ase.build import bulk
 
 from matdx.analysis import md
-from matdx.core.errors import EngineError
-from matdx.engines.asemd import core
+from matdx.core.errors import EngineError, InputError
+from matdx.engines.asemd.core import AseMdEngine
+
+ENGINE = AseMdEngine()
 
 CU = bulk("Cu", "fcc", a=3.61, cubic=True)
 
@@ -31,7 +33,7 @@ def test_thermostat_reaches_300k(ensemble: str, initial: float, tmp_path: Path) 
         "steps": 400,
         "dump_interval": 50,
     }
-    res = core.calculate(CU, "md", settings, workdir=tmp_path)
+    res = ENGINE.calculate(CU, "md", settings, workdir=tmp_path)
     avg, err = res.extra["averages"], res.extra["standard_errors"]
     assert avg["temperature_K"] == pytest.approx(300, rel=0.1)
     assert err["temperature_K"] < 20
@@ -58,7 +60,7 @@ def test_npt_gives_positive_thermal_expansion(tmp_path: Path) -> None:
             "steps": 500,
             "dump_interval": 0,
         }
-        results.append(core.calculate(CU, "md", settings, workdir=tmp_path / f"T{temp:g}"))
+        results.append(ENGINE.calculate(CU, "md", settings, workdir=tmp_path / f"T{temp:g}"))
     v_cold, v_hot = (r.extra["averages"]["volume_A3"] / 32 for r in results)
     assert v_hot > v_cold * 1.02
     fit = md.thermal_expansion_from_results(results)
@@ -76,7 +78,7 @@ def test_huge_timestep_is_halved_and_recorded(tmp_path: Path) -> None:
         "steps": 200,
         "dump_interval": 0,
     }
-    res = core.calculate(CU, "md", settings, workdir=tmp_path)
+    res = ENGINE.calculate(CU, "md", settings, workdir=tmp_path)
     assert len(res.corrections) >= 1
     first = res.corrections[0]
     assert first["handler"] == "UnstableIntegrationHandler"
@@ -97,24 +99,26 @@ def test_unstable_beyond_the_bound(tmp_path: Path) -> None:
         "steps": 50,
     }
     with pytest.raises(EngineError, match=r"^ASE MD still unstable .* 2 timestep halving"):
-        core.calculate(CU, "md", settings, workdir=tmp_path)
+        ENGINE.calculate(CU, "md", settings, workdir=tmp_path)
 
 
 def test_bad_input() -> None:
     with pytest.raises(EngineError, match=r"^EMT has no parameters for Fe$"):
-        core.calculate(bulk("Fe", "bcc", a=2.87), "md")
+        ENGINE.calculate(bulk("Fe", "bcc", a=2.87), "md")
     with pytest.raises(EngineError, match="unknown ensemble 'npht'"):
-        core.calculate(CU, "md", {"ensemble": "npht"})
+        ENGINE.calculate(CU, "md", {"ensemble": "npht"})
     with pytest.raises(EngineError, match="unknown ASE MD setting"):
-        core.calculate(CU, "md", {"temprature": 300})
-    with pytest.raises(EngineError, match="unknown ASE MD task"):
-        core.calculate(CU, "phonons")
+        ENGINE.calculate(CU, "md", {"temprature": 300})
+    with pytest.raises(InputError, match=r"^engine 'asemd' has no task 'phonons' \(it has: md"):
+        ENGINE.calculate(CU, "phonons")
 
 
 def test_relax_and_static_share_the_result_schema() -> None:
-    relaxed = core.relax(bulk("Cu", "fcc", a=3.7), relax_cell=True, fmax=0.01)
-    static = core.calculate(CU, "static", {"supercell": 2})
+    relaxed = ENGINE.calculate(
+        bulk("Cu", "fcc", a=3.7), "relax", {"relax_cell": True, "fmax": 0.01}
+    )
+    static = ENGINE.calculate(CU, "static", {"supercell": 2})
     assert relaxed.converged and relaxed.spacegroup_symbol == "Fm-3m"
     assert static.energy_per_atom == pytest.approx(
-        core.calculate(CU, "static").energy_per_atom, abs=1e-9
+        ENGINE.calculate(CU, "static").energy_per_atom, abs=1e-9
     )

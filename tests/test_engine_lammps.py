@@ -18,9 +18,15 @@ from ase.build import bulk
 from matdx.analysis import md
 from matdx.core.errors import EngineError
 from matdx.engines.base import EngineProfile
-from matdx.engines.lammps import core
+from matdx.engines.lammps.core import LammpsEngine
 from matdx.engines.lammps.inputs import DEFAULT_POTENTIALS_DIR, find_potential
 from matdx.engines.lammps.parse import read_final_structure, read_log
+
+
+def calculate(structure, task, settings=None, workdir=None, profile=None, deadline=None):
+    """The LAMMPS engine's ``calculate`` with ``profile`` (default: this machine's)."""
+    return LammpsEngine(profile).calculate(structure, task, settings, workdir, deadline)
+
 
 PROFILE = EngineProfile.from_text(
     os.environ.get("MATDX_LAMMPS_COMMAND", "lmp"), data={"potentials_dir": DEFAULT_POTENTIALS_DIR}
@@ -45,7 +51,7 @@ def nve(tmp_path_factory: pytest.TempPathFactory):
         "dump_interval": 200,
     }
     workdir = tmp_path_factory.mktemp("nve")
-    return core.calculate(CU, "md", settings, workdir=workdir, profile=MPI_PROFILE)
+    return calculate(CU, "md", settings, workdir=workdir, profile=MPI_PROFILE)
 
 
 def test_potential_choice() -> None:
@@ -54,7 +60,7 @@ def test_potential_choice() -> None:
     assert Path(find_potential(["Ni", "Cu"], DEFAULT_POTENTIALS_DIR).path).name == "CuNi.eam.alloy"
     assert find_potential(["Fe"], DEFAULT_POTENTIALS_DIR).pair_style == "eam/fs"
     assert Path(find_potential(["Pt"], DEFAULT_POTENTIALS_DIR).path).name == "Pt_u3.eam"
-    assert {"Cu", "Ni", "Al", "Fe"} <= core.SUPPORTED_ELEMENTS
+    assert {"Cu", "Ni", "Al", "Fe"} <= LammpsEngine().supported_elements()
 
 
 def test_nve_conserves_energy(nve) -> None:
@@ -77,9 +83,7 @@ def test_nve_conserves_energy(nve) -> None:
 
 def test_npt_density_of_cu_at_300k(tmp_path: Path) -> None:
     # reference: the potential's own 0 K lattice constant (minimization, same potential)
-    ref = core.calculate(
-        bulk("Cu", "fcc", a=3.5, cubic=True), "relax", {"fmax": 1e-4}, profile=PROFILE
-    )
+    ref = calculate(bulk("Cu", "fcc", a=3.5, cubic=True), "relax", {"fmax": 1e-4}, profile=PROFILE)
     a0 = (4 * ref.volume_per_atom) ** (1 / 3)
     assert ref.converged and a0 == pytest.approx(3.615, abs=2e-3)  # Mishin's fitted a0
     rho0 = md.density(bulk("Cu", "fcc", a=a0, cubic=True))
@@ -95,7 +99,7 @@ def test_npt_density_of_cu_at_300k(tmp_path: Path) -> None:
         "steps": 2000,
         "dump_interval": 0,
     }
-    res = core.calculate(bulk("Cu", "fcc", a=a0, cubic=True), "md", settings, tmp_path, PROFILE)
+    res = calculate(bulk("Cu", "fcc", a=a0, cubic=True), "md", settings, tmp_path, PROFILE)
     rho = res.extra["averages"]["density_g_cm3"]
     assert rho == pytest.approx(rho_ref, rel=0.02)
     assert rho < rho0  # expanded
@@ -113,7 +117,7 @@ def test_lost_atoms_halve_the_timestep(tmp_path: Path) -> None:
         "steps": 1000,
         "dump_interval": 0,
     }
-    res = core.calculate(CU, "md", settings, workdir=tmp_path, profile=MPI_PROFILE)
+    res = calculate(CU, "md", settings, workdir=tmp_path, profile=MPI_PROFILE)
     assert len(res.corrections) >= 1
     first = res.corrections[0]
     assert first["handler"] == "UnstableMDHandler"
@@ -127,8 +131,9 @@ def test_lost_atoms_halve_the_timestep(tmp_path: Path) -> None:
 
 def test_relax_of_triclinic_cell_keeps_its_frame() -> None:
     prim = bulk("Cu", "fcc", a=3.55)  # triclinic in LAMMPS, rotated back afterwards
-    res = core.relax(prim, relax_cell=True, optimizer="FIRE", fmax=1e-3, steps=500)
-    cubic = core.calculate(CU, "relax", {"fmax": 1e-3}, profile=PROFILE)
+    settings = {"relax_cell": True, "optimizer": "FIRE", "fmax": 1e-3, "steps": 500}
+    res = calculate(prim, "relax", settings)
+    cubic = calculate(CU, "relax", {"fmax": 1e-3}, profile=PROFILE)
     assert res.converged and res.spacegroup_symbol == "Fm-3m"
     assert res.energy_per_atom == pytest.approx(cubic.energy_per_atom, abs=1e-6)
     assert res.volume_per_atom == pytest.approx(cubic.volume_per_atom, rel=1e-4)
@@ -148,16 +153,16 @@ def test_missing_potential() -> None:
     with pytest.raises(
         EngineError, match=r"^no EAM potential for Fe-Ni in /usr/share/lammps/potentials$"
     ):
-        core.calculate(feni, "static", profile=PROFILE)
+        calculate(feni, "static", profile=PROFILE)
     with pytest.raises(EngineError, match="has no parameters for Cu"):
-        core.calculate(CU, "static", {"potential": "Al_zhou.eam.alloy"}, profile=PROFILE)
+        calculate(CU, "static", {"potential": "Al_zhou.eam.alloy"}, profile=PROFILE)
 
 
 def test_missing_or_bogus_executable(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=r"^executable '/nonexistent/lmp' not found$"):
-        core.calculate(CU, "static", profile=EngineProfile.from_text("/nonexistent/lmp"))
+        calculate(CU, "static", profile=EngineProfile.from_text("/nonexistent/lmp"))
     with pytest.raises(EngineError, match=r"^LAMMPS failed: LAMMPS wrote no log.lammps"):
-        core.calculate(CU, "static", workdir=tmp_path, profile=EngineProfile(("/bin/true",)))
+        calculate(CU, "static", workdir=tmp_path, profile=EngineProfile(("/bin/true",)))
 
 
 def test_lammps_error_is_one_line(tmp_path: Path) -> None:
@@ -166,11 +171,11 @@ def test_lammps_error_is_one_line(tmp_path: Path) -> None:
     text = Path(DEFAULT_POTENTIALS_DIR, "Cu_u3.eam").read_text()
     (bad / "Cu_cut.eam").write_text(text[: len(text) // 10])  # truncated potential file
     with pytest.raises(EngineError) as err:
-        core.calculate(CU, "static", {"potentials_dir": str(bad)}, tmp_path / "run", PROFILE)
+        calculate(CU, "static", {"potentials_dir": str(bad)}, tmp_path / "run", PROFILE)
     assert str(err.value).startswith("LAMMPS failed: ") and "\n" not in str(err.value)
     assert "eam potential file" in str(err.value)
     with pytest.raises(EngineError, match="unknown LAMMPS md setting"):
-        core.calculate(CU, "md", {"temprature": 300}, profile=PROFILE)
+        calculate(CU, "md", {"temprature": 300}, profile=PROFILE)
 
 
 def _edit_row(log: str, edit) -> str:
@@ -219,7 +224,7 @@ def test_liquid_copper_diffuses(tmp_path: Path) -> None:
         "steps": 3000,
         "dump_interval": 50,
     }
-    res = core.calculate(CU, "md", settings, workdir=tmp_path, profile=PROFILE)
+    res = calculate(CU, "md", settings, workdir=tmp_path, profile=PROFILE)
     frames = md.load_frames(res.extra["trajectory"])
     fit = md.diffusion_coefficient(md.mean_squared_displacement(frames, 0.1))
     # liquid Cu near 1800 K: D ~ 5e-5 cm²/s (EAM and experiment agree to tens of %)

@@ -27,10 +27,18 @@ from pymatgen.core import Lattice, Structure
 
 from matdx.core.errors import EngineError, InputError
 from matdx.engines.base import EngineProfile
-from matdx.engines.qe import core
-from matdx.engines.qe.core import calculate, default_profile, relax, supported_elements
+from matdx.engines.qe.core import QeEngine, default_profile
 from matdx.engines.qe.inputs import build_parameters, kpoint_mesh, write_input
 from matdx.engines.qe.parse import last_structure, read_output
+
+
+def calculate(
+    structure, task, settings=None, workdir=None, profile=None, max_corrections=5, deadline=None
+):
+    """The pw.x engine's ``calculate`` with ``profile`` (default: this machine's)."""
+    engine = QeEngine(profile, max_corrections)
+    return engine.calculate(structure, task, settings, workdir, deadline)
+
 
 PSEUDO_DIR = Path("/usr/share/espresso/pseudo")
 NC = {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}
@@ -72,20 +80,20 @@ def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
 def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
     """Si SCF with FAST settings on one rank, kept in a work directory."""
     workdir = tmp_path_factory.mktemp("qe-fast")
-    return calculate(silicon(), "scf", FAST, workdir=workdir, profile=one_rank()), workdir
+    return calculate(silicon(), "static", FAST, workdir=workdir, profile=one_rank()), workdir
 
 
 @pytest.fixture(scope="module")
 def dense_reference() -> object:
     """Si SCF with DENSE settings on one rank, uninterrupted."""
-    return calculate(silicon(), "scf", DENSE, profile=one_rank())
+    return calculate(silicon(), "static", DENSE, profile=one_rank())
 
 
 # --- 1. the engine gives what pw.x gives ----------------------------------------------
 
 
 def test_scf_matches_direct_pw_run(tmp_path: Path) -> None:
-    result = calculate(silicon(), "scf", FAST, workdir=tmp_path / "engine")
+    result = calculate(silicon(), "static", FAST, workdir=tmp_path / "engine")
 
     direct = tmp_path / "direct"
     direct.mkdir()
@@ -135,7 +143,7 @@ def test_metal_has_no_gap() -> None:
     al = Structure(
         Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Al"], [[0, 0, 0]]
     )
-    result = calculate(al, "scf", {"ecutwfc": 15, "kpts": [6, 6, 6]}, profile=one_rank())
+    result = calculate(al, "static", {"ecutwfc": 15, "kpts": [6, 6, 6]}, profile=one_rank())
     assert result.converged and result.band_gap is None and result.extra["is_metal"] is True
     assert result.parameters["pseudo"]["functional"] == "LDA"  # Debian has Al in LDA only
     assert result.parameters["input_data"]["system"]["smearing"] == "mv"
@@ -158,7 +166,7 @@ def test_default_inputs_from_the_pseudopotentials() -> None:
     assert params["kpts"] == [8, 8, 8] == kpoint_mesh(silicon().lattice, 0.25)
     fixed = build_parameters(silicon(), "scf", {"occupations": "fixed"})["input_data"]["system"]
     assert "smearing" not in fixed and fixed["nbnd"] == 8  # 4 occupied + 4 empty
-    assert "Si" in supported_elements() and "Na" not in core.SUPPORTED_ELEMENTS
+    assert "Si" in QeEngine().supported_elements() and "Na" not in QeEngine().supported_elements()
 
 
 # --- 2. vc-relax ----------------------------------------------------------------------
@@ -167,7 +175,7 @@ def test_default_inputs_from_the_pseudopotentials() -> None:
 def test_vc_relax_returns_to_equilibrium_lattice_constant() -> None:
     settings = {"ecutwfc": 24, "kpts": [4, 4, 4], **NC}
     scan = [
-        calculate(silicon(a), "scf", settings, profile=one_rank())
+        calculate(silicon(a), "static", settings, profile=one_rank())
         for a in np.linspace(5.39, 5.59, 5)
     ]
     volumes = [r.volume_per_atom * 2 for r in scan]
@@ -176,7 +184,7 @@ def test_vc_relax_returns_to_equilibrium_lattice_constant() -> None:
     assert 5.40 < a_ref < 5.58  # inside the scan
 
     strained = silicon(1.03 * a_ref)
-    result = relax(strained, profile=one_rank(), **settings)
+    result = calculate(strained, "vc-relax", settings, profile=one_rank())
     a_relaxed = cubic_a(result.structure)
     print(f"E(V) a0 = {a_ref:.4f} Å, vc-relax from {1.03 * a_ref:.4f} Å → {a_relaxed:.4f} Å")
     assert abs(a_relaxed - a_ref) / a_ref < 0.005
@@ -190,7 +198,7 @@ def test_vc_relax_returns_to_equilibrium_lattice_constant() -> None:
 
 def test_scf_not_converged_is_corrected(fast_run: tuple) -> None:
     reference, _ = fast_run
-    result = calculate(silicon(), "scf", {**FAST, "electron_maxstep": 2}, profile=one_rank())
+    result = calculate(silicon(), "static", {**FAST, "electron_maxstep": 2}, profile=one_rank())
     assert [c["handler"] for c in result.corrections] == ["ScfConvergenceHandler"]
     assert result.corrections[0]["errors"] == ["SCF not converged (electron_maxstep reached)"]
     changes = result.corrections[0]["actions"][0]["action"]["_set"]
@@ -222,7 +230,7 @@ def test_walltime_stop_is_restarted_from_restart_files(tmp_path: Path, dense_ref
     limit = round(max(1.0, 0.6 * dense_reference.extra["pw_wall_time_s"]), 1)
     result = calculate(
         silicon(),
-        "scf",
+        "static",
         {**DENSE, "max_seconds": limit},
         workdir=tmp_path,
         profile=one_rank(),
@@ -270,7 +278,7 @@ def test_killed_run_is_retried_with_fewer_ranks(tmp_path: Path, dense_reference)
 
     thread = threading.Thread(target=kill_first_run, daemon=True)
     thread.start()
-    result = calculate(silicon(), "scf", DENSE, workdir=workdir)  # default profile: 2 ranks
+    result = calculate(silicon(), "static", DENSE, workdir=workdir)  # default profile: 2 ranks
     thread.join(timeout=5)
     assert killed, "the first pw.x run ended before it could be killed"
     assert [c["handler"] for c in result.corrections] == ["KilledHandler"]
@@ -291,7 +299,11 @@ def test_killed_run_is_retried_with_fewer_ranks(tmp_path: Path, dense_reference)
 def test_unrecoverable_run_gives_one_line_error() -> None:
     with pytest.raises(EngineError) as exc:
         calculate(
-            silicon(), "scf", {**FAST, "electron_maxstep": 1}, profile=one_rank(), max_corrections=1
+            silicon(),
+            "static",
+            {**FAST, "electron_maxstep": 1},
+            profile=one_rank(),
+            max_corrections=1,
         )
     assert one_line(exc).startswith("pw.x failed: SCF not converged (electron_maxstep reached)")
 
@@ -304,43 +316,43 @@ def test_missing_pseudopotential(tmp_path: Path) -> None:
         "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
     )
     with pytest.raises(EngineError) as exc:
-        calculate(nacl, "scf", workdir=tmp_path / "run")
+        calculate(nacl, "static", workdir=tmp_path / "run")
     assert (
         one_line(exc)
         == "no pseudopotential for Cl, Na in family debian (/usr/share/espresso/pseudo)"
     )
     assert not (tmp_path / "run").exists()  # nothing ran
     with pytest.raises(EngineError) as exc:
-        calculate(silicon(), "scf", {"pseudopotentials": {"Si": "Si.missing.UPF"}})
+        calculate(silicon(), "static", {"pseudopotentials": {"Si": "Si.missing.UPF"}})
     assert "Si.missing.UPF" in one_line(exc)
 
 
 def test_missing_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bogus = EngineProfile.from_text("/usr/bin/mpirun --allow-run-as-root -np 1 /nonexistent/pw.x")
     with pytest.raises(EngineError) as exc:
-        calculate(silicon(), "scf", FAST, workdir=tmp_path / "a", profile=bogus)
+        calculate(silicon(), "static", FAST, workdir=tmp_path / "a", profile=bogus)
     assert one_line(exc) == "executable '/nonexistent/pw.x' not found"
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("MATDX_QE_COMMAND", "pw.x")
     with pytest.raises(EngineError) as exc:
-        calculate(silicon(), "scf", FAST, workdir=tmp_path / "b")
+        calculate(silicon(), "static", FAST, workdir=tmp_path / "b")
     assert one_line(exc) == "executable 'pw.x' not found"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_pw_error_message_is_reported() -> None:
     with pytest.raises(EngineError) as exc:
-        calculate(silicon(), "scf", {**FAST, "input_dft": "nonsense"}, profile=one_rank())
+        calculate(silicon(), "static", {**FAST, "input_dft": "nonsense"}, profile=one_rank())
     assert re.search(r"pw\.x error in routine \S+ \(\d+\): .+", one_line(exc))
 
 
 def test_bad_settings() -> None:
-    with pytest.raises(InputError, match=r"unknown pw\.x task 'md'"):
+    with pytest.raises(InputError, match=r"^engine 'qe' has no task 'md' \(it has: relax"):
         calculate(silicon(), "md", FAST)
     with pytest.raises(InputError, match=r"unknown pw\.x setting.*ecutwfcc"):
-        calculate(silicon(), "scf", {"ecutwfcc": 20})
+        calculate(silicon(), "static", {"ecutwfcc": 20})
     with pytest.raises(InputError, match="ecutrho"):
-        calculate(silicon(), "scf", {"ecutwfc": 20, "ecutrho": 40})
+        calculate(silicon(), "static", {"ecutwfc": 20, "ecutrho": 40})
 
 
 def _damage(text: str, how: str) -> str:

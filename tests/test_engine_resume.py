@@ -31,11 +31,22 @@ from pymatgen.core import Lattice, Structure
 from matdx.core.errors import DeadlineReachedError, EngineError
 from matdx.engines.base import EngineProfile
 from matdx.engines.lammps import checkpoint
-from matdx.engines.lammps import core as lammps
+from matdx.engines.lammps.core import LammpsEngine
 from matdx.engines.lammps.inputs import CHECKPOINT_FILES, DEFAULT_POTENTIALS_DIR, STOP_FILE
 from matdx.engines.lammps.parse import read_log
-from matdx.engines.qe.core import calculate, default_profile
+from matdx.engines.qe.core import QeEngine, default_profile
 from matdx.engines.qe.resume import STATE_FILE
+
+
+def calculate(structure, task, settings=None, workdir=None, profile=None, deadline=None):
+    """The pw.x engine's ``calculate`` with ``profile`` (default: this machine's)."""
+    return QeEngine(profile).calculate(structure, task, settings, workdir, deadline)
+
+
+def lammps_md(structure, settings, workdir, profile, deadline=None):
+    """An MD run of the LAMMPS engine with ``profile``."""
+    return LammpsEngine(profile).calculate(structure, "md", settings, workdir, deadline)
+
 
 RY = qe_units["Ry"]
 SLOW = {
@@ -108,9 +119,9 @@ def processes(name: str, workdir: Path) -> list[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "comm").read_text().strip() == name and os.readlink(
-                    proc / "cwd"
-                ) == str(workdir):
+                if (proc / "comm").read_text().strip() == name and os.readlink(proc / "cwd") == str(
+                    workdir
+                ):
                     pids.append(int(proc.name))
             except OSError:
                 continue
@@ -128,7 +139,7 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None
 @pytest.fixture(scope="module")
 def slow_reference() -> object:
     """The SLOW Si SCF, uninterrupted."""
-    return calculate(silicon(), "scf", SLOW, profile=one_rank())
+    return calculate(silicon(), "static", SLOW, profile=one_rank())
 
 
 # --- pw.x -----------------------------------------------------------------------------
@@ -138,7 +149,7 @@ def test_qe_scf_stops_before_deadline_and_resumes(tmp_path: Path, slow_reference
     workdir = tmp_path / "run"
     deadline = time.time() + 10
     with pytest.raises(DeadlineReachedError) as exc:
-        calculate(silicon(), "scf", SLOW, workdir=workdir, profile=one_rank(), deadline=deadline)
+        calculate(silicon(), "static", SLOW, workdir=workdir, profile=one_rank(), deadline=deadline)
     assert time.time() < deadline
     assert one_line(exc).endswith(f"resumable in {workdir}")
     stopped = (workdir / "pw.out").read_text()
@@ -149,18 +160,18 @@ def test_qe_scf_stops_before_deadline_and_resumes(tmp_path: Path, slow_reference
     assert json.loads((workdir / STATE_FILE).read_text())["status"] == "stopped"
     before = sorted(p.name for p in workdir.iterdir())
     with pytest.raises(DeadlineReachedError, match=r"no time to start pw\.x"):
-        calculate(silicon(), "scf", SLOW, workdir=workdir, deadline=time.time() + 3)
+        calculate(silicon(), "static", SLOW, workdir=workdir, deadline=time.time() + 3)
     assert sorted(p.name for p in workdir.iterdir()) == before  # nothing started
 
     # another calculation in a copy of that directory does not continue the stopped one
     other = tmp_path / "other"
     shutil.copytree(workdir, other)
-    fast = calculate(silicon(), "scf", FAST, workdir=other, profile=one_rank())
+    fast = calculate(silicon(), "static", FAST, workdir=other, profile=one_rank())
     assert fast.extra["resumed"] == 0 and fast.corrections == []
     assert "restarted from" not in (other / "pw.out").read_text()
 
     result = calculate(
-        silicon(), "scf", SLOW, workdir=workdir, profile=one_rank(), deadline=time.time() + 600
+        silicon(), "static", SLOW, workdir=workdir, profile=one_rank(), deadline=time.time() + 600
     )
     assert result.extra["resumed"] == 1
     assert [c["handler"] for c in result.corrections] == ["DeadlineResume"]
@@ -196,17 +207,19 @@ def test_qe_relax_stops_before_deadline_and_resumes(tmp_path: Path) -> None:
     assert result.converged and result.n_steps == reference.n_steps
     assert abs(result.energy - reference.energy) / RY / len(start) < 1e-5
     final = Structure.from_dict(result.structure)
-    assert np.allclose(final.cart_coords, Structure.from_dict(reference.structure).cart_coords, atol=1e-4)
+    assert np.allclose(
+        final.cart_coords, Structure.from_dict(reference.structure).cart_coords, atol=1e-4
+    )
 
 
 _CALCULATE = """
 import json, sys
 from pymatgen.core import Structure
 from matdx.engines.base import EngineProfile
-from matdx.engines.qe.core import calculate, default_profile
+from matdx.engines.qe.core import QeEngine, default_profile
 structure, settings, command, workdir = json.loads(sys.argv[1])
 profile = EngineProfile(tuple(command), default_profile().env, default_profile().data)
-calculate(Structure.from_dict(structure), "scf", settings, workdir=workdir, profile=profile)
+QeEngine(profile).calculate(Structure.from_dict(structure), "static", settings, workdir)
 """
 
 
@@ -238,7 +251,7 @@ def test_qe_run_killed_by_signal_9_starts_again_from_scratch(
     assert (workdir / "out").is_dir()  # the leftovers
 
     result = calculate(
-        silicon(), "scf", SLOW, workdir=workdir, profile=one_rank(), deadline=time.time() + 600
+        silicon(), "static", SLOW, workdir=workdir, profile=one_rank(), deadline=time.time() + 600
     )
     assert result.extra["resumed"] == 0 and result.corrections == []
     text = (workdir / "pw.out").read_text()
@@ -262,21 +275,23 @@ def first_step(log: Path) -> int:
 
 def test_lammps_md_stops_before_deadline_and_resumes(tmp_path: Path) -> None:
     end = NVT["equilibration"] + NVT["steps"]
-    reference = lammps.calculate(CU, "md", NVT, tmp_path / "reference", LMP)
+    reference = lammps_md(CU, NVT, tmp_path / "reference", LMP)
     workdir = tmp_path / "run"
     deadline = time.time() + 8
     with pytest.raises(DeadlineReachedError) as exc:
-        lammps.calculate(CU, "md", NVT, workdir, LMP, deadline=deadline)
+        lammps_md(CU, NVT, workdir, LMP, deadline=deadline)
     assert time.time() < deadline
-    match = re.fullmatch(rf"LAMMPS md stopped at step (\d+) of {end} .*; resumable in (.+)", one_line(exc))
+    match = re.fullmatch(
+        rf"LAMMPS md stopped at step (\d+) of {end} .*; resumable in (.+)", one_line(exc)
+    )
     assert match and match[2] == str(workdir)
     stop = int(match[1])
     assert 0 < stop < end and checkpoint.restart_step(workdir / STOP_FILE) == stop
     assert json.loads((workdir / "parameters.json").read_text())["run"]["state"] == "stopped"
     with pytest.raises(DeadlineReachedError, match="no time to start LAMMPS"):
-        lammps.calculate(CU, "md", NVT, workdir, LMP, deadline=time.time() + 3)
+        lammps_md(CU, NVT, workdir, LMP, deadline=time.time() + 3)
 
-    result = lammps.calculate(CU, "md", NVT, workdir, LMP, deadline=time.time() + 600)
+    result = lammps_md(CU, NVT, workdir, LMP, deadline=time.time() + 600)
     extra = result.extra
     assert extra["resumed"] == 1 and extra["resumed_from_step"] == stop
     assert extra["segments"] == [
@@ -296,7 +311,11 @@ def test_lammps_md_stops_before_deadline_and_resumes(tmp_path: Path) -> None:
     assert result.n_steps == reference.n_steps == end
     assert extra["n_samples"] == reference.extra["n_samples"] == NVT["steps"] // 50 + 1
     frames = dump_steps(Path(extra["trajectory"]))
-    assert frames == dump_steps(Path(reference.extra["trajectory"])) == list(range(2000, end + 1, 1000))
+    assert (
+        frames
+        == dump_steps(Path(reference.extra["trajectory"]))
+        == list(range(2000, end + 1, 1000))
+    )
     for key, mean in reference.extra["averages"].items():
         error = reference.extra["standard_errors"][key]
         assert extra["averages"][key] == pytest.approx(mean, abs=3 * error + 1e-9), key
@@ -320,7 +339,7 @@ def test_lammps_md_killed_by_signal_9_resumes_from_checkpoint(tmp_path: Path) ->
 
     def run() -> None:
         try:
-            lammps.calculate(CU, "md", NPT, workdir, LMP)
+            lammps_md(CU, NPT, workdir, LMP)
         except EngineError as exc:
             errors.append(str(exc))
 
@@ -337,11 +356,13 @@ def test_lammps_md_killed_by_signal_9_resumes_from_checkpoint(tmp_path: Path) ->
         os.kill(pid, signal.SIGKILL)
     thread.join(timeout=60)
     assert killed and errors and "truncated" in errors[0]
-    killed_at = max(int(s) for s in re.findall(r"^\s+(\d+) \d", (workdir / "log.lammps").read_text(), re.M))
+    killed_at = max(
+        int(s) for s in re.findall(r"^\s+(\d+) \d", (workdir / "log.lammps").read_text(), re.M)
+    )
     assert killed_at < end
     assert json.loads((workdir / "parameters.json").read_text())["run"]["state"] == "running"
 
-    result = lammps.calculate(CU, "md", NPT, workdir, LMP)
+    result = lammps_md(CU, NPT, workdir, LMP)
     start = result.extra["resumed_from_step"]
     assert 0 < start <= killed_at and start % NPT["checkpoint_interval"] == 0
     assert first_step(workdir / "log.lammps") == start
@@ -357,14 +378,14 @@ def test_lammps_md_killed_by_signal_9_resumes_from_checkpoint(tmp_path: Path) ->
 def test_lammps_unreadable_checkpoint_falls_back_to_the_other(tmp_path: Path) -> None:
     settings = {**NVT, "checkpoint_interval": 1000}
     with pytest.raises(DeadlineReachedError):
-        lammps.calculate(CU, "md", settings, tmp_path, LMP, deadline=time.time() + 8)
+        lammps_md(CU, settings, tmp_path, LMP, deadline=time.time() + 8)
     stop = checkpoint.restart_step(tmp_path / STOP_FILE)
     older = max(checkpoint.restart_step(tmp_path / name) for name in CHECKPOINT_FILES)
     assert 0 < older < stop
     data = (tmp_path / STOP_FILE).read_bytes()
     (tmp_path / STOP_FILE).write_bytes(data[: len(data) // 2])  # killed while writing it
 
-    result = lammps.calculate(CU, "md", settings, tmp_path, LMP)
+    result = lammps_md(CU, settings, tmp_path, LMP)
     assert [c["handler"] for c in result.corrections] == ["CheckpointResume", "CheckpointHandler"]
     assert result.corrections[1]["errors"] == [f"cannot read checkpoint {STOP_FILE} (deleted)"]
     assert result.extra["resumed_from_step"] == older

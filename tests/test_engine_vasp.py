@@ -25,9 +25,28 @@ from pymatgen.io.vasp import Incar, Kpoints, Outcar, Poscar, Vasprun
 from fake_vasp.fake_vasp import read_log, write_plan
 from matdx.core.errors import EngineError, InputError
 from matdx.engines.base import EngineProfile
-from matdx.engines.vasp.core import calculate, default_profile, relax, static
+from matdx.engines.vasp.core import VaspEngine, default_profile
 from matdx.engines.vasp.inputs import potcar_library, write_inputs
 from matdx.engines.vasp.outputs import parse_run
+
+
+def calculate(
+    structure, task, settings=None, workdir=None, profile=None, max_corrections=5, *,
+    handlers=None, monitor=True,
+):
+    """The VASP engine's ``calculate`` with the given profile, handlers and monitoring."""
+    engine = VaspEngine(profile, max_corrections, handlers, monitor)
+    return engine.calculate(structure, task, settings, workdir)
+
+
+def relax(structure, *, workdir=None, profile=None, max_corrections=5, monitor=True, **settings):
+    """``calculate(structure, "relax", settings, ...)``."""
+    return calculate(structure, "relax", settings, workdir, profile, max_corrections, monitor=monitor)
+
+
+def static(structure, *, workdir=None, profile=None, max_corrections=5, monitor=True, **settings):
+    """``calculate(structure, "static", settings, ...)``."""
+    return calculate(structure, "static", settings, workdir, profile, max_corrections, monitor=monitor)
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).resolve().parent / "fake_vasp" / "fake_vasp.py"

@@ -10,21 +10,46 @@ Error recovery follows custodian's model and uses custodian itself: a code runs 
 :class:`custodian.custodian.ErrorHandler` objects whose ``check()`` looks at the run and
 whose ``correct()`` returns declarative actions (``{"dict": "parameters", "action":
 {"_set": {"mixing_beta": 0.3}}}``), applied with custodian's ``Modder`` to the engine's
-parameter dictionary before the next attempt; :func:`run_with_recovery` runs custodian
-with a bound on corrections and returns every correction so that it is stored in the
-calculation's provenance.
+parameter dictionary before the next attempt (:func:`modify`, :func:`apply_actions`);
+:func:`run_with_recovery` runs custodian with a bound on corrections and returns every
+correction so that it is stored in the calculation's provenance.
+
+*The engine contract.* Every engine is an :class:`Engine` with one method,
+``calculate(structure, task, settings, workdir=None, deadline=None) -> CalcResult``, for
+the campaign task names it declares (``relax``, ``vc-relax``, ``static``, ``md``; each
+engine maps them to its code's own names, e.g. pw.x's ``scf``). Its capabilities are data
+of its registry entry (:class:`EngineSpec` in :mod:`matdx.engines.registry`), readable
+without importing the engine: ``name``, ``description``, ``tasks``, ``resumable``,
+``elements_setting``, ``seconds_per_structure``; ``supported_elements()`` is asked of the
+engine (``None``: not limited). :meth:`Engine.calculate` checks the task (one-line
+:class:`~matdx.core.errors.InputError` otherwise) and the deadline, then calls the
+engine's :meth:`Engine.run`. Every engine accepts ``deadline`` (seconds since the epoch):
+a *resumable* engine stops cleanly before it and continues in the same work directory
+when called again; the others start nothing once it has passed.
+
+*Giving up.* A handler that has no correction left returns :func:`give_up`'s
+``{"errors": [message], "actions": None}``, which custodian treats as unrecoverable;
+:func:`run_with_recovery` then raises :class:`~matdx.core.errors.EngineError` with that
+one-line message. Handlers never raise to give up (a deadline stop, which is no failure,
+raises :class:`~matdx.core.errors.DeadlineReachedError`). A continuation from restart
+files or a checkpoint is recorded as a correction too (:func:`resume_correction`).
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from matdx.core.errors import EngineError
+from matdx.core.errors import DeadlineReachedError, EngineError, InputError
+
+if TYPE_CHECKING:
+    from matdx.engines.registry import EngineSpec
+    from matdx.schemas.results import CalcResult
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,8 @@ def run_with_recovery(
     Raises
     ------
     EngineError
-        If the run still fails after ``max_errors`` corrections, or a handler has no fix.
+        If the run still fails after ``max_errors`` corrections, or a handler gave up
+        (:func:`give_up`: the message is the handler's).
     """
     import logging
 
@@ -112,6 +138,10 @@ def run_with_recovery(
     try:
         log = c.run()
     except CustodianError as exc:
+        last = c.run_log[-1].get("corrections", []) if c.run_log else []
+        given_up = [corr for corr in last if not corr.get("actions")]
+        if given_up and given_up[-1].get("errors"):
+            raise EngineError("; ".join(map(str, given_up[-1]["errors"]))) from None
         raise EngineError(f"{type(job).__name__} failed: {exc}") from None
     corrections = []
     for entry in log:
@@ -126,6 +156,65 @@ def run_with_recovery(
                 }
             )
     return corrections
+
+
+def give_up(message: str) -> dict[str, Any]:
+    """What a handler's ``correct()`` returns when it has no correction left.
+
+    custodian treats a correction without actions as unrecoverable; :func:`run_with_recovery`
+    raises :class:`~matdx.core.errors.EngineError` with ``message``.
+    """
+    return {"errors": [message], "actions": None}
+
+
+def modify(parameters: dict[str, Any], actions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Apply custodian actions on ``"parameters"`` to ``parameters`` (in place; returned)."""
+    from custodian.ansible.interpreter import Modder
+
+    modder = Modder()
+    for act in actions:
+        if act.get("dict") == "parameters":
+            modder.modify(act["action"], parameters)
+    return parameters
+
+
+def apply_actions(
+    directory: Path,
+    actions: Sequence[dict[str, Any]],
+    load: Callable[[Path], dict[str, Any]],
+    save: Callable[[Path, dict[str, Any]], None],
+) -> None:
+    """Apply custodian actions on ``"parameters"`` to the parameter file of a run.
+
+    Parameters
+    ----------
+    directory
+        The run directory.
+    actions
+        custodian actions; those on ``"parameters"`` are applied.
+    load, save
+        The engine's reader and writer of its parameter file in ``directory``.
+    """
+    save(Path(directory), modify(load(Path(directory)), actions))
+
+
+def resume_correction(reason: str, updates: dict[str, Any], handler: str) -> dict[str, Any]:
+    """The correction entry recording that a call continued an earlier, unfinished run.
+
+    Parameters
+    ----------
+    reason
+        Why the earlier run did not finish (one line).
+    updates
+        The parameter changes of the continuation (custodian ``_set`` keys).
+    handler
+        Name recorded as the correction's ``handler``.
+    """
+    return {
+        "errors": [reason],
+        "actions": [{"dict": "parameters", "action": {"_set": updates}}],
+        "handler": handler,
+    }
 
 
 MIN_SEPARATION = 0.5
@@ -177,3 +266,127 @@ def deadline_budget(deadline: float | None, now: float | None = None) -> float |
         return None
     left = deadline - (time.time() if now is None else now)
     return left - max(DEADLINE_MIN_MARGIN_S, DEADLINE_MARGIN_FRACTION * left)
+
+
+class Engine(ABC):
+    """A calculation engine: one ``calculate`` for every task, capabilities as data.
+
+    Subclasses set :attr:`key` (their registry name) and implement :meth:`run`; their
+    capabilities come from their registry entry, so that the workflow layer reads them
+    without importing the engine.
+
+    Parameters
+    ----------
+    profile
+        The command of this machine (external codes; default: the engine's own default,
+        read from the environment at each call).
+    max_corrections
+        Most custodian corrections of one calculation before giving up.
+    """
+
+    key: ClassVar[str]
+    """Registry name (``"emt"``, ``"qe"``, ...)."""
+
+    def __init__(self, profile: EngineProfile | None = None, max_corrections: int = 5) -> None:
+        self.profile = profile
+        self.max_corrections = max_corrections
+
+    @property
+    def spec(self) -> EngineSpec:
+        """The engine's registry entry."""
+        from matdx.engines.registry import ENGINES
+
+        return ENGINES[self.key]
+
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        """One line for help and errors."""
+        return self.spec.description
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Campaign task names the engine runs (relax, vc-relax, static, md)."""
+        return self.spec.tasks
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a run stopped at its deadline continues in the same work directory."""
+        return self.spec.resumable
+
+    @property
+    def elements_setting(self) -> str | None:
+        """Setting that takes all the elements of a campaign (e.g. ``pseudo_elements``)."""
+        return self.spec.elements_setting
+
+    @property
+    def seconds_per_structure(self) -> float:
+        """Rough cost of one calculation on one core (s)."""
+        return self.spec.seconds_per_structure
+
+    def supported_elements(self) -> frozenset[str] | None:
+        """Elements the engine can treat, ``None`` if not limited."""
+        return None
+
+    def calculate(
+        self,
+        structure: Any,
+        task: str,
+        settings: Mapping[str, Any] | None = None,
+        workdir: str | Path | None = None,
+        deadline: float | None = None,
+    ) -> CalcResult:
+        """Run ``task`` on ``structure``.
+
+        Parameters
+        ----------
+        structure
+            pymatgen ``Structure`` (engines running ASE also take ASE ``Atoms``).
+        task
+            A campaign task name the engine declares (:attr:`tasks`).
+        settings
+            The engine's settings of the task.
+        workdir
+            Run directory (default: a temporary one; engines writing no files ignore it).
+        deadline
+            Seconds since the epoch by which the call must have returned. A resumable
+            engine stops before it, raises :class:`~matdx.core.errors.DeadlineReachedError`
+            and continues in the same ``workdir`` when called again; any other engine
+            starts nothing once the deadline has passed.
+
+        Raises
+        ------
+        InputError
+            ``engine 'x' has no task 'y' (it has: ...)``, or bad settings.
+        DeadlineReachedError
+            The deadline came before the calculation could finish.
+        EngineError
+            The calculation failed.
+        """
+        require_task(self.name, self.tasks, task)
+        if deadline is not None and not self.resumable and time.time() >= deadline:
+            raise DeadlineReachedError(f"deadline passed before {self.name} {task} started")
+        return self.run(structure, task, dict(settings or {}), workdir, deadline)
+
+    @abstractmethod
+    def run(
+        self,
+        structure: Any,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run a declared ``task`` (called by :meth:`calculate`, which checked it)."""
+
+
+def require_task(engine: str, tasks: Sequence[str], task: str) -> None:
+    """Raise :class:`InputError` if ``task`` is not one of the engine's ``tasks``."""
+    if task not in tasks:
+        raise InputError(
+            f"engine {engine!r} has no task {task!r} (it has: {', '.join(tasks) or 'none'})"
+        )

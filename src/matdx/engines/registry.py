@@ -1,150 +1,133 @@
-"""Registry of engines by the name a campaign file uses (``engine: emt``)."""
+"""Registry of engines by the name a campaign file uses (``engine: emt``).
+
+Each entry (:class:`EngineSpec`) holds the engine's capabilities as data, so that the
+workflow layer validates a campaign without importing any engine:
+``ENGINES["qe"].elements_setting``, ``.tasks``, ``.seconds_per_structure``. The engine
+itself (an :class:`~matdx.engines.base.Engine`) is imported on :func:`get_engine` only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING
 
 from matdx.core.errors import InputError
-from matdx.schemas.results import CalcResult
+from matdx.engines.base import require_task
 
-Relaxer = Callable[..., CalcResult]
+if TYPE_CHECKING:
+    from matdx.engines.base import Engine
 
 
 @dataclass(frozen=True)
-class EngineInfo:
-    """What the workflow layer needs to know about an engine.
+class EngineSpec:
+    """An engine's registry entry: where it lives and what it can do.
 
     Attributes
     ----------
     name
         Registry key.
-    module
-        Module holding ``relax(structure, **settings)`` and ``SUPPORTED_ELEMENTS``.
+    target
+        ``"module:Class"`` of the :class:`~matdx.engines.base.Engine` subclass.
     description
         One line for ``matdx`` help and errors.
+    tasks
+        Campaign task names the engine runs (relax, vc-relax, static, md).
     seconds_per_structure
         Rough cost of one calculation on one core, for packing tasks into batch jobs.
     resumable
-        ``calculate`` takes ``deadline=`` (epoch seconds), stops cleanly before it with
-        :class:`~matdx.core.errors.DeadlineReachedError`, and continues in the same work
+        ``calculate(..., deadline=)`` stops cleanly before the deadline with
+        :class:`~matdx.core.errors.DeadlineReachedError` and continues in the same work
         directory when called again.
     elements_setting
         Setting that takes all the elements of a campaign, so that every calculation of
         it uses the same element-specific inputs (pseudopotentials, cutoffs).
-    tasks
-        Tasks of the module's ``calculate(structure, task, settings, workdir)``, by the
-        name campaign steps use → the engine's own name.
     """
 
     name: str
-    module: str
+    target: str
     description: str
+    tasks: tuple[str, ...]
     seconds_per_structure: float = 60.0
-    tasks: tuple[tuple[str, str], ...] = ()
-    elements_setting: str | None = None
     resumable: bool = False
+    elements_setting: str | None = None
 
-    def load(self) -> object:
-        """Import the engine module (on demand, so unused engines cost nothing)."""
-        return import_module(self.module)
-
-    def relaxer(self) -> Callable[..., CalcResult]:
-        """The engine's ``relax`` function."""
-        return self.load().relax  # type: ignore[attr-defined, no-any-return]
-
-    def calculator(self, task: str) -> Callable[..., CalcResult]:
-        """``f(structure, settings, workdir)`` running ``task`` (a campaign step's name).
-
-        Raises
-        ------
-        InputError
-            If the engine has no such task.
-        """
-        own = dict(self.tasks).get(task)
-        if own is None:
-            raise InputError(
-                f"engine {self.name!r} has no task {task!r} "
-                f"(it has: {', '.join(t for t, _ in self.tasks) or 'none'})"
-            )
-        import inspect
-
-        calculate = self.load().calculate  # type: ignore[attr-defined]
-        resumable = self.resumable and "deadline" in inspect.signature(calculate).parameters
-
-        def run(
-            structure: Any,
-            settings: dict[str, Any],
-            workdir: Any = None,
-            deadline: float | None = None,
-        ) -> CalcResult:
-            extra = {"deadline": deadline} if resumable and deadline is not None else {}
-            return calculate(structure, own, settings=settings, workdir=workdir, **extra)  # type: ignore[no-any-return]
-
-        return run
-
-    def supported_elements(self) -> frozenset[str] | None:
-        """Elements the engine can treat, or ``None`` if not limited."""
-        return getattr(self.load(), "SUPPORTED_ELEMENTS", None)
+    def engine_class(self) -> type[Engine]:
+        """Import the engine's class (on demand, so unused engines cost nothing)."""
+        module, cls = self.target.split(":")
+        return getattr(import_module(module), cls)  # type: ignore[no-any-return]
 
 
-_RELAX_STATIC = (("relax", "relax"), ("vc-relax", "vc-relax"), ("static", "static"))
-
-ENGINES: dict[str, EngineInfo] = {
-    "emt": EngineInfo(
-        "emt", "matdx.engines.emt.core", "ASE effective-medium theory (EMT)", 0.15, _RELAX_STATIC
-    ),
-    "lammps": EngineInfo(
-        "lammps",
-        "matdx.engines.lammps.core",
-        "LAMMPS with EAM potentials (MD, minimization)",
-        0.5,
-        (("md", "md"), ("relax", "relax"), ("static", "static")),
-        resumable=True,
-    ),
-    "asemd": EngineInfo(
-        "asemd",
-        "matdx.engines.asemd.core",
-        "ASE molecular dynamics with EMT",
-        0.15,
-        (("md", "md"), ("relax", "relax"), ("static", "static")),
-    ),
-    "qe": EngineInfo(
-        "qe",
-        "matdx.engines.qe.core",
-        "Quantum ESPRESSO pw.x (MATDX_QE_COMMAND, pseudopotentials from MATDX_QE_PSEUDO_DIR)",
-        120.0,
-        (("relax", "relax"), ("vc-relax", "vc-relax"), ("static", "scf")),
-        "pseudo_elements",
-        resumable=True,
-    ),
-    "vasp": EngineInfo(
-        "vasp",
-        "matdx.engines.vasp.core",
-        "VASP via pymatgen's MP input sets and custodian (licensed; MATDX_VASP_COMMAND)",
-        3600.0,
-        (("relax", "relax"), ("static", "static")),
-    ),
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec(
+            "emt",
+            "matdx.engines.emt.core:EmtEngine",
+            "ASE effective-medium theory (EMT)",
+            ("relax", "vc-relax", "static"),
+            0.15,
+        ),
+        EngineSpec(
+            "lammps",
+            "matdx.engines.lammps.core:LammpsEngine",
+            "LAMMPS with EAM potentials (MD, minimization)",
+            ("md", "relax", "static"),
+            0.5,
+            resumable=True,
+        ),
+        EngineSpec(
+            "asemd",
+            "matdx.engines.asemd.core:AseMdEngine",
+            "ASE molecular dynamics with EMT",
+            ("md", "relax", "static"),
+            0.15,
+        ),
+        EngineSpec(
+            "qe",
+            "matdx.engines.qe.core:QeEngine",
+            "Quantum ESPRESSO pw.x (MATDX_QE_COMMAND, pseudopotentials from MATDX_QE_PSEUDO_DIR)",
+            ("relax", "vc-relax", "static"),
+            120.0,
+            resumable=True,
+            elements_setting="pseudo_elements",
+        ),
+        EngineSpec(
+            "vasp",
+            "matdx.engines.vasp.core:VaspEngine",
+            "VASP via pymatgen's MP input sets and custodian (licensed; MATDX_VASP_COMMAND)",
+            ("relax", "static"),
+            3600.0,
+        ),
+    )
 }
 
 
-def get_engine(name: str) -> EngineInfo:
-    """Look up an engine by name.
-
-    Raises
-    ------
-    InputError
-        If the name is not registered.
-    """
+def _spec(name: str) -> EngineSpec:
     try:
         return ENGINES[name]
     except KeyError:
         raise InputError(f"unknown engine {name!r} (known: {', '.join(sorted(ENGINES))})") from None
 
 
-def check_elements(engine: str, elements: list[str]) -> None:
+def get_engine(name: str) -> Engine:
+    """The engine registered as ``name``, with this machine's default profile.
+
+    Raises
+    ------
+    InputError
+        If the name is not registered.
+    """
+    return _spec(name).engine_class()()
+
+
+def check_task(engine: str, task: str) -> None:
+    """Raise :class:`InputError` if ``engine`` (a registered name) has no task ``task``."""
+    require_task(engine, _spec(engine).tasks, task)
+
+
+def check_elements(engine: str, elements: Sequence[str]) -> None:
     """Raise :class:`InputError` if ``engine`` cannot treat one of ``elements``."""
     supported = get_engine(engine).supported_elements()
     if supported is None:
@@ -157,4 +140,4 @@ def check_elements(engine: str, elements: list[str]) -> None:
         )
 
 
-__all__ = ["ENGINES", "EngineInfo", "check_elements", "get_engine"]
+__all__ = ["ENGINES", "EngineSpec", "check_elements", "check_task", "get_engine"]

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import spglib
 from pymatgen.core import Composition, Structure
 from pymatgen.core.periodic_table import Element
+
+from matdx.core.symmetry import spacegroup
 
 FEATURES_VERSION = "1"
 """Changes whenever a feature's definition changes (stored with trained models)."""
@@ -63,6 +64,8 @@ SHELL_TOL = 1.2
 """A neighbour is in the first shell of a site if closer than 1.2 × its nearest distance."""
 SECOND_SHELL_TOL = 1.5
 SYMPREC = 0.1
+"""Tolerance (Å) of the space-group feature: looser than the reported groups'
+(:data:`matdx.core.symmetry.SYMPREC`), and the one the models were fitted with."""
 _AMU_G_PER_A3 = 1.66053906660  # 1 amu/Å³ in g/cm³
 
 _CAPACITY = {"s": 2, "p": 6, "d": 10, "f": 14}
@@ -228,9 +231,8 @@ def structure_features(s: Structure) -> np.ndarray:
     radius = props[:, ELEMENT_PROPERTIES.index("atomic_radius")]
     vol = s.volume
     packing = float(np.sum(4.0 / 3.0 * np.pi * radius**3) / vol)
-    cell = (s.lattice.matrix, s.frac_coords, z.tolist())
-    sg = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
-    sg_number = float(sg.number) if sg is not None else 0.0
+    _, number = spacegroup((s.lattice.matrix, s.frac_coords, z.tolist()), symprec=SYMPREC)
+    sg_number = float(number or 0)
 
     centres, nbrs, dist = _neighbours(s)
     dmin = np.full(n, np.inf)

@@ -23,6 +23,7 @@ from pymatgen.core import Structure
 
 from matdx.analysis.md import summarize_thermo
 from matdx.core.errors import EngineError
+from matdx.core.symmetry import spacegroup
 from matdx.engines.asemd.dynamics import (
     FINAL_FILE,
     INITIAL_FILE,
@@ -36,7 +37,7 @@ from matdx.engines.asemd.dynamics import (
     save_parameters,
 )
 from matdx.engines.asemd.handlers import AseMdErrorHandler, UnstableIntegrationHandler
-from matdx.engines.base import EngineProfile, run_with_recovery
+from matdx.engines.base import Engine, run_with_recovery
 from matdx.engines.emt import core as emt
 from matdx.schemas.results import CalcResult
 
@@ -65,7 +66,7 @@ class AseMdJob(Job):
         run_md(d)
 
     def postprocess(self, directory: str = "./") -> None:
-        """Nothing to do: outputs are read by :func:`calculate`."""
+        """Nothing to do: outputs are read by :class:`AseMdEngine`."""
 
 
 def _initial_atoms(structure: Structure | Atoms, supercell: Any) -> Atoms:
@@ -89,51 +90,48 @@ def _read_thermo(path: Path) -> dict[str, np.ndarray]:
     return {name: data[:, i] for i, name in enumerate(THERMO_COLUMNS)}
 
 
-def calculate(
-    structure: Structure | Atoms,
-    task: str = "md",
-    settings: dict[str, Any] | None = None,
-    workdir: Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-) -> CalcResult:
-    """Run ASE MD (or an EMT relaxation / single point).
+class AseMdEngine(Engine):
+    """ASE MD with EMT (``md``), or an EMT relaxation (``relax``) or single point (``static``).
 
-    Parameters
-    ----------
-    structure
-        Starting structure (pymatgen or ASE).
-    task
-        ``"md"``; ``"relax"`` (:func:`matdx.engines.emt.core.relax` with ``settings``) or
-        ``"static"`` (EMT single point).
-    settings
-        MD settings, see :data:`matdx.engines.asemd.dynamics.MD_DEFAULTS`: ``ensemble``
-        (nve, langevin, nvt, nvt_berendsen, npt, npt_iso, npt_berendsen), ``temperature``
-        (K), ``pressure`` (bar), ``timestep`` (fs), ``steps``, ``equilibration``,
-        ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``, ``supercell``.
-    workdir
-        Run directory for MD (default: a new temporary directory, kept after a finished
-        run because the trajectory stays there, removed after a failure).
-    profile
-        Unused (the integration runs in this process).
-    max_corrections
-        Most timestep halvings before giving up.
+    Settings of ``md``: see :data:`matdx.engines.asemd.dynamics.MD_DEFAULTS`: ``ensemble``
+    (nve, langevin, nvt, nvt_berendsen, npt, npt_iso, npt_berendsen), ``temperature`` (K),
+    ``pressure`` (bar), ``timestep`` (fs), ``steps``, ``equilibration``,
+    ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``, ``supercell``.
+    ``relax`` takes those of :func:`matdx.engines.emt.core.relax` (``relax_cell``,
+    ``optimizer``, ``fmax``, ``steps``); ``static`` only ``supercell``.
 
-    Returns
-    -------
-    CalcResult
-        Final-frame energy, forces, stress (with the kinetic part) and structure; ``extra``
-        holds production averages, standard errors, energy drift and the ``.traj`` path.
+    The MD ``workdir`` defaults to a new temporary directory, kept after a finished run
+    because the trajectory stays there, removed after a failure. The integration runs in
+    this process (``profile`` is unused); ``max_corrections`` bounds the timestep halvings.
+    The run cannot stop early: a deadline only keeps it from starting once passed.
 
-    Raises
-    ------
-    EngineError
-        Unknown task or setting, unsupported element, or an unrecoverable failure.
+    The result holds the final-frame energy, forces, stress (with the kinetic part) and
+    structure; ``extra`` the production averages, standard errors, energy drift and the
+    ``.traj`` path.
     """
-    runner = TASKS.get(task)
-    if runner is None:
-        raise EngineError(f"unknown ASE MD task {task!r} (known: {', '.join(TASKS)})")
-    return runner(structure, dict(settings or {}), workdir, max_corrections)
+
+    key = "asemd"
+
+    def supported_elements(self) -> frozenset[str]:
+        """Elements the EMT calculator treats."""
+        return SUPPORTED_ELEMENTS
+
+    def run(
+        self,
+        structure: Structure | Atoms,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run a declared task (see the class)."""
+        if task == "relax":
+            if isinstance(structure, Atoms):
+                structure = emt.to_structure(structure)
+            return emt.relax(structure, **settings)
+        if task == "static":
+            return _static(structure, settings)
+        return _md(structure, settings, Path(workdir) if workdir else None, self.max_corrections)
 
 
 def _md(
@@ -209,24 +207,14 @@ def _md_result(d: Path, corrections: list[dict[str, Any]]) -> CalcResult:
     )
 
 
-def _relax(
-    structure: Structure | Atoms, settings: dict[str, Any], workdir: Path | None, _: int
-) -> CalcResult:
-    if isinstance(structure, Atoms):
-        structure = emt.to_structure(structure)
-    return emt.relax(structure, **settings)
-
-
-def _static(
-    structure: Structure | Atoms, settings: dict[str, Any], workdir: Path | None, _: int
-) -> CalcResult:
+def _static(structure: Structure | Atoms, settings: dict[str, Any]) -> CalcResult:
     if set(settings) - {"supercell"}:
         raise EngineError(f"unknown static setting(s): {', '.join(sorted(settings))}")
     start = time.perf_counter()
     atoms = _initial_atoms(structure, settings.get("supercell"))
     atoms.calc = EMT()
     energy, n = float(atoms.get_potential_energy()), len(atoms)
-    symbol, number = emt.spacegroup(atoms)
+    symbol, number = spacegroup(atoms)
     return CalcResult(
         engine="asemd",
         code_version=f"ASE {ase.__version__}",
@@ -242,11 +230,3 @@ def _static(
         spacegroup_number=number,
         wall_time_s=time.perf_counter() - start,
     )
-
-
-TASKS = {"md": _md, "relax": _relax, "static": _static}
-
-
-def relax(structure: Structure | Atoms, **settings: Any) -> CalcResult:
-    """EMT relaxation (registry entry point): ``calculate(structure, "relax", settings)``."""
-    return calculate(structure, "relax", settings)

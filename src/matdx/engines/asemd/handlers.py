@@ -2,9 +2,10 @@
 
 :class:`UnstableIntegrationHandler` reacts to a run stopped by the stability observer
 (non-finite energy, runaway temperature, drift of the conserved energy) by halving the
-timestep, a bounded number of times; :class:`AseMdErrorHandler` turns any other failure
-into a one-line :class:`EngineError`. Corrections are custodian actions applied with
-custodian's ``Modder`` to the run's parameter file.
+timestep, a bounded number of times; :class:`AseMdErrorHandler` gives up on any other
+failure with a one-line message (:func:`~matdx.engines.base.give_up`). Corrections are
+custodian actions applied to the run's parameter file
+(:func:`~matdx.engines.base.apply_actions`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from custodian.ansible.interpreter import Modder
 from custodian.custodian import ErrorHandler
 
-from matdx.core.errors import EngineError
 from matdx.engines.asemd.dynamics import STATUS_FILE, load_parameters, save_parameters
+from matdx.engines.base import apply_actions, give_up
 
 
 def read_status(directory: Path) -> dict[str, Any]:
@@ -26,16 +26,6 @@ def read_status(directory: Path) -> dict[str, Any]:
         return dict(json.loads((Path(directory) / STATUS_FILE).read_text()))
     except (OSError, ValueError):
         return {"status": "failed", "reason": f"the run wrote no valid {STATUS_FILE}"}
-
-
-def apply_actions(directory: Path, actions: list[dict[str, Any]]) -> None:
-    """Apply custodian actions on ``"parameters"`` to the parameter file of a run."""
-    params = load_parameters(directory)
-    modder = Modder()
-    for act in actions:
-        if act.get("dict") == "parameters":
-            modder.modify(act["action"], params)
-    save_parameters(directory, params)
 
 
 class UnstableIntegrationHandler(ErrorHandler):
@@ -58,12 +48,12 @@ class UnstableIntegrationHandler(ErrorHandler):
         return read_status(Path(directory))["status"] == "unstable"
 
     def correct(self, directory: str = "./") -> dict[str, Any]:
-        """Halve ``timestep`` in the parameter file (:class:`EngineError` past the bound)."""
+        """Halve ``timestep`` in the parameter file; give up past the bound."""
         reason = read_status(Path(directory)).get("reason", "unstable")
         params = load_parameters(Path(directory))
         dt, done = float(params["timestep"]), int(params.get("timestep_halvings", 0))
         if done >= self.max_halvings or dt / 2 < float(params.get("min_timestep", 0.0)):
-            raise EngineError(
+            return give_up(
                 f"ASE MD still unstable ({reason}) after {done} timestep halving(s), at {dt:g} fs"
             )
         actions = [
@@ -72,12 +62,12 @@ class UnstableIntegrationHandler(ErrorHandler):
                 "action": {"_set": {"timestep": dt / 2}, "_inc": {"timestep_halvings": 1}},
             }
         ]
-        apply_actions(Path(directory), actions)
+        apply_actions(Path(directory), actions, load_parameters, save_parameters)
         return {"errors": [f"{reason} at timestep {dt:g} fs"], "actions": actions}
 
 
 class AseMdErrorHandler(ErrorHandler):
-    """Stop with a one-line :class:`EngineError` when the run failed for another reason."""
+    """Give up with a one-line message when the run failed for another reason."""
 
     is_monitor = False
     raises_runtime_error = True
@@ -87,5 +77,5 @@ class AseMdErrorHandler(ErrorHandler):
         return read_status(Path(directory))["status"] not in ("ok", "unstable")
 
     def correct(self, directory: str = "./") -> dict[str, Any]:
-        """Raise :class:`EngineError` with the reason."""
-        raise EngineError(f"ASE MD failed: {read_status(Path(directory)).get('reason')}")
+        """Give up (:func:`~matdx.engines.base.give_up`) with the reason."""
+        return give_up(f"ASE MD failed: {read_status(Path(directory)).get('reason')}")

@@ -1,4 +1,8 @@
-"""EMT relaxations with ASE (positions and, optionally, the cell)."""
+"""EMT relaxations with ASE (positions and, optionally, the cell).
+
+:class:`EmtEngine` is the engine; :func:`relax` is its implementation, also used directly
+where a relaxation is all that is needed.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any, Literal
 
 import ase
 import numpy as np
-import spglib
 from ase import Atoms
 from ase.calculators.emt import EMT, parameters
 from ase.filters import FrechetCellFilter
@@ -15,15 +18,14 @@ from ase.optimize import BFGS, FIRE
 from pymatgen.core import Lattice, Structure
 
 from matdx.core.errors import EngineError
-from matdx.engines.base import check_structure
+from matdx.core.symmetry import spacegroup
+from matdx.engines.base import Engine, check_structure
 from matdx.schemas.results import CalcResult
 
 SUPPORTED_ELEMENTS = frozenset(parameters)
 """Elements with EMT parameters in ASE (Al, Cu, Ag, Au, Ni, Pd, Pt, and H, C, N, O)."""
 
 OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE}
-
-_SPACEGROUP_SYMPREC = 0.01
 
 
 def to_atoms(structure: Structure) -> Atoms:
@@ -44,16 +46,6 @@ def to_structure(atoms: Atoms) -> Structure:
         atoms.positions,
         coords_are_cartesian=True,
     )
-
-
-def spacegroup(atoms: Atoms, symprec: float = _SPACEGROUP_SYMPREC) -> tuple[str | None, int | None]:
-    """International symbol and number of the space group of ``atoms`` (spglib)."""
-    cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(), atoms.numbers)
-    text = spglib.get_spacegroup(cell, symprec=symprec)
-    if not text:
-        return None, None
-    symbol, number = text.rsplit(" ", 1)
-    return symbol, int(number.strip("()"))
 
 
 def relax(
@@ -125,37 +117,34 @@ def relax(
     )
 
 
-def calculate(
-    structure: Structure,
-    task: str = "relax",
-    settings: dict[str, Any] | None = None,
-    workdir: Any = None,
-) -> CalcResult:
-    """Run ``task`` with EMT: ``"relax"`` (positions), ``"vc-relax"`` (and cell) or ``"static"``.
+class EmtEngine(Engine):
+    """EMT: ``relax`` (positions), ``vc-relax`` (and cell) or ``static``.
 
-    Parameters
-    ----------
-    structure
-        Starting structure.
-    task
-        Task name.
-    settings
-        ``optimizer``, ``fmax``, ``steps`` (see :func:`relax`).
-    workdir
-        Unused: EMT writes no files.
-
-    Returns
-    -------
-    CalcResult
-        As :func:`relax`, with ``task`` set.
+    Settings: ``optimizer``, ``fmax``, ``steps`` (see :func:`relax`); other keys are
+    ignored. EMT writes no files (``workdir`` unused) and runs in well under a second, so
+    a deadline only keeps it from starting once passed.
     """
-    options = {k: v for k, v in (settings or {}).items() if k in ("optimizer", "fmax", "steps")}
-    if task == "static":
-        options["steps"] = 0
-    elif task not in ("relax", "vc-relax"):
-        raise EngineError(f"EMT has no task {task!r} (relax, vc-relax, static)")
-    result = relax(structure, relax_cell=task == "vc-relax", **options)
-    update: dict[str, Any] = {"task": task}
-    if task == "static":
-        update.update(converged=True, n_steps=0)
-    return result.model_copy(update=update)
+
+    key = "emt"
+
+    def supported_elements(self) -> frozenset[str]:
+        """Elements with EMT parameters in ASE."""
+        return SUPPORTED_ELEMENTS
+
+    def run(
+        self,
+        structure: Structure,
+        task: str,
+        settings: dict[str, Any],
+        workdir: Any,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Relax with :func:`relax` (``relax_cell`` for ``vc-relax``; no step for ``static``)."""
+        options = {k: v for k, v in settings.items() if k in ("optimizer", "fmax", "steps")}
+        if task == "static":
+            options["steps"] = 0
+        result = relax(structure, relax_cell=task == "vc-relax", **options)
+        update: dict[str, Any] = {"task": task}
+        if task == "static":
+            update.update(converged=True, n_steps=0)
+        return result.model_copy(update=update)

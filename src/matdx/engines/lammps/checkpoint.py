@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from matdx.engines import base
 from matdx.engines.base import (
     DEADLINE_MARGIN_FRACTION as MARGIN_FRACTION,
 )
@@ -238,12 +239,11 @@ def segment_record(directory: Path, name: str, log_file: str) -> dict[str, Any]:
 def resume_correction(name: str, step: int, ended: str) -> dict[str, Any]:
     """The correction entry recording a continuation from checkpoint ``name`` at ``step``."""
     why = "stopped at its deadline" if ended == "deadline" else "was interrupted"
-    resume = {"file": name, "step": step}
-    return {
-        "errors": [f"an earlier LAMMPS run of this calculation {why}"],
-        "actions": [{"dict": "parameters", "action": {"_set": {"run->resume": resume}}}],
-        "handler": RESUME_HANDLER,
-    }
+    return base.resume_correction(
+        f"an earlier LAMMPS run of this calculation {why}",
+        {"run->resume": {"file": name, "step": step}},
+        RESUME_HANDLER,
+    )
 
 
 __all__ = [

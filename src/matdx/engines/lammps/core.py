@@ -31,8 +31,9 @@ from pymatgen.core import Structure
 
 from matdx.analysis.md import summarize_thermo
 from matdx.core.errors import DeadlineReachedError, EngineError
-from matdx.engines.base import EngineProfile, run_with_recovery
-from matdx.engines.emt.core import spacegroup, to_atoms, to_structure
+from matdx.core.symmetry import spacegroup
+from matdx.engines.base import Engine, EngineProfile, run_with_recovery
+from matdx.engines.emt.core import to_atoms, to_structure
 from matdx.engines.lammps import checkpoint
 from matdx.engines.lammps.handlers import (
     CheckpointHandler,
@@ -70,13 +71,6 @@ def default_profile() -> EngineProfile:
         os.environ.get("MATDX_LAMMPS_COMMAND", "lmp"),
         data={"potentials_dir": os.environ.get("MATDX_LAMMPS_POTENTIALS", DEFAULT_POTENTIALS_DIR)},
     )
-
-
-def __getattr__(name: str) -> Any:
-    # SUPPORTED_ELEMENTS depends on the potentials directory: computed on access, not import
-    if name == "SUPPORTED_ELEMENTS":
-        return available_elements(default_profile().data["potentials_dir"])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LammpsJob(Job):
@@ -145,7 +139,7 @@ class LammpsJob(Job):
                 raise EngineError(f"cannot start {self.command[0]}: {exc.strerror}") from None
 
     def postprocess(self, directory: str = "./") -> None:
-        """Nothing to do: outputs are parsed by :func:`calculate`."""
+        """Nothing to do: outputs are parsed by :class:`LammpsEngine`."""
 
 
 def _archive_attempt(d: Path, keep_trajectory: bool = False) -> str | None:
@@ -222,127 +216,132 @@ def _initial_atoms(structure: Structure | Atoms, supercell: Any) -> Atoms:
     return atoms
 
 
-def calculate(
-    structure: Structure | Atoms,
-    task: str = "md",
-    settings: dict[str, Any] | None = None,
-    workdir: Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    deadline: float | None = None,
-) -> CalcResult:
-    """Run LAMMPS with an EAM potential.
+class LammpsEngine(Engine):
+    """LAMMPS with an EAM potential: ``md``, ``relax`` (minimization) or ``static``.
 
-    Parameters
-    ----------
-    structure
-        Starting structure (pymatgen or ASE).
-    task
-        ``"md"``, ``"relax"`` (minimization, with the cell if ``relax_cell``) or ``"static"``.
-    settings
-        Task settings; see :data:`matdx.engines.lammps.inputs.TASK_DEFAULTS`. MD:
-        ``ensemble`` (nve, nvt, npt, langevin), ``temperature`` (K), ``pressure`` (bar),
-        ``timestep`` (fs), ``steps``, ``equilibration`` (steps before production),
-        ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``,
-        ``checkpoint_interval`` (steps between checkpoints, default 1000; 0: none). All
-        tasks: ``potential`` (file), ``potentials_dir``, ``supercell``.
-    workdir
-        Run directory (default: a new temporary directory, kept after a finished MD run
-        because the trajectory stays there, removed otherwise). An unfinished MD run of the
-        same settings and structure there (stopped at a deadline, or killed) is continued
-        from its latest checkpoint.
-    profile
-        Command and potentials directory (default :func:`default_profile`).
-    max_corrections
-        Most error corrections (timestep halvings) before giving up.
-    deadline
-        Seconds since the epoch by which the call must have returned: an MD run stops at
-        ``timer timeout`` before it, writes a checkpoint and can be continued by the next
-        call with the same ``workdir``; other tasks only check that time is left.
+    ``relax`` relaxes the cell too with the ``relax_cell`` setting.
 
-    Returns
-    -------
-    CalcResult
-        Final-frame energy, forces, stress and structure; for MD, ``extra`` holds the
-        production averages and standard errors of temperature, pressure, energies,
-        volume and density, the energy drift and the trajectory path, and for a continued
-        run ``resumed`` (number of earlier segments), ``segments`` and
-        ``resumed_from_step``; ``corrections`` then start with those of earlier calls and
-        a ``CheckpointResume`` entry per continuation.
-
-    Raises
-    ------
-    DeadlineReachedError
-        The run stopped before the deadline (or there was no time to start it).
-    EngineError
-        No potential, no executable, bad settings, or a failure the handlers cannot fix.
+    ``profile``: command and potentials directory (default :func:`default_profile`);
+    ``max_corrections``: most error corrections (timestep halvings) before giving up.
     """
-    start = time.perf_counter()
-    settings = dict(settings or {})
-    profile = profile or default_profile()
-    atoms = _initial_atoms(structure, settings.get("supercell"))
-    specorder = sorted(set(atoms.get_chemical_symbols()))
-    pot_dir = (
-        settings.get("potentials_dir")
-        or profile.data.get("potentials_dir")
-        or DEFAULT_POTENTIALS_DIR
-    )
-    potential = find_potential(specorder, pot_dir, settings.get("potential"))
-    triclinic = bool(Prism(np.asarray(atoms.cell), reduce_cell=True).is_skewed())
-    params = build_parameters(
-        task, settings, triclinic=triclinic, potential=potential, specorder=specorder
-    )
-    params["potentials_dir"] = str(pot_dir)
-    request = checkpoint.request_id(params, atoms)
-    profile.check()
-    timeout = checkpoint.timeout_seconds(deadline)
-    if timeout is not None and timeout < checkpoint.MIN_RUN_S:
-        where = f" in {workdir}" if workdir is not None else ""
-        raise DeadlineReachedError(f"no time to start LAMMPS before the deadline{where}")
-    d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-lammps-"))
-    d.mkdir(parents=True, exist_ok=True)
-    done = False
-    try:
-        write_structure(atoms, d / DATA_FILE, specorder)
-        save_parameters(d, _prepare(d, params, request))
-        corrections = run_with_recovery(
-            LammpsJob(list(profile.command), profile.env, deadline),
-            [UnstableMDHandler(), CheckpointHandler(), LammpsErrorHandler()],
-            max_errors=max_corrections,
-            directory=d,
+
+    key = "lammps"
+
+    def supported_elements(self) -> frozenset[str]:
+        """Elements with an EAM potential in the profile's potentials directory."""
+        profile = self.profile or default_profile()
+        return available_elements(profile.data.get("potentials_dir", DEFAULT_POTENTIALS_DIR))
+
+    def run(
+        self,
+        structure: Structure | Atoms,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run LAMMPS.
+
+        Parameters
+        ----------
+        structure
+            Starting structure (pymatgen or ASE).
+        task
+            ``"md"``, ``"relax"`` or ``"static"``.
+        settings
+            Task settings; see :data:`matdx.engines.lammps.inputs.TASK_DEFAULTS`. MD:
+            ``ensemble`` (nve, nvt, npt, langevin), ``temperature`` (K), ``pressure`` (bar),
+            ``timestep`` (fs), ``steps``, ``equilibration`` (steps before production),
+            ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``,
+            ``checkpoint_interval`` (steps between checkpoints, default 1000; 0: none). All
+            tasks: ``potential`` (file), ``potentials_dir``, ``supercell``.
+        workdir
+            Run directory (default: a new temporary directory, kept after a finished MD run
+            because the trajectory stays there, removed otherwise). An unfinished MD run of the
+            same settings and structure there (stopped at a deadline, or killed) is continued
+            from its latest checkpoint.
+        deadline
+            Seconds since the epoch by which the call must have returned: an MD run stops at
+            ``timer timeout`` before it, writes a checkpoint and can be continued by the next
+            call with the same ``workdir``; other tasks only check that time is left.
+
+        Returns
+        -------
+        CalcResult
+            Final-frame energy, forces, stress and structure; for MD, ``extra`` holds the
+            production averages and standard errors of temperature, pressure, energies,
+            volume and density, the energy drift and the trajectory path, and for a continued
+            run ``resumed`` (number of earlier segments), ``segments`` and
+            ``resumed_from_step``; ``corrections`` then start with those of earlier calls and
+            a ``CheckpointResume`` entry per continuation.
+
+        Raises
+        ------
+        DeadlineReachedError
+            The run stopped before the deadline (or there was no time to start it).
+        EngineError
+            No potential, no executable, bad settings, or a failure the handlers cannot fix.
+        """
+        start = time.perf_counter()
+        profile = self.profile or default_profile()
+        atoms = _initial_atoms(structure, settings.get("supercell"))
+        specorder = sorted(set(atoms.get_chemical_symbols()))
+        pot_dir = (
+            settings.get("potentials_dir")
+            or profile.data.get("potentials_dir")
+            or DEFAULT_POTENTIALS_DIR
         )
-        params = load_parameters(d)
-        run = params["run"]
-        run["corrections"] = [*run.get("corrections", []), *corrections]
-        stop = checkpoint.stopped_step(read_text(d / LOG_FILE)) if task == "md" else None
-        if stop is not None:
-            run["state"] = "stopped"
-            save_parameters(d, params)
-            where = f"resumable in {d}" if workdir is not None else "(temporary directory)"
-            end = int(params["equilibration"]) + int(params["steps"])
-            raise DeadlineReachedError(
-                f"LAMMPS md stopped at step {stop} of {end} before the deadline; {where}"
+        potential = find_potential(specorder, pot_dir, settings.get("potential"))
+        triclinic = bool(Prism(np.asarray(atoms.cell), reduce_cell=True).is_skewed())
+        params = build_parameters(
+            task, settings, triclinic=triclinic, potential=potential, specorder=specorder
+        )
+        params["potentials_dir"] = str(pot_dir)
+        request = checkpoint.request_id(params, atoms)
+        profile.check()
+        timeout = checkpoint.timeout_seconds(deadline)
+        if timeout is not None and timeout < checkpoint.MIN_RUN_S:
+            where = f" in {workdir}" if workdir is not None else ""
+            raise DeadlineReachedError(f"no time to start LAMMPS before the deadline{where}")
+        d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-lammps-"))
+        d.mkdir(parents=True, exist_ok=True)
+        done = False
+        try:
+            write_structure(atoms, d / DATA_FILE, specorder)
+            save_parameters(d, _prepare(d, params, request))
+            corrections = run_with_recovery(
+                LammpsJob(list(profile.command), profile.env, deadline),
+                [UnstableMDHandler(), CheckpointHandler(), LammpsErrorHandler()],
+                max_errors=self.max_corrections,
+                directory=d,
             )
-        log = read_log(d / LOG_FILE)
-        final, forces = read_final_structure(d / FINAL_DUMP, np.asarray(atoms.cell), len(atoms))
-        result = _result(params, log, final, forces, atoms, d, run["corrections"])
-        result.wall_time_s = time.perf_counter() - start
-        run["state"] = "done"
-        checkpoint.remove_checkpoints(d)
-        save_parameters(d, params)
-        if workdir is None and task != "md":
-            result.extra["workdir"] = None  # removed below
-        done = True
-        return result
-    finally:
-        # a directory made here is kept only for a finished MD run (it holds the trajectory)
-        if workdir is None and not (done and task == "md"):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def relax(structure: Structure | Atoms, **settings: Any) -> CalcResult:
-    """Minimize with LAMMPS (registry entry point): ``calculate(structure, "relax", settings)``."""
-    return calculate(structure, "relax", settings)
+            params = load_parameters(d)
+            run = params["run"]
+            run["corrections"] = [*run.get("corrections", []), *corrections]
+            stop = checkpoint.stopped_step(read_text(d / LOG_FILE)) if task == "md" else None
+            if stop is not None:
+                run["state"] = "stopped"
+                save_parameters(d, params)
+                where = f"resumable in {d}" if workdir is not None else "(temporary directory)"
+                end = int(params["equilibration"]) + int(params["steps"])
+                raise DeadlineReachedError(
+                    f"LAMMPS md stopped at step {stop} of {end} before the deadline; {where}"
+                )
+            log = read_log(d / LOG_FILE)
+            final, forces = read_final_structure(d / FINAL_DUMP, np.asarray(atoms.cell), len(atoms))
+            result = _result(params, log, final, forces, atoms, d, run["corrections"])
+            result.wall_time_s = time.perf_counter() - start
+            run["state"] = "done"
+            checkpoint.remove_checkpoints(d)
+            save_parameters(d, params)
+            if workdir is None and task != "md":
+                result.extra["workdir"] = None  # removed below
+            done = True
+            return result
+        finally:
+            # a directory made here is kept only for a finished MD run (it holds the trajectory)
+            if workdir is None and not (done and task == "md"):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def _stress(row: dict[str, float], cell: np.ndarray) -> list[float]:

@@ -5,9 +5,10 @@ atoms", non-numeric coordinates, non-finite energies) and halves the timestep (a
 number of times), starting again from scratch (not from a checkpoint of the old timestep);
 :class:`CheckpointHandler` catches a checkpoint that LAMMPS cannot read (cut by a kill while
 it was written), deletes it and resumes from the other one, or from scratch;
-:class:`LammpsErrorHandler` turns any other failure into a one-line :class:`EngineError`.
-Corrections are declarative custodian actions applied with custodian's ``Modder`` to the
-run's parameter file, from which the next attempt's input script is rendered.
+:class:`LammpsErrorHandler` gives up on any other failure with a one-line message
+(:func:`~matdx.engines.base.give_up`). Corrections are declarative custodian actions applied
+to the run's parameter file (:func:`~matdx.engines.base.apply_actions`), from which the next
+attempt's input script is rendered.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from custodian.ansible.interpreter import Modder
 from custodian.custodian import ErrorHandler
 
 from matdx.core.errors import EngineError
+from matdx.engines.base import apply_actions, give_up
 from matdx.engines.lammps.checkpoint import failed_reading_checkpoint, latest_checkpoint
 from matdx.engines.lammps.inputs import (
     LOG_FILE,
@@ -41,16 +42,6 @@ UNSTABLE_PATTERNS = (
 
 _ERROR_PREFIX = re.compile(r"^ERROR( on proc \d+)?:\s*")
 _SOURCE_SUFFIX = re.compile(r"\s*\([^()]*\.(cpp|h):\d+\)\s*$")
-
-
-def apply_actions(directory: Path, actions: list[dict[str, Any]]) -> None:
-    """Apply custodian actions on ``"parameters"`` to the parameter file of a run."""
-    params = load_parameters(directory)
-    modder = Modder()
-    for act in actions:
-        if act.get("dict") == "parameters":
-            modder.modify(act["action"], params)
-    save_parameters(directory, params)
 
 
 def _texts(directory: Path) -> list[str]:
@@ -118,18 +109,15 @@ class UnstableMDHandler(ErrorHandler):
     def correct(self, directory: str = "./") -> dict[str, Any]:
         """Halve ``timestep`` in the parameter file.
 
-        Raises
-        ------
-        EngineError
-            If the run is not MD or the bound on halvings is reached.
+        Gives up if the run is not MD or the bound on halvings is reached.
         """
         reason = instability(Path(directory)) or "unstable"
         params = load_parameters(Path(directory))
         if "timestep" not in params:
-            raise EngineError(f"LAMMPS {params.get('task', 'run')} is unstable: {reason}")
+            return give_up(f"LAMMPS {params.get('task', 'run')} is unstable: {reason}")
         dt, done = float(params["timestep"]), int(params.get("timestep_halvings", 0))
         if done >= self.max_halvings or dt / 2 < float(params.get("min_timestep", 0.0)):
-            raise EngineError(
+            return give_up(
                 f"LAMMPS MD still unstable ({reason}) after {done} timestep halving(s), "
                 f"at {dt:g} fs"
             )
@@ -142,7 +130,7 @@ class UnstableMDHandler(ErrorHandler):
                 },
             }
         ]
-        apply_actions(Path(directory), actions)
+        apply_actions(Path(directory), actions, load_parameters, save_parameters)
         return {"errors": [f"{reason} at timestep {dt:g} fs"], "actions": actions}
 
 
@@ -175,12 +163,12 @@ class CheckpointHandler(ErrorHandler):
         other = latest_checkpoint(d, exclude=(bad,))
         resume = {"file": other[0], "step": other[1]} if other else None
         actions = [{"dict": "parameters", "action": {"_set": {"run->resume": resume}}}]
-        apply_actions(d, actions)
+        apply_actions(d, actions, load_parameters, save_parameters)
         return {"errors": [f"cannot read checkpoint {bad} (deleted)"], "actions": actions}
 
 
 class LammpsErrorHandler(ErrorHandler):
-    """Stop with a one-line :class:`EngineError` on any failure no other handler fixes."""
+    """Give up with a one-line message on any failure no other handler fixes."""
 
     is_monitor = False
     raises_runtime_error = True
@@ -191,5 +179,5 @@ class LammpsErrorHandler(ErrorHandler):
         return failure(d) is not None and instability(d) is None and bad_checkpoint(d) is None
 
     def correct(self, directory: str = "./") -> dict[str, Any]:
-        """Raise :class:`EngineError` with the reason of the failure."""
-        raise EngineError(f"LAMMPS failed: {failure(Path(directory))}")
+        """Give up (:func:`~matdx.engines.base.give_up`) with the reason of the failure."""
+        return give_up(f"LAMMPS failed: {failure(Path(directory))}")

@@ -28,6 +28,7 @@ kept free); a run stopped there is not restarted in the same call but raises
 directory continues with ``restart_mode='restart'`` (``extra["resumed"]``, a ``DeadlineResume``
 correction); a run killed without a clean stop starts again from scratch.
 
-Public API (import from :mod:`matdx.engines.qe.core`): ``calculate``, ``relax``,
-``default_profile``, ``supported_elements`` / ``SUPPORTED_ELEMENTS``.
+Public API (import from :mod:`matdx.engines.qe.core`): :class:`~.core.QeEngine` (the
+registry's ``qe`` engine: ``QeEngine(profile, max_corrections).calculate(structure, task,
+settings, workdir, deadline)``) and ``default_profile``.
 """

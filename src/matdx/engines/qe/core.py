@@ -1,6 +1,6 @@
 """Run pw.x: the custodian job, this machine's profile, and the public entry points.
 
-``calculate`` builds the parameter dictionary (:mod:`.inputs`, :mod:`.pseudo`), runs a
+``QeEngine.calculate`` builds the parameter dictionary (:mod:`.inputs`, :mod:`.pseudo`), runs a
 :class:`PWJob` under the handlers of :mod:`.handlers` through
 :func:`~matdx.engines.base.run_with_recovery`, and parses the last run (:mod:`.parse`) into
 a :class:`~matdx.schemas.results.CalcResult` whose ``corrections`` are custodian's.
@@ -29,13 +29,13 @@ from typing import Any
 
 from custodian.custodian import Job
 from pymatgen.core import Structure
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from matdx.core.errors import DeadlineReachedError, EngineError, InputError
-from matdx.engines.base import EngineProfile, run_with_recovery
+from matdx.core.errors import DeadlineReachedError, EngineError
+from matdx.core.symmetry import spacegroup
+from matdx.engines.base import Engine, EngineProfile, run_with_recovery
 from matdx.engines.qe import resume
 from matdx.engines.qe.handlers import default_handlers
-from matdx.engines.qe.inputs import TASKS, build_parameters, write_input
+from matdx.engines.qe.inputs import build_parameters, write_input
 from matdx.engines.qe.parse import describe, read_output
 from matdx.engines.qe.pseudo import available_elements
 from matdx.engines.qe.resume import RunState
@@ -48,11 +48,10 @@ DEFAULT_COMMAND = "/usr/bin/mpirun --allow-run-as-root -np 2 pw.x"
 DEFAULT_PSEUDO_DIR = "/usr/share/espresso/pseudo"
 DEFAULT_PSEUDO_FAMILY = "debian"
 
-RESULT_TASKS = {"scf": "static", "static": "static", "relax": "relax", "vc-relax": "vc-relax"}
-"""Task of :func:`calculate` → ``CalcResult.task``."""
+OWN_TASKS = {"static": "scf", "relax": "relax", "vc-relax": "vc-relax"}
+"""Campaign task → pw.x's ``calculation``."""
 
 _RANK_FLAGS = ("-np", "-n", "--np", "-c")
-_SPACEGROUP_SYMPREC = 0.01
 
 
 def default_profile() -> EngineProfile:
@@ -71,19 +70,6 @@ def default_profile() -> EngineProfile:
             "pseudo_family": os.environ.get(PSEUDO_FAMILY_ENV, "").strip() or DEFAULT_PSEUDO_FAMILY,
         },
     )
-
-
-def supported_elements() -> frozenset[str]:
-    """Elements with a pseudopotential in the default profile's family and directory."""
-    data = default_profile().data
-    return available_elements(data["pseudo_family"], Path(data["pseudo_dir"]))
-
-
-def __getattr__(name: str) -> Any:
-    """``SUPPORTED_ELEMENTS`` is computed on first use (it reads the pseudopotential files)."""
-    if name == "SUPPORTED_ELEMENTS":
-        return supported_elements()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PWJob(Job):
@@ -211,7 +197,7 @@ class PWJob(Job):
         return self.process
 
     def postprocess(self, directory: str = "./") -> None:
-        """Nothing to do: the results are parsed by :func:`calculate`."""
+        """Nothing to do: the results are parsed by :class:`QeEngine`."""
 
 
 @contextmanager
@@ -237,8 +223,8 @@ def _failure(directory: Path, job: PWJob, exc: Exception) -> str:
         if (directory / job.stderr_file).exists()
         else ""
     )
-    verdict = " ".join(str(exc).split())[:200]
-    return f"{describe(output, stderr)} ({verdict})"
+    state, verdict = describe(output, stderr), " ".join(str(exc).split())[:200]
+    return state if verdict == state else f"{state} ({verdict})"
 
 
 def _continuation(
@@ -324,155 +310,146 @@ def _run(
         raise EngineError(f"custodian failed: {type(exc).__name__}: {text}") from None
 
 
-def calculate(
-    structure: Structure,
-    task: str = "scf",
-    settings: Mapping[str, Any] | None = None,
-    workdir: str | Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    deadline: float | None = None,
-) -> CalcResult:
-    """Run one pw.x calculation with custodian's error recovery.
+class QeEngine(Engine):
+    """Quantum ESPRESSO pw.x: ``static`` (``scf``), ``relax`` and ``vc-relax``.
 
-    Parameters
-    ----------
-    structure
-        Structure to compute.
-    task
-        ``"scf"`` (static), ``"relax"`` (positions) or ``"vc-relax"`` (positions and cell).
-    settings
-        pw.x keywords and engine settings (:mod:`matdx.engines.qe.inputs`).
-    workdir
-        Directory of the run (created; earlier outputs in it are renamed, not deleted; a
-        run of the same calculation stopped there for a deadline is continued).
-        Default: a temporary directory, removed afterwards.
-    profile
-        Command, environment, pseudopotential directory and family; default
-        :func:`default_profile`.
-    max_corrections
-        Most corrections before giving up.
-    deadline
-        Seconds since the epoch by which the call must have returned: pw.x gets
-        ``max_seconds`` from it (:func:`.resume.time_limit`) and, stopped there, is left to
-        be continued by the next call with the same ``workdir``.
-
-    Returns
-    -------
-    CalcResult
-        ``engine="qe"``; ``parameters`` holds the final namelists (``input_data``), the
-        first ones (``input_data_initial``), k-points, pseudopotential family/files/MD5
-        (``pseudo``) and the command; ``corrections`` custodian's corrections (those of
-        earlier calls of a resumed run first, then a ``DeadlineResume`` entry for each
-        continuation); ``extra`` the Fermi energy, metallicity, total magnetisation, SCF
-        iterations, pw.x's wall time and ``resumed`` (continuations from restart files);
-        ``n_steps`` counts the ionic steps of the stopped runs too.
-
-    Raises
-    ------
-    InputError
-        Unknown task or setting.
-    DeadlineReachedError
-        pw.x stopped at the deadline's ``max_seconds`` (or there was no time to start it);
-        the work directory holds what the next call continues from.
-    EngineError
-        Missing executable or pseudopotential, a pw.x error, a failure the handlers could
-        not correct within ``max_corrections``, or unreadable output.
+    ``profile``: command, environment, pseudopotential directory and family (default
+    :func:`default_profile`); ``max_corrections``: most corrections before giving up.
     """
-    if task not in TASKS:
-        raise InputError(f"unknown pw.x task {task!r} (known: {', '.join(TASKS)})")
-    start = time.perf_counter()
-    profile = profile or default_profile()
-    profile.check()
-    parameters = build_parameters(
-        structure,
-        task,
-        settings,
-        pseudo_dir=profile.data.get("pseudo_dir"),
-        pseudo_family=profile.data.get("pseudo_family", DEFAULT_PSEUDO_FAMILY),
-    )
-    request = resume.request_id(parameters)
-    user_limit = parameters["input_data"]["control"].get("max_seconds")
-    limit, by_deadline = resume.time_limit(deadline, user_limit)
-    if by_deadline and limit is not None and limit < resume.MIN_RUN_S:
-        where = f" in {workdir}" if workdir is not None else ""
-        raise DeadlineReachedError(f"no time to start pw.x before the deadline{where}")
-    with _work_directory(workdir) as (directory, temporary):
-        state = _continuation(directory, parameters, request, temporary)
-        parameters, initial = state.parameters, state.input_data_initial
-        job = PWJob(
-            parameters, profile.command, profile.env, deadline=deadline, max_seconds=user_limit
+
+    key = "qe"
+
+    def supported_elements(self) -> frozenset[str]:
+        """Elements with a pseudopotential in the profile's family and directory."""
+        data = (self.profile or default_profile()).data
+        return available_elements(
+            data.get("pseudo_family", DEFAULT_PSEUDO_FAMILY),
+            Path(data.get("pseudo_dir", DEFAULT_PSEUDO_DIR)),
         )
-        if not temporary:
-            state.save(directory)
-        corrections = state.corrections + _run(job, directory, temporary, state, max_corrections)
-        out = read_output(directory / job.output_file, "pw.x output" if temporary else None)
-        if not temporary:
-            state.status, state.corrections = "done", corrections
-            state.save(directory)
-        if not temporary and not (settings or {}).get("keep_outdir", False):
-            # wavefunctions and charge density are only needed to restart a failed run
-            _remove_outdir(directory, job.parameters)
-    final = out.structure
-    n = len(final)
-    try:
-        sga = SpacegroupAnalyzer(final, symprec=_SPACEGROUP_SYMPREC)
-        symbol, number = sga.get_space_group_symbol(), sga.get_space_group_number()
-    except Exception:  # spglib gives up on odd cells; the space group is optional
-        symbol, number = None, None
-    recorded = {k: v for k, v in parameters.items() if k != "structure"}
-    return CalcResult(
-        engine="qe",
-        code_version=out.code_version,
-        task=RESULT_TASKS[task],
-        parameters={
-            **recorded,
-            "input_data_initial": initial,
-            "command": job.command_line(),
-            "settings": dict(settings or {}),
-        },
-        energy=out.energy,
-        energy_per_atom=out.energy / n,
-        volume_per_atom=final.volume / n,
-        forces=out.forces,
-        stress=out.stress,
-        structure=final.as_dict(),
-        spacegroup_symbol=symbol,
-        spacegroup_number=number,
-        converged=out.converged,
-        n_steps=out.n_ionic_steps + state.ionic_steps,
-        band_gap=out.band_gap,
-        magmoms=out.magmoms,
-        wall_time_s=time.perf_counter() - start,
-        corrections=corrections,
-        extra={
-            "fermi_energy": out.fermi_energy,
-            "is_metal": out.is_metal,
-            "total_magnetization": out.total_magnetization,
-            "n_scf_iterations": out.n_scf_iterations,
-            "pw_wall_time_s": out.wall_time_s,
-            "workdir": None if temporary else str(directory),
-            "resumed": state.resumed,
-        },
-    )
 
+    def run(
+        self,
+        structure: Structure,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run one pw.x calculation with custodian's error recovery.
 
-def relax(
-    structure: Structure,
-    *,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    workdir: str | Path | None = None,
-    deadline: float | None = None,
-    **settings: Any,
-) -> CalcResult:
-    """Relax positions and cell (``vc-relax``); this is the engine's registry entry point.
+        Parameters
+        ----------
+        structure
+            Structure to compute.
+        task
+            ``"static"`` (pw.x's ``scf``), ``"relax"`` (positions) or ``"vc-relax"`` (positions
+            and cell).
+        settings
+            pw.x keywords and engine settings (:mod:`matdx.engines.qe.inputs`).
+        workdir
+            Directory of the run (created; earlier outputs in it are renamed, not deleted; a
+            run of the same calculation stopped there for a deadline is continued).
+            Default: a temporary directory, removed afterwards.
+        deadline
+            Seconds since the epoch by which the call must have returned: pw.x gets
+            ``max_seconds`` from it (:func:`.resume.time_limit`) and, stopped there, is left to
+            be continued by the next call with the same ``workdir``.
 
-    ``settings`` are those of :func:`calculate`; ``workdir`` (default: a temporary
-    directory) and ``deadline`` as there — a run stopped at its deadline can only be
-    continued in a kept ``workdir``.
-    """
-    return calculate(structure, "vc-relax", settings, workdir, profile, max_corrections, deadline)
+        Returns
+        -------
+        CalcResult
+            ``engine="qe"``; ``parameters`` holds the final namelists (``input_data``), the
+            first ones (``input_data_initial``), k-points, pseudopotential family/files/MD5
+            (``pseudo``) and the command; ``corrections`` custodian's corrections (those of
+            earlier calls of a resumed run first, then a ``DeadlineResume`` entry for each
+            continuation); ``extra`` the Fermi energy, metallicity, total magnetisation, SCF
+            iterations, pw.x's wall time and ``resumed`` (continuations from restart files);
+            ``n_steps`` counts the ionic steps of the stopped runs too.
+
+        Raises
+        ------
+        InputError
+            Unknown setting.
+        DeadlineReachedError
+            pw.x stopped at the deadline's ``max_seconds`` (or there was no time to start it);
+            the work directory holds what the next call continues from.
+        EngineError
+            Missing executable or pseudopotential, a pw.x error, a failure the handlers could
+            not correct within ``max_corrections``, or unreadable output.
+        """
+        start = time.perf_counter()
+        profile = self.profile or default_profile()
+        own = OWN_TASKS[task]
+        profile.check()
+        parameters = build_parameters(
+            structure,
+            own,
+            settings,
+            pseudo_dir=profile.data.get("pseudo_dir"),
+            pseudo_family=profile.data.get("pseudo_family", DEFAULT_PSEUDO_FAMILY),
+        )
+        request = resume.request_id(parameters)
+        user_limit = parameters["input_data"]["control"].get("max_seconds")
+        limit, by_deadline = resume.time_limit(deadline, user_limit)
+        if by_deadline and limit is not None and limit < resume.MIN_RUN_S:
+            where = f" in {workdir}" if workdir is not None else ""
+            raise DeadlineReachedError(f"no time to start pw.x before the deadline{where}")
+        with _work_directory(workdir) as (directory, temporary):
+            state = _continuation(directory, parameters, request, temporary)
+            parameters, initial = state.parameters, state.input_data_initial
+            job = PWJob(
+                parameters, profile.command, profile.env, deadline=deadline, max_seconds=user_limit
+            )
+            if not temporary:
+                state.save(directory)
+            corrections = state.corrections + _run(
+                job, directory, temporary, state, self.max_corrections
+            )
+            out = read_output(directory / job.output_file, "pw.x output" if temporary else None)
+            if not temporary:
+                state.status, state.corrections = "done", corrections
+                state.save(directory)
+            if not temporary and not (settings or {}).get("keep_outdir", False):
+                # wavefunctions and charge density are only needed to restart a failed run
+                _remove_outdir(directory, job.parameters)
+        final = out.structure
+        n = len(final)
+        symbol, number = spacegroup(final)
+        recorded = {k: v for k, v in parameters.items() if k != "structure"}
+        return CalcResult(
+            engine="qe",
+            code_version=out.code_version,
+            task=task,
+            parameters={
+                **recorded,
+                "input_data_initial": initial,
+                "command": job.command_line(),
+                "settings": dict(settings or {}),
+            },
+            energy=out.energy,
+            energy_per_atom=out.energy / n,
+            volume_per_atom=final.volume / n,
+            forces=out.forces,
+            stress=out.stress,
+            structure=final.as_dict(),
+            spacegroup_symbol=symbol,
+            spacegroup_number=number,
+            converged=out.converged,
+            n_steps=out.n_ionic_steps + state.ionic_steps,
+            band_gap=out.band_gap,
+            magmoms=out.magmoms,
+            wall_time_s=time.perf_counter() - start,
+            corrections=corrections,
+            extra={
+                "fermi_energy": out.fermi_energy,
+                "is_metal": out.is_metal,
+                "total_magnetization": out.total_magnetization,
+                "n_scf_iterations": out.n_scf_iterations,
+                "pw_wall_time_s": out.wall_time_s,
+                "workdir": None if temporary else str(directory),
+                "resumed": state.resumed,
+            },
+        )
 
 
 __all__ = [
@@ -480,8 +457,6 @@ __all__ = [
     "PSEUDO_DIR_ENV",
     "PSEUDO_FAMILY_ENV",
     "PWJob",
-    "calculate",
+    "QeEngine",
     "default_profile",
-    "relax",
-    "supported_elements",
 ]

@@ -4,9 +4,9 @@ Each handler watches for one failure kind of :data:`matdx.engines.qe.parse.FAILU
 (:func:`~matdx.engines.qe.parse.diagnose` decides, so that one failed run gets one
 diagnosis) and its ``correct()`` returns custodian's declarative actions,
 ``{"dict": "parameters", "action": {"_set": {"input_data->electrons->mixing_beta": 0.35}}}``,
-after applying them with custodian's :class:`~custodian.ansible.interpreter.Modder` to the
-job's parameters; the job writes the next input from them. A handler with nothing left to
-change returns ``"actions": None``: custodian stops (unrecoverable). custodian's
+after applying them to the job's parameters (:func:`~matdx.engines.base.modify`); the job
+writes the next input from them. A handler with nothing left to change gives up
+(:func:`~matdx.engines.base.give_up`: ``"actions": None``, unrecoverable for custodian). custodian's
 ``max_errors`` bounds the number of corrections; every remedy is bounded too (floors,
 ceilings) so that it ends. Each correction is also appended to the job's ``history``, so
 that the corrections of a call that stops at its deadline are not lost with custodian's log.
@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from custodian.ansible.interpreter import Modder
 from custodian.custodian import ErrorHandler
 from pymatgen.core import Structure
 
 from matdx.core.errors import DeadlineReachedError
+from matdx.engines.base import give_up, modify
 from matdx.engines.qe.parse import describe, diagnose, last_structure
 
 BETA_FLOOR = 0.1
@@ -104,12 +104,10 @@ class PWErrorHandler(ErrorHandler):
         errors = [describe(output, stderr)]
         updates = self.remedy(output)
         if not updates:
-            return self._record({"errors": errors, "actions": None})
+            return self._record(give_up(errors[0]))
         updates.update(self._resume(output))
         actions = [{"dict": "parameters", "action": {"_set": updates}}]
-        modder = Modder()
-        for action in actions:
-            modder.modify(action["action"], self.job.parameters)
+        modify(self.job.parameters, actions)
         return self._record({"errors": errors, "actions": actions})
 
     def _record(self, correction: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ left, at least :data:`MIN_MARGIN_S`), or the user's own ``max_seconds`` if that 
 The margin covers what pw.x does after ``max_seconds`` — finishing the SCF iteration,
 writing its restart files — and the start of ``mpirun``.
 
-Every call of :func:`matdx.engines.qe.core.calculate` in a work directory records its run in
+Every calculation of :class:`matdx.engines.qe.core.QeEngine` in a work directory records its run in
 :data:`STATE_FILE` (:class:`RunState`): which calculation it is (:func:`request_id`, a hash
 of the parameter dictionary without ``max_seconds``), the parameters of the last attempt (as
 the handlers corrected them), the first namelists, the corrections so far and the status —
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matdx.engines import base
 from matdx.engines.base import (
     DEADLINE_MARGIN_FRACTION as MARGIN_FRACTION,
 )
@@ -162,11 +163,11 @@ def resumable(
 def resume_correction(parameters: dict[str, Any]) -> dict[str, Any]:
     """The correction entry recording that a call continued a stopped run."""
     limit = parameters["input_data"]["control"].get("max_seconds")
-    return {
-        "errors": [f"pw.x stopped at max_seconds ({limit} s) before an earlier call's deadline"],
-        "actions": [{"dict": "parameters", "action": {"_set": {_RESTART_MODE: "restart"}}}],
-        "handler": RESUME_HANDLER,
-    }
+    return base.resume_correction(
+        f"pw.x stopped at max_seconds ({limit} s) before an earlier call's deadline",
+        {_RESTART_MODE: "restart"},
+        RESUME_HANDLER,
+    )
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Run VASP: pymatgen inputs, custodian's ``VaspJob`` and handlers, pymatgen parsing.
 
-``calculate`` writes the inputs of a task into a work directory, runs the profile's
+:meth:`VaspEngine.calculate` writes the inputs of a task into a work directory, runs the profile's
 command as a custodian :class:`~custodian.vasp.jobs.VaspJob` under the task's handlers
 (:mod:`.handlers`) through :func:`~matdx.engines.base.run_with_recovery`, and parses the
 final run into a :class:`~matdx.schemas.results.CalcResult` whose ``corrections`` are
@@ -23,9 +23,9 @@ from pymatgen.core import Structure
 from pymatgen.io.vasp.inputs import Incar
 
 from matdx.core.errors import EngineError, InputError
-from matdx.engines.base import EngineProfile, run_with_recovery
+from matdx.engines.base import Engine, EngineProfile, run_with_recovery
 from matdx.engines.vasp.handlers import default_handlers
-from matdx.engines.vasp.inputs import INPUT_SETS, write_inputs
+from matdx.engines.vasp.inputs import write_inputs
 from matdx.engines.vasp.outputs import parse_run
 from matdx.schemas.results import CalcResult
 
@@ -92,31 +92,11 @@ def _failure(directory: Path, fallback: str) -> str:
     return fallback
 
 
-def calculate(
-    structure: Structure,
-    task: str = "relax",
-    settings: Mapping[str, Any] | None = None,
-    workdir: str | Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    *,
-    handlers: Sequence[Any] | None = None,
-    monitor: bool = True,
-) -> CalcResult:
-    """Run one VASP calculation with custodian's error recovery.
+class VaspEngine(Engine):
+    """VASP: ``relax`` (pymatgen's ``MPRelaxSet``) or ``static`` (``MPStaticSet``).
 
     Parameters
     ----------
-    structure
-        Structure to compute.
-    task
-        ``"relax"`` (pymatgen's ``MPRelaxSet``) or ``"static"`` (``MPStaticSet``).
-    settings
-        Input overrides: ``incar``, ``kpoints``, ``potcar``, ``potcar_functional`` (see
-        :func:`matdx.engines.vasp.inputs.input_set`).
-    workdir
-        Directory of the run (created; must hold no earlier VASP output). Default: a new
-        ``vasp-<task>-*`` directory in the current directory.
     profile
         Command and environment; default :func:`default_profile`.
     max_corrections
@@ -128,88 +108,95 @@ def calculate(
         Let custodian's monitoring handlers watch the running VASP (custodian polls every
         10 s). ``False`` checks every handler once VASP has exited, without the polling
         delay: for short runs.
-
-    Returns
-    -------
-    CalcResult
-        Energy, forces, stress (eV/Å³), final structure, band gap, magnetic moments,
-        convergence, VASP version, custodian's corrections; ``parameters`` holds the
-        inputs written (``incar``) and the INCAR of the last run (``incar_final``).
-
-    Raises
-    ------
-    InputError
-        Unknown task or setting, or a work directory with old output.
-    EngineError
-        Missing executable, unrecoverable VASP error, too many corrections, or missing
-        or unreadable output.
     """
-    if task not in INPUT_SETS:
-        raise InputError(f"unknown VASP task {task!r} (known: {', '.join(INPUT_SETS)})")
-    start = time.perf_counter()
-    profile = profile or default_profile()
-    profile.check()
-    directory = _workdir(workdir, task)
-    parameters = write_inputs(structure, task, directory, settings)
-    job = VaspJob(list(profile.command), output_file="vasp.out", stderr_file="std_err.txt")
-    active = list(handlers) if handlers is not None else default_handlers(task)
-    if not monitor:
-        for handler in active:
-            handler.is_monitor = False
-    with _environment(profile.env):
-        try:
-            corrections = run_with_recovery(
-                job, active, max_errors=max_corrections, directory=directory
-            )
-        except EngineError as exc:
-            detail = _failure(directory, str(exc))
-            raise EngineError(f"VASP failed in {directory}: {detail}") from None
-        except Exception as exc:  # a handler or job failing on odd output
-            text = " ".join(str(exc).split())[:200]
-            raise EngineError(
-                f"custodian failed in {directory}: {type(exc).__name__}: {text}"
-            ) from None
-    fields = parse_run(directory)
-    parameters["incar_final"] = dict(Incar.from_file(directory / "INCAR"))
-    fields["extra"]["workdir"] = str(directory)
-    return CalcResult(
-        engine="vasp",
-        task=task,
-        parameters=parameters,
-        corrections=corrections,
-        wall_time_s=time.perf_counter() - start,
-        **fields,
-    )
+
+    key = "vasp"
+
+    def __init__(
+        self,
+        profile: EngineProfile | None = None,
+        max_corrections: int = 5,
+        handlers: Sequence[Any] | None = None,
+        monitor: bool = True,
+    ) -> None:
+        super().__init__(profile, max_corrections)
+        self.handlers = handlers
+        self.monitor = monitor
+
+    def run(
+        self,
+        structure: Structure,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run one VASP calculation with custodian's error recovery.
+
+        Parameters
+        ----------
+        structure
+            Structure to compute.
+        task
+            ``"relax"`` (pymatgen's ``MPRelaxSet``) or ``"static"`` (``MPStaticSet``).
+        settings
+            Input overrides: ``incar``, ``kpoints``, ``potcar``, ``potcar_functional`` (see
+            :func:`matdx.engines.vasp.inputs.input_set`).
+        workdir
+            Directory of the run (created; must hold no earlier VASP output). Default: a new
+            ``vasp-<task>-*`` directory in the current directory.
+        deadline
+            VASP cannot stop early: nothing starts once the deadline has passed.
+
+        Returns
+        -------
+        CalcResult
+            Energy, forces, stress (eV/Å³), final structure, band gap, magnetic moments,
+            convergence, VASP version, custodian's corrections; ``parameters`` holds the
+            inputs written (``incar``) and the INCAR of the last run (``incar_final``).
+
+        Raises
+        ------
+        InputError
+            Unknown setting, or a work directory with old output.
+        EngineError
+            Missing executable, unrecoverable VASP error, too many corrections, or missing
+            or unreadable output.
+        """
+        start = time.perf_counter()
+        profile = self.profile or default_profile()
+        profile.check()
+        directory = _workdir(workdir, task)
+        parameters = write_inputs(structure, task, directory, settings)
+        job = VaspJob(list(profile.command), output_file="vasp.out", stderr_file="std_err.txt")
+        active = list(self.handlers) if self.handlers is not None else default_handlers(task)
+        if not self.monitor:
+            for handler in active:
+                handler.is_monitor = False
+        with _environment(profile.env):
+            try:
+                corrections = run_with_recovery(
+                    job, active, max_errors=self.max_corrections, directory=directory
+                )
+            except EngineError as exc:
+                detail = _failure(directory, str(exc))
+                raise EngineError(f"VASP failed in {directory}: {detail}") from None
+            except Exception as exc:  # a handler or job failing on odd output
+                text = " ".join(str(exc).split())[:200]
+                raise EngineError(
+                    f"custodian failed in {directory}: {type(exc).__name__}: {text}"
+                ) from None
+        fields = parse_run(directory)
+        parameters["incar_final"] = dict(Incar.from_file(directory / "INCAR"))
+        fields["extra"]["workdir"] = str(directory)
+        return CalcResult(
+            engine="vasp",
+            task=task,
+            parameters=parameters,
+            corrections=corrections,
+            wall_time_s=time.perf_counter() - start,
+            **fields,
+        )
 
 
-def relax(
-    structure: Structure,
-    *,
-    workdir: str | Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    monitor: bool = True,
-    **settings: Any,
-) -> CalcResult:
-    """Relax positions and cell with ``MPRelaxSet`` (``settings``: incar, kpoints, ...)."""
-    return calculate(
-        structure, "relax", settings, workdir, profile, max_corrections, monitor=monitor
-    )
-
-
-def static(
-    structure: Structure,
-    *,
-    workdir: str | Path | None = None,
-    profile: EngineProfile | None = None,
-    max_corrections: int = 5,
-    monitor: bool = True,
-    **settings: Any,
-) -> CalcResult:
-    """Single-point calculation with ``MPStaticSet`` (``settings``: incar, kpoints, ...)."""
-    return calculate(
-        structure, "static", settings, workdir, profile, max_corrections, monitor=monitor
-    )
-
-
-__all__ = ["COMMAND_ENV", "calculate", "default_profile", "relax", "static"]
+__all__ = ["COMMAND_ENV", "VaspEngine", "default_profile"]

@@ -15,15 +15,14 @@ import numpy as np
 from ase.units import GPa
 from monty.os.path import zpath
 from pymatgen.io.vasp.outputs import Outcar, Vasprun
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matdx.core.errors import EngineError
+from matdx.core.symmetry import spacegroup
 
 KBAR_TO_EV_PER_A3 = -0.1 * GPa
 """Factor from VASP stress (kBar, compressive positive) to eV/Å³ (tensile positive)."""
 
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-_SPACEGROUP_SYMPREC = 0.01
 
 
 def stress_to_voigt(stress_kbar: Any) -> list[float]:
@@ -133,7 +132,7 @@ def parse_run(directory: str | Path) -> dict[str, Any]:
         band_gap, gap_info = None, {}
     max_force = float(np.linalg.norm(forces, axis=1).max()) if forces is not None else None
     magmoms, total_mag = read_magmoms(directory)
-    sga = SpacegroupAnalyzer(structure, symprec=_SPACEGROUP_SYMPREC)
+    symbol, number = spacegroup(structure)
     return {
         "code_version": str(vr.vasp_version),
         "energy": energy,
@@ -142,8 +141,8 @@ def parse_run(directory: str | Path) -> dict[str, Any]:
         "forces": forces.tolist() if forces is not None else None,
         "stress": stress,
         "structure": structure.as_dict(),
-        "spacegroup_symbol": sga.get_space_group_symbol(),
-        "spacegroup_number": sga.get_space_group_number(),
+        "spacegroup_symbol": symbol,
+        "spacegroup_number": number,
         "converged": bool(vr.converged),
         "n_steps": len(vr.ionic_steps),
         "band_gap": band_gap,
