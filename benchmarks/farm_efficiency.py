@@ -63,9 +63,10 @@ def run_tasks(dicts: list[dict]) -> int:
 
     from matdx.engines.registry import get_engine
 
-    relax = get_engine("emt").relaxer()
+    emt = get_engine("emt")
+    settings = {"optimizer": "BFGS", "fmax": 0.05, "steps": 300}
     for d in dicts:
-        relax(Structure.from_dict(d), relax_cell=True, optimizer="BFGS", fmax=0.05, steps=300)
+        emt.calculate(Structure.from_dict(d), "vc-relax", settings)
     return len(dicts)
 
 
