@@ -118,7 +118,7 @@ def test_derived_values_are_hidden_when_built_from_invisible_records(world):
     uri, db, _ = world
     _store, _ = open_store(uri)
     from matdx.store.governance import set_tier
-    from matdx.workflows.steps import analyse_campaign
+    from matdx.workflows.analyse import analyse_step
 
     # close one Cu-Au compound; recompute the campaign's hull
     target = db.summaries.find_one({"campaign": "c-open", "nelements": 2, "is_stable": True})
@@ -128,9 +128,8 @@ def test_derived_values_are_hidden_when_built_from_invisible_records(world):
     from matdx.workflows.context import default_db
 
     with default_db(uri):
-        analyse_campaign("c-open", spec.settings_hash,
-                         {k: doc[k] for k in ("tier", "owner", "groups", "rights",
-                                              "export_control")})
+        analyse_step("c-open", spec.step_plan()[0],
+                     {k: doc[k] for k in ("tier", "owner", "groups", "rights", "export_control")})
     outsider = q.run_query(q.MaterialQuery(campaign="c-open"), CALLERS["outsider"])
     owner = q.run_query(q.MaterialQuery(campaign="c-open"), CALLERS["owner"])
     assert len(owner) == len(outsider) + 1
