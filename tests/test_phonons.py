@@ -170,12 +170,13 @@ def test_forces_from_an_engine_and_residual_forces(fcc: Structure) -> None:
 @pytest.mark.slow
 def test_silicon_phonons_from_quantum_espresso() -> None:
     """Real pw.x forces (LDA, 2 MPI ranks): diamond Si is stable, Γ optical mode ~15 THz."""
-    from matdx.engines.qe.core import calculate
+    from matdx.engines.registry import get_engine
 
+    calculate = get_engine("qe").calculate
     settings = {"ecutwfc": 16.0, "kpts": [2, 2, 2], "conv_thr": 1e-10,
                 "pseudopotentials": {"Si": "Si.pz-vbc.UPF"}}
     si = relax_free_si(settings, calculate)
-    forces = forces_from_engine(lambda s: calculate(s, "scf", settings=settings))
+    forces = forces_from_engine(lambda s: calculate(s, "static", settings=settings))
     result = phonons(si, forces, [2, 2, 2], mesh=[8, 8, 8], temperatures=[0, 300])
     assert result.summary.n_displacements == 1  # one symmetry-distinct displacement
     assert result.summary.dynamically_stable
