@@ -86,6 +86,25 @@ class FieldList:
     ----------
     doc_cls
         A mongoengine document class whose fields carry :class:`About` declarations.
+
+    Attributes
+    ----------
+    about
+        Declaration of every field, in declaration order.
+    columns
+        Columns of table exports: grouped by kind (:data:`KINDS`), in declaration order
+        within a kind.
+    projectable
+        Fields a query may return (all but ``internal`` ones).
+    ranges
+        Fields with a query range, the ``property`` ones first.
+    sortable
+        Query sort keys: the ranges, then the fields declared ``sort``.
+    quantities
+        The ``property`` fields with a range (OPTIMADE ``_matdx_`` properties).
+    masked
+        Derived fields and the value they show when hidden (``[]`` for a list, else
+        ``None``).
     """
 
     def __init__(self, doc_cls: type) -> None:
@@ -105,7 +124,13 @@ class FieldList:
         self.projectable: tuple[str, ...] = tuple(
             n for n, a in self.about.items() if a.kind != "internal" and n != "id"
         )
-        self.ranges: tuple[str, ...] = tuple(n for n, a in self.about.items() if a.range)
+        # the computed properties first: they are what queries select on most
+        self.ranges: tuple[str, ...] = tuple(
+            sorted(
+                (n for n, a in self.about.items() if a.range),
+                key=lambda n: self.about[n].kind != "property",
+            )
+        )
         self.sortable: tuple[str, ...] = (
             *self.ranges,
             *(n for n, a in self.about.items() if a.sort and not a.range),
