@@ -121,6 +121,14 @@ class FieldList:
             for n in exported
             for col in ([c for c, _ in self.about[n].columns] if self.about[n].columns else [n])
         )
+        # how flatten builds the columns: as they are, from a dict's keys, joined lists
+        self._split = [(n, self.about[n].columns) for n in exported if self.about[n].columns]
+        self._joined = [
+            n
+            for n in exported
+            if not self.about[n].columns and isinstance(self.fields[n], ListField)
+        ]
+        self._plain = [n for n in exported if not self.about[n].columns and n not in self._joined]
         self.projectable: tuple[str, ...] = tuple(
             n for n, a in self.about.items() if a.kind != "internal" and n != "id"
         )
@@ -146,18 +154,16 @@ class FieldList:
 
     def flatten(self, row: dict[str, Any]) -> dict[str, Any]:
         """One document as a flat record with the :attr:`columns`."""
-        flat: dict[str, Any] = {}
-        for name in self.exported:
-            spec = self.about[name]
-            value = row.get(name)
-            if spec.columns:
-                sub = value or {}
-                for col, key in spec.columns:
-                    flat[col] = sub.get(key)
-            elif isinstance(self.fields[name], ListField):
-                flat[name] = ",".join(str(x) for x in value or [])
-            else:
-                flat[name] = value
+        flat = dict.fromkeys(self.columns)
+        get = row.get
+        for name in self._plain:
+            flat[name] = get(name)
+        for name, columns in self._split:
+            sub = get(name) or {}
+            for col, key in columns:
+                flat[col] = sub.get(key)
+        for name in self._joined:
+            flat[name] = ",".join(map(str, get(name) or ()))
         return flat
 
     def describe(self) -> list[dict[str, Any]]:
