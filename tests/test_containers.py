@@ -28,7 +28,8 @@ def test_fugaku_profile_runs_tasks_in_the_image():
     job = resolve_job(profile, JobRequest(group="hp1", nodes=2, command=["pw.x", "-in", "a b"]))
     last = scheduler_for(profile).render(job).splitlines()[-1]
     assert last == (
-        "mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err apptainer exec "
+        "mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout"
+        " -stderr-proc ./output.%j/%m/%/1000r/stderr apptainer exec "
         "--bind /vol0004 /vol0004/apps/matdx/matdx-aarch64.sif pw.x -in 'a b'"
     )
     # the task farm's Python is the image's, started by the launcher

@@ -136,11 +136,16 @@ def test_submit_message_runs_job_and_writes_default_output_files(pjm: PJM) -> No
         assert row["ST"] == "EXT" and row["EC"] == "3" and row["PC"] == "0", row
     assert (pjm.work / f"hello.sh.{first}.out").read_text() == f"hello from {first}\n"
     assert (pjm.work / f"hello.sh.{first}.err").read_text() == "oops\n"
-    # -j merges stderr into stdout; -o names the file (%j is the job id)
-    merged = pjm.submit("-j", "-o", "log.%j.txt", "hello.sh")
+    # -j merges stderr into stdout
+    merged = pjm.submit("-j", "hello.sh")
     pjm.wait_end(merged)
-    assert (pjm.work / f"log.{merged}.txt").read_text() == f"hello from {merged}\noops\n"
+    assert (pjm.work / f"hello.sh.{merged}.out").read_text() == f"hello from {merged}\noops\n"
     assert not list(pjm.work.glob(f"*.{merged}.err"))
+    # a job name starting with a digit gets a "J" in front in the file names (NormalJob)
+    pjm.script("7up.sh", "#!/bin/sh\necho seven\n")
+    seven = pjm.submit("7up.sh")
+    pjm.wait_end(seven)
+    assert (pjm.work / f"J7up.sh.{seven}.out").read_text() == "seven\n"
     # a script on standard input is named STDIN
     stdin_job = pjm.submit(stdin="#!/bin/sh\necho piped\n")
     pjm.wait_end(stdin_job)
@@ -164,7 +169,8 @@ def test_job_environment_directives_and_options(pjm: PJM, tmp_path: Path) -> Non
     )
     env = dict(pjm.env, SUBMIT_ONLY="visible-with-X")
     # command-line options win over the script's directives
-    jobid = pjm.submit("-N", "from_cli", "-x", "FOO=bar,BAZ=qux", "env.sh", "a1", "a2", env=env)
+    jobid = pjm.submit("-N", "from_cli", "-x", "FOO=bar,BAZ=qux,PJM_JOBID=forged",
+                       "--comment", "note", "env.sh", "a1", "a2", env=env)
     with_x = pjm.submit("-X", "env.sh", env=env)
     for j in (jobid, with_x):
         assert pjm.wait_end(j)["ST"] == "EXT"
@@ -178,11 +184,9 @@ def test_job_environment_directives_and_options(pjm: PJM, tmp_path: Path) -> Non
         "PJM_SUBJOBID": jobid,
         "PJM_JOBNAME": "from_cli",
         "PJM_O_WORKDIR": str(pjm.work),
-        "PJM_MPI_PROC": "8",
-        "PJM_PROC_BY_NODE": "4",
-        "PJM_NODE": "2",
-        "PJM_RSCGRP": "fast",
-        "PJM_ELAPSE_LIMIT": "90",
+        "PJM_JOBDIR": str(pjm.work),
+        "PJM_ENVIRONMENT": "BATCH",
+        "PJM_COMMENT": "note",
         "FOO": "bar",
         "BAZ": "qux",
         "FROM_SCRIPT": "1",
@@ -257,8 +261,8 @@ def test_pjdel_cancels_running_and_queued_jobs(pjm: PJM) -> None:
     assert pjm.row(queued)["ST"] == "QUE"  # type: ignore[index]
     out = pjm.run("pjdel", running, queued).stdout
     assert out.splitlines() == [
-        f"[INFO] PJM 0100 pjdel Job {running} canceled.",
-        f"[INFO] PJM 0100 pjdel Job {queued} canceled.",
+        f"[INFO] PJM 0100 pjdel Accepted job {running}.",
+        f"[INFO] PJM 0100 pjdel Accepted job {queued}.",
     ]
     for jobid, started in ((running, True), (queued, False)):
         row = pjm.wait_end(jobid)
@@ -271,6 +275,7 @@ def test_pjdel_cancels_running_and_queued_jobs(pjm: PJM) -> None:
     unknown = pjm.run("pjdel", "999999", check=False)
     for proc in (again, unknown):
         assert proc.returncode != 0 and ERROR.match(proc.stderr), proc.stderr
+    assert unknown.stderr == "[ERR.] PJM 0112 pjdel Job 999999 does not exist.\n"
 
 
 def test_pjstat_columns(pjm: PJM) -> None:
@@ -309,6 +314,24 @@ def test_pjstat_columns(pjm: PJM) -> None:
         ["-L", "node=0"],
         ["--mpi", "proc=9,max-proc-per-node=4", "-L", "node=2"],
         ["--no-such-option"],
+        # options real PJM may have but Fugaku's guide does not document
+        ["-o", "out.txt"],
+        ["-e", "err.txt"],
+        ["-z", "jid"],
+        ["-p", "1"],
+        ["-L", "rscgrp=large,node=1"],
+        ["-L", "nosuchresource=1"],
+        ["--mpi", "rank-map-bynode"],
+        ["-s", "-S"],
+        ["--spath", "x.stats"],
+        ["--sparam", "1-2"],
+        ["--bulk", "--step", "--sparam", "1-2"],
+        ["--bulk"],
+        ["--step", "--sparam", "jid=1,jnam=a"],
+        ["--step", "--sparam", "nosuch=1"],
+        ["--step", "--sparam", "sd=ec!=0"],
+        ["--name", "1bad"],
+        ["--interact"],
     ],
 )
 def test_rejected_submissions(pjm: PJM, options: list[str]) -> None:
@@ -325,6 +348,12 @@ def test_limits_in_script_directives_are_checked(pjm: PJM) -> None:
     proc = pjm.run("pjsub", "big.sh", check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip() == "[ERR.] PJM 0057 pjsub node=385 is greater than the upper limit (384)."
+    # the guide's messages: elapse in seconds (pjsubCommandOptions), lower limit (UsageRules)
+    pjm.script("ok.sh", "#!/bin/sh\ntrue\n")
+    over = pjm.run("pjsub", "-L", "rscgrp=small,elapse=72:00:01", "ok.sh", check=False)
+    assert over.stderr == "[ERR.] PJM 0057 pjsub elapse=259201 is greater than the upper limit (259200).\n"
+    low = pjm.run("pjsub", "-L", "rscgrp=large", "ok.sh", check=False)
+    assert low.stderr == "[ERR.] PJM 0054 pjsub node=1 is less than the lower limit (385).\n"
     assert pjm.run("pjsub", "missing.sh", check=False).returncode != 0
 
 
@@ -338,7 +367,7 @@ def test_step_job_runs_steps_in_order(pjm: PJM) -> None:
     jobid, stepno = first.split("_")
     assert stepno == "0"
     second = pjm.submit("--step", "--sparam", f"jid={jobid}", "step.sh")
-    third = pjm.submit("--step", "--sparam", f"jid={jobid},sd=ec!=0:all", "step.sh")
+    third = pjm.submit("--step", "--sparam", f"jid={jobid},sd=ec!=0:all:1", "step.sh")
     assert (second, third) == (f"{jobid}_1", f"{jobid}_2")
     assert [r["JOB_ID"] for r in pjm.stat("-E")][:1] == [jobid]
     pjm.wait_end(jobid)
@@ -352,7 +381,8 @@ def test_step_job_runs_steps_in_order(pjm: PJM) -> None:
 
 
 def test_step_dependency_cancels_following_steps(pjm: PJM) -> None:
-    pjm.script("fail.sh", "#!/bin/sh\nexit 1\n")
+    # sub-jobs join a step job only while one of its sub-jobs remains: the first sleeps
+    pjm.script("fail.sh", "#!/bin/sh\nsleep 1\nexit 1\n")
     first = pjm.submit("--step", "fail.sh")
     jobid = first.split("_")[0]
     pjm.submit("--step", "--sparam", f"jid={jobid},sd=ec!=0:all", "fail.sh")
@@ -374,3 +404,37 @@ def test_concurrent_submissions_get_distinct_increasing_ids(pjm: PJM) -> None:
     assert int(later) == numbers[-1] + 1
     for jobid in ids:
         assert pjm.wait_end(jobid)["ST"] == "EXT"
+
+
+def test_step_dependency_on_a_named_sub_job_and_by_job_name(pjm: PJM) -> None:
+    """StepJob: ``sd=ec!=0:one:0`` tests sub-job 0 and deletes only this one; ``jnam``."""
+    pjm.script("fail.sh", "#!/bin/sh\nsleep 1\nexit 1\n")
+    pjm.script("ok.sh", "#!/bin/sh\nexit 0\n")
+    first = pjm.submit("--step", "--sparam", "jnam=chain", "fail.sh")
+    jobid = first.split("_")[0]
+    assert pjm.submit("--step", "--sparam", "jnam=chain", "ok.sh") == f"{jobid}_1"
+    assert pjm.submit("--step", "--sparam", f"jid={jobid},sd=ec!=0:one:0", "ok.sh") == f"{jobid}_2"
+    assert pjm.submit("--step", "--sparam", f"jid={jobid}", "ok.sh") == f"{jobid}_3"
+    pjm.wait_end(jobid)
+    rows = {r["JOB_ID"]: r for r in pjm.stat("-H", "-E", "-v")}
+    assert [rows[f"{jobid}_{n}"]["ST"] for n in range(4)] == ["EXT", "EXT", "CCL", "EXT"]
+    assert rows[f"{jobid}_0"]["JOB_NAME"] == "chain" and rows[f"{jobid}_2"]["PC"] == "6"
+    # a step job that has ended takes no more sub-jobs
+    late = pjm.run("pjsub", "--step", "--sparam", f"jid={jobid}", "ok.sh", check=False)
+    assert late.returncode == 1
+    assert late.stderr == f"[ERR.] PJM 0012 pjsub Job {jobid} does not exist.\n"
+
+
+def test_pjstat_takes_only_documented_options(pjm: PJM) -> None:
+    """DisplayingJobStatus: -H [day=N] (1-90), -v, -s, -S, -E; ranges of ids; nothing else."""
+    pjm.script("quick.sh", "#!/bin/sh\ntrue\n")
+    first = pjm.submit("quick.sh")
+    second = pjm.submit("quick.sh")
+    pjm.wait_end(first)
+    pjm.wait_end(second)
+    both = [r["JOB_ID"] for r in pjm.stat("-H", "day=1", f"{first}-{second}")]
+    assert both == [first, second]
+    for bad in (["-A"], ["-u", "root"], ["-H", "day=0"], ["-H", "day=91"], ["day=3"],
+                ["-s", "-v"], ["-s", "-S"], ["--limit"]):
+        proc = pjm.run("pjstat", *bad, check=False)
+        assert proc.returncode == 1 and ERROR.match(proc.stderr), (bad, proc.stderr)

@@ -113,7 +113,6 @@ def test_golden_fugaku_qe_4_nodes(fugaku):
         elapse="24:00:00",
         group="hp120000",
         rscgrp="small",
-        stdout="qe-scf.%j.out",
         command=QE,
     )
     check_golden("fugaku_qe_4nodes.pjm.sh", script)
@@ -130,11 +129,11 @@ def test_golden_fugaku_qe_4_nodes(fugaku):
         "#PJM --llio sharedtmp-size=10Gi",
         "#PJM -j",
         "#PJM -S",
-        "#PJM -o qe-scf.%j.out",
         "export OMP_NUM_THREADS=12",
         ". /vol0004/apps/oss/spack/share/spack/setup-env.sh",
         "spack load quantum-espresso",
-        "mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err pw.x -nk 4 -in scf.in",
+        "mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout"
+        " -stderr-proc ./output.%j/%m/%/1000r/stderr pw.x -nk 4 -in scf.in",
     ):
         assert expected in lines
     # all directives come before the first command, as PJM requires
@@ -177,7 +176,7 @@ def test_golden_x86_slurm_qe_4_nodes(x86):
     assert bash_syntax_ok(script)
 
 
-def test_pjm_bulk_stderr_and_llio_override(fugaku):
+def test_pjm_bulk_output_and_llio_override(fugaku):
     script = render(
         fugaku,
         group="g1",
@@ -185,13 +184,16 @@ def test_pjm_bulk_stderr_and_llio_override(fugaku):
         ranks_per_node=8,
         threads_per_rank=6,
         array="0-9",
-        stderr="err.%j",
         llio_sharedtmp_size="80Gi",
         command=["a.out"],
     )
     lines = script.splitlines()
     assert '#PJM --mpi "proc=16"' in lines and '#PJM --mpi "max-proc-per-node=8"' in lines
-    assert "#PJM -e err.%j" in lines and "#PJM -j" not in lines
+    assert "#PJM -j" in lines and not any(ln.startswith(("#PJM -o", "#PJM -e")) for ln in lines)
+    # the guide documents no -o/-e: PJM names the files <job name>.<job id>.out/.err
+    for field in ("stdout", "stderr"):
+        with pytest.raises(InputError, match=f"field {field}: PJM writes"):
+            resolve_job(fugaku, JobRequest(group="g1", **{field: "x.out"}))
     assert "#PJM --llio sharedtmp-size=80Gi" in lines
     assert 'export MATDX_ARRAY_INDEX="${PJM_BULKNUM}"' in lines
     assert "export OMP_NUM_THREADS=6" in lines
@@ -387,6 +389,18 @@ JOB_ID     JOB_NAME   MD ST  USER     START_DATE      ELAPSE_LIM NODE_REQUIRE   
 12339      timeout    NM EXT u12345   11/16 09:00:00  0001:00:00 1               -      -    -         0   11
 """
 
+# pjstat -H -v: PC (PJM code) and REASON decide how an ended job ended (DisplayingJobStatus,
+# CheckingAbnormalEndOfJob)
+PJSTAT_HV = """\
+JOB_ID     JOB_NAME   MD ST  USER     GROUP    START_DATE      ELAPSE_TIM ELAPSE_LIM NODE_REQUIRE    VNODE  CORE V_MEM V_POL E_POL RANK  LST EC  PC  SN  PRI ACCEPT         RSC_GRP    REASON
+12360      a          NM EXT u1       hp1      11/29 03:02:14  0000:00:02 0000:00:02 1               -      -    -     -     -     -     RNO 0   0   -   -   11/29 03:02:14 small      -
+12361      a          NM EXT u1       hp1      11/29 03:02:14  0000:00:02 0000:00:02 1               -      -    -     -     -     -     RNO 143 11  15  -   11/29 03:02:14 small      ELAPSE LIMIT EXCEEDED
+12362      a          NM EXT u1       hp1      11/29 03:02:14  0000:00:02 0000:00:02 1               -      -    -     -     -     -     RNO -   -   -   -   11/29 03:02:14 small      LIMIT OVER MEMORY
+12363      a          NM CCL u1       hp1      -               -          0000:00:02 1               -      -    -     -     -     -     QUE -   6   -   -   11/29 03:02:14 small      -
+12364      a          NM CCL u1       hp1      11/29 03:02:14  0000:00:02 0000:00:02 1               -      -    -     -     -     -     RUN -   18  -   -   11/29 03:02:14 small      ANOTHER JOB STARTED
+12365      a          NM EXT u1       hp1      11/29 03:02:14  0000:00:02 0000:00:02 1               -      -    -     -     -     -     RNO 0   20  -   -   11/29 03:02:14 small      -
+"""
+
 
 def test_parse_pjstat_running_table():
     rows = dict(parse_pjstat(PJSTAT))
@@ -411,6 +425,17 @@ def test_parse_pjstat_history_with_exit_codes():
         "12343": JobState.FAILED,
         "12344": JobState.FAILED,
         "12339": JobState.FAILED,  # EXT with PJM code 11 (elapse limit)
+    }
+
+
+def test_parse_pjstat_killed_and_cancelled_jobs():
+    assert dict(parse_pjstat(PJSTAT_HV)) == {
+        "12360": JobState.COMPLETED,
+        "12361": JobState.FAILED,  # killed at the elapse limit (PC 11)
+        "12362": JobState.FAILED,  # REASON only: memory limit
+        "12363": JobState.CANCELLED,  # deleted by a step job's dependency (PC 6)
+        "12364": JobState.FAILED,  # ended for another job (PC 18)
+        "12365": JobState.FAILED,  # node down (PC 20) whatever the exit code
     }
 
 
@@ -663,13 +688,17 @@ def test_pjm_submit_bulk_step_status_cancel(fakebin, fugaku, tmp_path):
     assert sched.submit(script, job) == "12345"
     bulk = resolve_job(fugaku, JobRequest(group="hp1", array="0-9", command=QE))
     assert sched.submit(script, bulk) == "12345"
+    fakebin.add("pjsub", cat("[INFO] PJM 0000 pjsub Job 12345_0 submitted.\n"))
+    first = resolve_job(fugaku, JobRequest(group="hp1", step=True, command=QE))
+    assert sched.submit(script, first) == "12345_0"
     fakebin.add("pjsub", cat("[INFO] PJM 0000 pjsub Job 12345_1 submitted.\n"))
     step = resolve_job(fugaku, JobRequest(group="hp1", after="12345_0", command=QE))
     assert sched.submit(script, step) == "12345_1"
     assert fakebin.calls("pjsub") == [
         [str(script)],
         ["--bulk", "--sparam", "0-9", str(script)],
-        ["--step", "--sparam", "jid=12345", str(script)],
+        ["--step", str(script)],
+        ["--step", "--sparam", "jid=12345,sd=ec!=0:all:0", str(script)],
     ]
 
     fakebin.add("pjstat", 'if [ "$1" = -H ]; then\n' + cat(PJSTAT_H) + "\nfi\n" + cat(PJSTAT))
@@ -684,27 +713,34 @@ def test_pjm_submit_bulk_step_status_cancel(fakebin, fugaku, tmp_path):
     }
     assert fakebin.calls("pjstat") == [
         ["12345", "12346", "12348[3]", "12340", "12341", "99999"],
-        ["-H", "12340", "12341", "99999"],
+        ["-H", "day=3", "-v", "12340", "12341", "99999"],
     ]
     assert sched.count_jobs() == 8
+    assert not any(fakebin.calls("pjstat")[-1])  # plain pjstat, no -u (undocumented)
+    with pytest.raises(InputError, match="only your own jobs"):
+        sched.count_jobs("someone-else")
 
     fakebin.add("pjdel", cat("[INFO] PJM 0100 pjdel Accepted job 12345.\n"))
     sched.cancel("12345")
     assert fakebin.calls("pjdel") == [["12345"]]
-    fakebin.add("pjdel", cat("[ERR.] PJM 0150 pjdel Job 1 does not exist.\n", 1, "err"))
+    fakebin.add("pjdel", cat("[ERR.] PJM 0112 pjdel Job 12340 does not exist.\n", 1, "err"))
+    sched.cancel("12340")  # it has ended (pjstat -H): left alone
     with pytest.raises(SchedulerError, match="pjdel 1 failed"):
         sched.cancel("1")
 
 
-def test_pjm_history_without_ids(fakebin, fugaku):
-    """If `pjstat -H <ids>` is refused, the whole history is read and filtered."""
-    fakebin.add(
-        "pjstat",
-        'if [ "$1" = -H ] && [ "$#" -gt 1 ]; then echo "[ERR.] PJM bad option" >&2; exit 1; fi\n'
-        'if [ "$1" = -H ]; then\n' + cat(PJSTAT_H) + "\nfi\n"
-        "echo 'JOB_ID JOB_NAME MD ST USER START_DATE ELAPSE_LIM NODE_REQUIRE VNODE CORE V_MEM'",
-    )
-    assert PjmScheduler(fugaku).status(["12342"]) == {"12342": JobState.CANCELLED}
+def test_pjm_orders_jobs_only_as_step_jobs(fugaku, x86):
+    """Fugaku's guide: a job follows another only as the next sub-job of a step job."""
+    with pytest.raises(InputError, match="field after: PJM runs a job after another only"):
+        resolve_job(fugaku, JobRequest(group="g", after="12345"))
+    with pytest.raises(InputError, match="field step: a PJM bulk job cannot be a step job"):
+        resolve_job(fugaku, JobRequest(group="g", step=True, array="0-3"))
+    with pytest.raises(InputError, match=r"field step: .* has no step jobs"):
+        resolve_job(x86, JobRequest(group="g", step=True))
+    history = PjmScheduler(fugaku.model_copy(
+        update={"pjm": fugaku.pjm.model_copy(update={"history_days": 30})}
+    )).history_args(["7"])
+    assert history == ["-H", "day=30", "-v", "7"]
 
 
 # -- the local scheduler, with real processes ------------------------------------------------

@@ -60,7 +60,10 @@ def test_fugaku_profile(fugaku):
     assert fugaku.pjm.llio.sharedtmp_size == "10Gi"
     assert ". /vol0004/apps/oss/spack/share/spack/setup-env.sh" in fugaku.setup
     assert "spack load quantum-espresso" in fugaku.setup
-    assert fugaku.launcher.command == "mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err"
+    assert fugaku.launcher.command == (
+        "mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout"
+        " -stderr-proc ./output.%j/%m/%/1000r/stderr"
+    )
 
 
 def test_x86_local_and_ci_profiles(x86):
@@ -446,7 +449,8 @@ def test_cli_show_fugaku():
     assert '#PJM -L "elapse=24:00:00"' in out
     assert "export OMP_NUM_THREADS=12" in out
     assert out[-1] == (
-        "mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err pw.x -nk 4 -in scf.in"
+        "mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout"
+        " -stderr-proc ./output.%j/%m/%/1000r/stderr pw.x -nk 4 -in scf.in"
     )
 
 

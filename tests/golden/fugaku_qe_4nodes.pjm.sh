@@ -8,7 +8,6 @@
 #PJM -g hp120000
 #PJM -x PJM_LLIO_GFSCACHE=/vol0004
 #PJM --llio sharedtmp-size=10Gi
-#PJM -o qe-scf.%j.out
 #PJM -j
 #PJM -S
 # matdx job qe-scf on fugaku (pjm): 4 node(s) x 4 ranks x 12 threads, elapse 24:00:00
@@ -17,4 +16,4 @@
 spack load quantum-espresso
 export OMP_NUM_THREADS=12
 export PLE_MPI_STD_EMPTYFILE=off
-mpiexec -stdout-proc ./%n.%j.out -stderr-proc ./%n.%j.err pw.x -nk 4 -in scf.in
+mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout -stderr-proc ./output.%j/%m/%/1000r/stderr pw.x -nk 4 -in scf.in

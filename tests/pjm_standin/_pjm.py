@@ -7,6 +7,10 @@ Fugaku's environment variables and output-file names, have their elapsed-time li
 and are listed by ``pjstat`` in Fugaku's column layout. It uses the standard library only and
 runs with any ``python3`` from 3.10 on (the three commands are ``#!/usr/bin/env python3``).
 
+Every rule is taken from the public Fugaku user guide (RIKEN-RCCS/fugaku-doc, version 1.52;
+see :data:`GUIDE`), and each names its page. Options the guide does not document are
+refused, so that code tested against this stand-in uses only what Fugaku documents.
+
 State
 -----
 Everything lives in ``$PJM_STANDIN_STATE`` (default ``/tmp/pjm-standin-<uid>``)::
@@ -36,8 +40,9 @@ How a job ends (fields EC, PC, SN of ``pjstat -v``, and of the ``-S``/``-s`` sta
   and EC is 128 + SN.
 - ``pjdel``: ST ``CCL``, PC 1 (same signalling); a step cancelled by its ``sd=`` dependency
   expression: ST ``CCL``, PC 6.
-- the output file cannot be opened: ST ``ERR``, PC 16. The supervisor vanished (machine
-  restarted, killed): ``pjstat`` marks the unit ``ERR``, PC 27.
+- the output file cannot be opened: ST ``ERR``, PC 16, REASON ``NO CURRENT DIR``. The
+  supervisor vanished (machine restarted, killed): ``pjstat`` marks the unit ``ERR``,
+  PC 27, REASON ``INTERNAL ERROR``.
 Processes a job script leaves behind are killed when it ends, as PJM does.
 
 Environment knobs
@@ -82,6 +87,13 @@ RSCGRPS: dict[str, tuple[int, int]] = {
     "large-free": (55296, 12 * 3600),
 }
 DEFAULT_RSCGRP = "small"
+#: Fewest nodes of a group (UsageRules: large starts at 385 nodes, error PJM 0054).
+MIN_NODES = {"large": 385, "large-free": 385}
+#: ``-L`` resources the guide documents: node, elapse, rscgrp (pjsubCommandOptions),
+#: retention_state (NormalJob), exepjrsh (JobExecConsiderpoints)
+RSC_KEYS = ("node", "elapse", "rscgrp", "retention_state", "exepjrsh")
+#: ``--mpi`` parameters (pjsubCommandOptions, MPI option)
+MPI_KEYS = ("shape", "proc", "max-proc-per-node")
 
 #: States after which nothing more happens.
 FINAL_STATES = ("EXT", "CCL", "ERR", "RJT")
@@ -132,9 +144,10 @@ PJSTAT_V_COLUMNS: list[tuple[str, int]] = [
 
 PJSUB_USAGE = """\
 usage: pjsub [-L "resource=value[,...]"] [--mpi "param[,...]"] [-g group] [-x VAR=VALUE[,...]]
-             [-X] [-j] [-o file] [-e file] [-s|-S] [-N name] [--llio ...]
-             [--bulk --sparam START-END] [--step [--sparam "jid=JOBID[,sd=EXPR]"]]
-             [-z jid] [script [args...]]
+             [-X] [-j] [-s|-S [--spath file]] [-N|--name name] [--comment text] [--llio ...]
+             [--bulk --sparam START-END]
+             [--step [--sparam "jid=JOBID|jnam=NAME[,sn=N][,sd=EXPR]"]]
+             [--no-check-directory] [--no-check-gfscache] [script [args...]]
 (stand-in for Fujitsu PJM, see tests/pjm_standin/README.md)
 """
 
@@ -329,41 +342,42 @@ def resource_groups() -> dict[str, tuple[int, int]]:
 # pjsub option parsing
 # --------------------------------------------------------------------------------------------
 
-#: option -> (canonical name, takes an argument)
-_OPTIONS: dict[str, tuple[str, bool]] = {
-    "-L": ("rsc", True),
-    "--rsc-list": ("rsc", True),
-    "--mpi": ("mpi", True),
-    "-g": ("group", True),
-    "-x": ("env", True),
-    "-X": ("inherit_env", False),
-    "--llio": ("llio", True),
-    "-j": ("merge", False),
-    "-o": ("stdout", True),
-    "-e": ("stderr", True),
-    "-S": ("stats", False),
-    "-s": ("stats", False),
-    "-N": ("name", True),
-    "--name": ("name", True),
-    "--bulk": ("bulk", False),
-    "--step": ("step", False),
-    "--sparam": ("sparam", True),
-    "-z": ("print_format", True),
-    "--help": ("help", False),
-    "--interact": ("interact", False),
-    # accepted and recorded, no effect here
-    "-m": ("mail", True),
-    "--mail-list": ("mail_list", True),
-    "-p": ("priority", True),
-    "--comment": ("comment", True),
-    "--gname": ("gname", True),
-    "--restart": ("restart", False),
-    "--norestart": ("norestart", False),
-    "--no-check-directory": ("no_check_directory", False),
-    "--appname": ("appname", True),
-    "-U": ("user_opt", True),
-    "-w": ("wait_opt", True),
+GUIDE = "docs/user-guide/sys-use/user-guide-use-1.52/build/en/_sources"
+"""Pages of the Fugaku user guide (github.com/RIKEN-RCCS/fugaku-doc) cited below."""
+
+#: option -> (canonical name, takes an argument, the guide page that documents it).
+#: Only documented options are accepted; anything else is refused as PJM refuses an
+#: unknown option.
+_OPTIONS: dict[str, tuple[str, bool, str]] = {
+    "-L": ("rsc", True, "JobExecution/pjsubCommandOptions (Resource specification)"),
+    "--rsc-list": ("rsc", True, "JobExecution/pjsubCommandOptions (MPI option: -L(--rsc-list))"),
+    "--mpi": ("mpi", True, "JobExecution/pjsubCommandOptions (MPI option)"),
+    "--gname": ("gname", True, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "--help": ("help", False, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "-j": ("merge", False, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "-m": ("mail", True, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "--mail-list": ("mail_list", True, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "--name": ("name", True, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "-N": ("name", True, "JobExecution/StepJob (the -N or --name option)"),
+    "--restart": ("restart", False, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "-X": ("inherit_env", False, "JobExecution/pjsubCommandOptions (Basic option)"),
+    "-x": ("env", True, "JobExecution/pjsubCommandOptions (environment variables)"),
+    "-g": ("group", True, "JobExecution/SampleScripts (#PJM -g groupname)"),
+    "-s": ("stats", False, "JobExecution/pjsubCommandOptions (Job statistical information)"),
+    "-S": ("stats_nodes", False, "JobExecution/pjsubCommandOptions (Job statistical information)"),
+    "--spath": ("spath", True, "JobExecution/pjsubCommandOptions (Job statistical information)"),
+    "--comment": ("comment", True, "JobExecution/pjsubCommandOptions (PJM_COMMENT)"),
+    "--at": ("at", True, "JobExecution/pjsubCommandOptions (execution start time)"),
+    "--bulk": ("bulk", False, "JobExecution/BulkJob (ja)"),
+    "--step": ("step", False, "JobExecution/StepJob"),
+    "--sparam": ("sparam", True, "JobExecution/BulkJob (ja), JobExecution/StepJob"),
+    "--llio": ("llio", True, "LayeredStorageAndLLIO/TheSecondLayerStrage"),
+    "--no-check-directory": ("no_check_directory", False, "JobExecution/NormalJob"),
+    "--no-check-gfscache": ("no_check_gfscache", False, "JobExecution/NormalJob"),
+    "--interact": ("interact", False, "JobExecution/JobExecConsiderpoints"),
 }
+#: documented options this stand-in does not carry out (refused with a clear message)
+_NOT_IMPLEMENTED = ("interact", "at", "restart", "mail", "mail_list")
 _LIST_OPTIONS = ("rsc", "mpi", "env", "llio")
 
 
@@ -385,8 +399,8 @@ def parse_options(tokens: list[str], *, in_script: bool) -> tuple[dict[str, Any]
             name, value = tok[:2], tok[2:]
         if name not in _OPTIONS:
             where = " in the job script" if in_script else ""
-            raise PJMError(4, f"Invalid option{where}: {tok}.")
-        key, takes_arg = _OPTIONS[name]
+            raise PJMError(4, f"Invalid option{where}: {tok}.")  # not in the guide
+        key, takes_arg, _ = _OPTIONS[name]
         if takes_arg and value is None:
             i += 1
             if i >= len(tokens):
@@ -470,6 +484,10 @@ def build_request(opts: dict[str, Any]) -> Record:
     """Validate merged options against the resource groups; the job's resource request."""
     rsc = _keyvals(opts["rsc"], "-L")
     mpi = _keyvals(opts["mpi"], "--mpi")
+    for given, known, option in ((rsc, RSC_KEYS, "-L"), (mpi, MPI_KEYS, "--mpi")):
+        for key in given:
+            if key not in known:
+                raise PJMError(4, f'Invalid value of the option {option} "{key}".')
     groups = resource_groups()
     rscgrp = rsc.get("rscgrp", DEFAULT_RSCGRP)
     if rscgrp not in groups:
@@ -478,13 +496,19 @@ def build_request(opts: dict[str, Any]) -> Record:
     nodes, node_require = _parse_nodes(rsc.get("node", "1"))
     if nodes > max_nodes:
         raise PJMError(57, f"node={nodes} is greater than the upper limit ({max_nodes}).")
-    elapse = parse_elapse(rsc["elapse"]) if "elapse" in rsc else max_elapse
+    if nodes < MIN_NODES.get(rscgrp, 1):
+        raise PJMError(54, f"node={nodes} is less than the lower limit ({MIN_NODES[rscgrp]}).")
+    elapse = max_elapse
+    if "elapse" in rsc:
+        # "[[hour:]minute:]second", or a range "min-max" / "min-" whose job may run to max
+        # (simplified: the job runs to max; pjsubCommandOptions, Resource specification)
+        low, dash_, high = rsc["elapse"].partition("-")
+        elapse = parse_elapse(high) if high else max_elapse if dash_ else parse_elapse(low)
     if elapse <= 0:
         raise PJMError(4, f'Invalid value of the option -L "elapse={rsc["elapse"]}".')
     if elapse > max_elapse:
-        raise PJMError(
-            57, f"elapse={fmt_hms(elapse)} is greater than the upper limit ({fmt_hms(max_elapse)})."
-        )
+        # pjsubCommandOptions: "elapse=18000 is greater than the upper limit (14400)." (seconds)
+        raise PJMError(57, f"elapse={elapse} is greater than the upper limit ({max_elapse}).")
     try:
         per_node = int(mpi["max-proc-per-node"]) if "max-proc-per-node" in mpi else None
         proc = int(mpi["proc"]) if "proc" in mpi else None
@@ -510,27 +534,71 @@ def build_request(opts: dict[str, Any]) -> Record:
     }
 
 
-def _sparam(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, val = part.partition("=")
-        out[key.strip()] = val.strip()
+#: ``--sparam`` keys of a step job (JobExecution/StepJob, "Step job option" and "Job
+#: submission example with dependency")
+STEP_KEYS = ("jid", "jnam", "sn", "sd")
+
+
+def step_params(text: str | None) -> dict[str, str]:
+    """``--sparam "jid=J[,sn=N][,sd=EXPR]"`` or ``"jnam=NAME[,...]"`` of a step job."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, val = part.partition("=")
+        if key not in STEP_KEYS or not sep or not val:
+            raise PJMError(4, f'Invalid value of the option --sparam "{text}".')
+        out[key] = val
+    if "jid" in out and "jnam" in out:  # StepJob: jid and jnam together are an error
+        raise PJMError(4, "The combination of the specified options is invalid (jid, jnam).")
+    if "jid" in out and not out["jid"].isdigit():
+        raise PJMError(4, f'Invalid value of the option --sparam "jid={out["jid"]}".')
+    if "sn" in out and not (out["sn"].isdigit() and int(out["sn"]) <= 65535):
+        raise PJMError(4, f'Invalid value of the option --sparam "sn={out["sn"]}".')
     return out
 
 
-_SD_RE = re.compile(r"^(ec|pc|sn)(==|!=|<=|>=|<|>)(-?\d+):(one|all|after)(?::(\d+))?$")
+#: ``sd=form[:[deletetype][:stepno[:stepno...]]]`` (StepJob); ``form`` here is one
+#: comparison of ``ec``, ``pc`` or ``sn`` with a number.
+_SD_RE = re.compile(
+    r"^(ec|pc|sn)(==|!=|<=|>=|<|>)(-?\d+)(?::(one|all)?(?::(\d+(?::\d+)*))?)?$"
+)
 
 
 def parse_step_dependency(expr: str | None) -> Record | None:
-    """``sd=ec!=0:all`` style expression (one comparison) to a dict, ``None`` if absent."""
+    """A dependency expression as a dict, ``None`` if absent.
+
+    ``deletetype`` ``one`` deletes only this sub-job, ``all`` this one and every later one
+    (default ``one``); the stepnos name the sub-jobs whose end is tested (default: the
+    one submitted just before).
+    """
     if not expr:
         return None
     m = _SD_RE.match(expr.replace(" ", ""))
     if not m:
         raise PJMError(4, f"Invalid step dependency expression: sd={expr}.")
-    return {"var": m[1], "op": m[2], "value": int(m[3]), "action": m[4], "target": m[5]}
+    steps = [int(n) for n in m[5].split(":")] if m[5] else []
+    return {"var": m[1], "op": m[2], "value": int(m[3]), "action": m[4] or "one",
+            "steps": steps}
+
+
+def find_step_job(state: str, sparam: dict[str, str]) -> Record | None:
+    """The step job a sub-job joins: by ``jid`` (it must exist and not have ended, else
+    ``[ERR.] PJM 0012 pjsub Job J does not exist.``, StepJob), or the latest one named
+    ``jnam`` that has not ended (``None``: a new step job)."""
+    def live(parent: Record) -> bool:
+        subs = [load(state, s) for s in parent["subjobs"]]
+        return any(u and u["state"] not in FINAL_STATES for u in subs)
+
+    if "jid" in sparam:
+        parent = load(state, sparam["jid"])
+        if parent is None or parent.get("model") != "ST" or not live(parent):
+            raise PJMError(12, f"Job {sparam['jid']} does not exist.")
+        return parent
+    if "jnam" in sparam:
+        named = [r for r in all_records(state)
+                 if r.get("model") == "ST" and r.get("role") == "parent"
+                 and r["name"] == sparam["jnam"] and r.get("uid") == os.getuid() and live(r)]
+        return max(named, key=lambda r: int(r["jobid"])) if named else None
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,8 +637,6 @@ def _pjsub(argv: list[str]) -> int:
     if cli.get("help"):
         print(PJSUB_USAGE, end="")
         return 0
-    if cli.get("interact"):
-        raise PJMError(4, "Interactive jobs (--interact) are not supported by this stand-in.")
     if rest:
         script_arg, args = rest[0], rest[1:]
         if not os.path.isfile(script_arg):
@@ -585,14 +651,34 @@ def _pjsub(argv: list[str]) -> int:
         text, args, default_name = sys.stdin.read(), [], "STDIN"
     script_opts, _ = parse_options(script_directives(text), in_script=True)
     opts = merge_options(script_opts, cli)
+    for key in _NOT_IMPLEMENTED:
+        if opts.get(key):
+            option = next(o for o, (k, _, _) in _OPTIONS.items() if k == key)
+            raise PJMError(4, f"{option} is documented but not carried out by this stand-in.")
+    # BulkJob (ja): --bulk with --interact, --step or --mswk is an invalid combination
     if opts.get("bulk") and opts.get("step"):
-        raise PJMError(4, "The options --bulk and --step cannot be specified together.")
+        raise PJMError(4, "The combination of the specified options is invalid (--bulk, --step).")
+    # pjsubCommandOptions: -s and -S exclude each other; --spath needs one of them
+    if opts.get("stats") and opts.get("stats_nodes"):
+        raise PJMError(4, "The combination of the specified options is invalid (-s, -S).")
+    if opts.get("spath") and not (opts.get("stats") or opts.get("stats_nodes")):
+        raise PJMError(4, "--spath needs -s or -S.")
+    if opts.get("bulk") and not opts.get("sparam"):  # BulkJob (ja): --sparam is required
+        raise PJMError(4, "--bulk needs --sparam.")
+    if opts.get("sparam") and not (opts.get("bulk") or opts.get("step")):
+        raise PJMError(4, "--sparam needs --bulk or --step.")
     req = build_request(opts)
     env_vars = _env_vars(opts["env"])
     name = opts.get("name") or default_name
-    if len(name.encode()) > 63:
-        raise PJMError(4, "The job name is longer than 63 bytes.")
-    sparam = _sparam(opts.get("sparam"))
+    # pjsubCommandOptions (--name): up to 63 bytes, a letter first, then letters, digits,
+    # "-", "_" and "."; the default (the script's file name) is not held to the first rule
+    if len(name.encode()) > 63 or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or (
+        opts.get("name") and not name[0].isalpha()
+    ):
+        raise PJMError(4, f'Invalid value of the option --name "{name}".')
+    sparam = step_params(opts.get("sparam")) if opts.get("step") else {}
+    if "jnam" in sparam:  # StepJob: jnam names the sub-job whatever -N/--name say
+        name = sparam["jnam"]
 
     bulk_range: list[int] = []
     if opts.get("bulk"):
@@ -616,9 +702,11 @@ def _pjsub(argv: list[str]) -> int:
         "inherit_env": bool(opts.get("inherit_env")),
         "submit_env": dict(os.environ) if opts.get("inherit_env") else {},
         "merge": bool(opts.get("merge")),
-        "stdout_opt": opts.get("stdout"),
-        "stderr_opt": opts.get("stderr"),
-        "stats": bool(opts.get("stats")),
+        "stats": bool(opts.get("stats") or opts.get("stats_nodes")),
+        "spath": opts.get("spath"),
+        "comment": opts.get("comment"),
+        "submit_path": os.environ.get("PATH", ""),
+        "submit_lang": os.environ.get("LANG", ""),
         "llio": opts["llio"],
         "host": socket.gethostname(),
         "accept_time": time.time(),
@@ -636,21 +724,21 @@ def _pjsub(argv: list[str]) -> int:
 
     units: list[str] = []
     with locked(state):
-        if opts.get("step") and "jid" in sparam:
-            parent = load(state, sparam["jid"])
-            if parent is None or parent.get("model") != "ST":
-                raise PJMError(
-                    10, f"The specified step job does not exist: jid={sparam['jid']}."
-                )
+        parent = find_step_job(state, sparam) if opts.get("step") else None
+        if parent is not None:
             jobid = int(parent["id"])
             stepno = int(sparam.get("sn", parent["next_step"]))
-            if stepno < parent["next_step"]:
+            if stepno < parent["next_step"]:  # above every step number submitted so far
                 raise PJMError(4, f"Invalid step number: sn={stepno}.")
             prev = parent["subjobs"][-1] if parent["subjobs"] else None
         else:
             jobid = next_jobid(state)
-            stepno, prev = 0, None
-            parent = None
+            stepno, prev = int(sparam.get("sn", 0)), None
+        if step_dep is not None:
+            known = {int(sid.split("_")[1]) for sid in (parent or {}).get("subjobs", [])}
+            if not known or not set(step_dep["steps"]) <= known:
+                raise PJMError(4, f"Invalid step dependency expression: sd={sparam['sd']}.")
+            step_dep["targets"] = [f"{jobid}_{n}" for n in step_dep["steps"]] or [prev]
         spool = os.path.join(state, "spool", str(jobid))
         os.makedirs(spool, exist_ok=True)
         script_path = os.path.join(spool, f"script.{stepno}" if opts.get("step") else "script")
@@ -672,7 +760,7 @@ def _pjsub(argv: list[str]) -> int:
             sid = f"{jobid}_{stepno}"
             if parent is None:
                 parent = {**base, "id": str(jobid), "jobid": str(jobid), "model": "ST",
-                          "role": "parent", "subjobs": [], "next_step": 0}
+                          "role": "parent", "subjobs": [], "next_step": 0, "name": name}
             parent["subjobs"].append(sid)
             parent["next_step"] = stepno + 1
             save(state, parent)
@@ -688,10 +776,7 @@ def _pjsub(argv: list[str]) -> int:
 
     for unit in units:
         _spawn_supervisor(state, unit)
-    if opts.get("print_format") == "jid":
-        print(shown)
-    else:
-        print(f"[INFO] PJM 0000 pjsub Job {shown} submitted.")
+    print(f"[INFO] PJM 0000 pjsub Job {shown} submitted.")  # NormalJob, StepJob
     return 0
 
 
@@ -734,17 +819,17 @@ def supervisor_alive(rec: Record) -> bool:
 
 
 def _out_paths(rec: Record) -> tuple[str, str | None, str]:
-    """Absolute stdout, stderr (``None`` if merged) and stats paths of a unit."""
+    """Absolute stdout, stderr (``None`` if merged by ``-j``) and stats paths of a unit.
+
+    ``<job name>.<(sub-)job id>.out|.err|.stats`` in the submission directory, "J" put
+    before a job name that starts with a digit (NormalJob, StepJob, BulkJob); ``--spath``
+    names the stats file.
+    """
     label = rec["id"]  # 12345, 12345[3] or 12345_0
-
-    def resolve(opt: str | None, suffix: str) -> str:
-        path = opt.replace("%j", rec["jobid"]) if opt else f"{rec['name']}.{label}.{suffix}"
-        return os.path.join(rec["workdir"], path)
-
-    out = resolve(rec.get("stdout_opt"), "out")
-    err = None if rec.get("merge") else resolve(rec.get("stderr_opt"), "err")
-    stats = os.path.join(rec["workdir"], f"{rec['name']}.{label}.stats")
-    return out, err, stats
+    name = f"J{rec['name']}" if rec["name"][:1].isdigit() else rec["name"]
+    stem = os.path.join(rec["workdir"], f"{name[:63]}.{label}")
+    stats = os.path.join(rec["workdir"], rec["spath"]) if rec.get("spath") else f"{stem}.stats"
+    return f"{stem}.out", None if rec.get("merge") else f"{stem}.err", stats
 
 
 def job_environment(rec: Record) -> dict[str, str]:
@@ -770,31 +855,32 @@ def job_environment(rec: Record) -> dict[str, str]:
         for keep in ("LANG", "LC_ALL", "TZ", "TMPDIR"):
             if keep in os.environ:
                 env[keep] = os.environ[keep]
-    sub = rec["id"]
+    # the -x variables first: a name of the guide's table below keeps PJM's value
+    # (pjsubCommandOptions, "Environment variables in job scripts", attention)
+    env.update(rec.get("env") or {})
     env.update(
         {
             "PWD": rec["workdir"],
             "PJM_JOBID": rec["jobid"],
-            "PJM_SUBJOBID": sub,
+            "PJM_SUBJOBID": rec["id"],
             "PJM_JOBNAME": rec["name"],
             "PJM_JOBDIR": rec["workdir"],
             "PJM_O_WORKDIR": rec["workdir"],
             "PJM_O_LOGNAME": rec["user"],
             "PJM_O_HOST": rec.get("host", ""),
             "PJM_O_HOME": home,
-            "PJM_MPI_PROC": str(rec["mpi_proc"]),
-            "PJM_PROC_BY_NODE": str(rec["proc_per_node"]),
-            "PJM_NODE": str(rec["nodes"]),
-            "PJM_RSCGRP": rec["rscgrp"],
-            "PJM_ELAPSE_LIMIT": str(rec["elapse"]),
+            "PJM_O_SHELL": shell,
+            "PJM_O_PATH": rec.get("submit_path", ""),
+            "PJM_O_LANG": rec.get("submit_lang", ""),
             "PJM_ENVIRONMENT": "BATCH",
         }
     )
+    if rec.get("comment"):
+        env["PJM_COMMENT"] = rec["comment"]
     if "bulknum" in rec:
         env["PJM_BULKNUM"] = str(rec["bulknum"])
     if "stepnum" in rec:
         env["PJM_STEPNUM"] = str(rec["stepnum"])
-    env.update(rec.get("env") or {})
     return env
 
 
@@ -892,7 +978,7 @@ def supervise(state: str, uid: str) -> int:
     until = time.monotonic() + float(os.environ.get("PJM_STANDIN_QUEUE_DELAY", "0"))
     while time.monotonic() < until:
         if cancelled():
-            _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+            _finish(state, uid, state="CCL", pjm_code=1, reason=None)
             return 0
         time.sleep(poll)
     prev_id = rec.get("depends_on")
@@ -902,33 +988,33 @@ def supervise(state: str, uid: str) -> int:
             if prev is None or prev["state"] in FINAL_STATES:
                 break
             if cancelled():
-                _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+                _finish(state, uid, state="CCL", pjm_code=1, reason=None)
                 return 0
             time.sleep(poll)
         if prev and prev.get("cancel_following"):
-            _finish(state, uid, state="CCL", pjm_code=6, reason="STEP DEPENDENCY",
-                    cancel_following=True)
+            _finish(state, uid, state="CCL", pjm_code=6, cancel_following=True)
             return 0
         dep = rec.get("step_dep")
-        if dep and prev:
-            value = prev.get({"ec": "exit_code", "pc": "pjm_code", "sn": "signal"}[dep["var"]])
-            if value is not None and _compare(int(value), dep["op"], dep["value"]):
-                _finish(state, uid, state="CCL", pjm_code=6, reason="STEP DEPENDENCY",
+        if dep:
+            field = {"ec": "exit_code", "pc": "pjm_code", "sn": "signal"}[dep["var"]]
+            values = [(load(state, t) or {}).get(field) for t in dep["targets"]]
+            if any(v is not None and _compare(int(v), dep["op"], dep["value"]) for v in values):
+                _finish(state, uid, state="CCL", pjm_code=6,
                         cancel_following=dep["action"] == "all")
                 return 0
     if cancelled():
-        _finish(state, uid, state="CCL", pjm_code=1, reason="CANCELED BY USER")
+        _finish(state, uid, state="CCL", pjm_code=1, reason=None)
         return 0
 
     update(state, uid, state="RNA")
     update(state, uid, state="RNP")
     out_path, err_path, _ = _out_paths(rec)
-    mode = "a" if rec["model"] == "BU" and rec.get("stdout_opt") else "w"
+    mode = "w"
     try:
         out = open(out_path, mode + "b")  # noqa: SIM115 (closed below)
         err = open(err_path, mode + "b") if err_path else None  # noqa: SIM115
-    except OSError as exc:
-        _finish(state, uid, state="ERR", pjm_code=16, reason=f"CANNOT OPEN OUTPUT FILE ({exc})")
+    except OSError:
+        _finish(state, uid, state="ERR", pjm_code=16, reason="NO CURRENT DIR")
         return 0
     try:
         proc = subprocess.Popen(
@@ -940,11 +1026,11 @@ def supervise(state: str, uid: str) -> int:
             stderr=err if err else subprocess.STDOUT,
             start_new_session=True,
         )
-    except OSError as exc:
+    except OSError:
         out.close()
         if err:
             err.close()
-        _finish(state, uid, state="EXT", pjm_code=21, reason=f"SHELL EXECUTION FAILURE ({exc})")
+        _finish(state, uid, state="EXT", pjm_code=21, reason=None)
         return 0
     out.close()
     if err:
@@ -982,7 +1068,7 @@ def supervise(state: str, uid: str) -> int:
                 reason="ELAPSE LIMIT EXCEEDED")
     elif why == "cancel":
         _finish(state, uid, state="CCL", exit_code=ec, signal=sig, pjm_code=1,
-                reason="CANCELED BY USER")
+                reason=None)
     else:
         _finish(state, uid, state="EXT", exit_code=ec, signal=sig, pjm_code=0)
     return 0
@@ -1007,7 +1093,7 @@ def reap_lost(state: str, records: list[Record]) -> list[Record]:
             _kill_group(r["pgid"], signal.SIGKILL)
         with contextlib.suppress(KeyError):
             update(state, r["id"], state="ERR", pjm_code=27, end_time=time.time(),
-                   reason="STANDIN SUPERVISOR LOST")
+                   reason="INTERNAL ERROR")
     return all_records(state)
 
 
@@ -1072,51 +1158,85 @@ def _row(rec: Record, verbose: bool) -> str:
     return fmt_row(PJSTAT_V_COLUMNS, values)
 
 
-_ID_RE = re.compile(r"^\d+(\[\d+\]|_\d+)?$")
+#: a job id, a sub-job id, or a range of them: ``238``, ``239[1]``, ``240_0``, ``238-240``,
+#: ``239[1-5]``, ``240_0-4`` (DisplayingJobStatus (ja), "display of specific jobs";
+#: DeletingAJobJobOperations)
+_ID_RE = re.compile(r"^(\d+)(?:-(\d+)|\[(\d+)(?:-(\d+))?\]|_(\d+)(?:-(\d+))?)?$")
+
+
+def expand_ids(arg: str) -> list[str] | None:
+    """The ids an argument names (``None`` if it is not an id)."""
+    m = _ID_RE.match(arg)
+    if not m:
+        return None
+    job = int(m[1])
+    if m[2]:
+        return [str(j) for j in range(job, int(m[2]) + 1)]
+    if m[3]:
+        return [f"{job}[{n}]" for n in range(int(m[3]), int(m[4] or m[3]) + 1)]
+    if m[5]:
+        return [f"{job}_{n}" for n in range(int(m[5]), int(m[6] or m[5]) + 1)]
+    return [str(job)]
+
+
+PJSTAT_USAGE = (
+    "usage: pjstat [-H|--history [day=N]] [-v | -s | -S] [-E|--expand] [JOBID ...]"
+    " (stand-in for Fujitsu PJM)"
+)
+
+#: pjstat options (DisplayingJobStatus (ja), "options of the job status command"):
+#: option -> canonical name
+_PJSTAT_FLAGS = {
+    "-H": "history", "--history": "history", "-v": "verbose", "-s": "stats",
+    "-S": "stats_nodes", "-E": "expand", "--expand": "expand", "--help": "help",
+}
+#: documented, not carried out here
+_PJSTAT_NOT_IMPLEMENTED = ("--limit", "--with-summary", "--summary")
+
+HISTORY_DAYS = 3
+"""``-H`` without ``day=``: jobs ended in the last 3 days (DisplayingJobStatus (ja))."""
+
+
+def _pjstat_error(code: int, message: str) -> int:
+    print(f"[ERR.] PJM {code:04d} pjstat {message}", file=sys.stderr)
+    return 1
 
 
 def pjstat(argv: list[str]) -> int:
     """The ``pjstat`` command."""
-    history = expand = verbose = stats = all_users = False
-    days: float | None = None
+    flags: set[str] = set()
+    days = HISTORY_DAYS
     ids: list[str] = []
-    for arg in argv:
-        if arg in ("-H", "--history"):
-            history = True
-        elif arg == "-E":
-            expand = True
-        elif arg == "-v":
-            verbose = True
-        elif arg == "-s":
-            stats = True
-        elif arg == "-A":
-            all_users = True
-        elif arg.startswith("day="):
-            try:
-                days = float(arg[4:])
-            except ValueError:
-                print(f"[ERR.] PJM 0004 pjstat Invalid value: {arg}.", file=sys.stderr)
-                return 1
-        elif arg in ("--help", "-h"):
-            print("usage: pjstat [-H [day=N]] [-E] [-v] [-s] [-A] [JOBID ...]"
-                  " (stand-in for Fujitsu PJM)")
-            return 0
-        elif arg.startswith("-"):
-            print(f"[ERR.] PJM 0004 pjstat Invalid option: {arg}.", file=sys.stderr)
-            return 1
-        elif _ID_RE.match(arg):
-            ids.append(arg)
+    for n, arg in enumerate(argv):
+        if arg in _PJSTAT_FLAGS:
+            flags.add(_PJSTAT_FLAGS[arg])
+        elif arg.startswith("day=") and n > 0 and argv[n - 1] in ("-H", "--history"):
+            if not (arg[4:].isdigit() and 1 <= int(arg[4:]) <= 90):  # an integer 1-90
+                return _pjstat_error(4, f"Invalid value: {arg}.")
+            days = int(arg[4:])
+        elif arg in _PJSTAT_NOT_IMPLEMENTED:
+            return _pjstat_error(4, f"{arg} is documented but not carried out by this stand-in.")
+        elif arg.startswith("-") or arg.startswith("day="):
+            return _pjstat_error(4, f"Invalid option: {arg}.")  # not in the guide
+        elif (named := expand_ids(arg)) is not None:
+            ids += named
         else:
-            print(f"[ERR.] PJM 0211 pjstat Invalid jobid: {arg}.", file=sys.stderr)
-            return 1
+            return _pjstat_error(211, f"Invalid jobid: {arg}.")
+    if "help" in flags:
+        print(PJSTAT_USAGE)
+        return 0
+    # -s excludes -v and -S; -S excludes -v and -s
+    if len(flags & {"verbose", "stats", "stats_nodes"}) > 1:
+        return _pjstat_error(4, "The combination of the specified options is invalid.")
+    history, expand, verbose = "history" in flags, "expand" in flags, "verbose" in flags
 
     state = state_dir()
     records = reap_lost(state, all_records(state))
     by_id = {r["id"]: r for r in records}
     me = os.getuid()
     tops: list[Record] = []
-    for r in records:
-        if r.get("role") == "sub" or (not all_users and r.get("uid") != me):
+    for r in records:  # the caller's own jobs only
+        if r.get("role") == "sub" or r.get("uid") != me:
             continue
         if r.get("role") == "parent":
             r = derive_parent(r, [by_id[s] for s in r["subjobs"] if s in by_id])
@@ -1125,10 +1245,8 @@ def pjstat(argv: list[str]) -> int:
 
     def wanted_state(r: Record) -> bool:
         done = r["state"] in FINAL_STATES
-        if history:
-            if not done:
-                return False
-            return days is None or (r.get("end_time") or 0) >= time.time() - days * 86400
+        if history:  # -H: ended jobs (REJECT, EXIT, CANCEL ...) of the last `days` days
+            return done and (r.get("end_time") or 0) >= time.time() - days * 86400
         return not done
 
     lines: list[Record] = []
@@ -1147,7 +1265,7 @@ def pjstat(argv: list[str]) -> int:
         if expand:
             lines += subs
 
-    if stats:
+    if flags & {"stats", "stats_nodes"}:
         print("\n\n".join(stats_block(r) for r in lines))
         return 0
     columns = PJSTAT_V_COLUMNS if verbose else PJSTAT_COLUMNS
@@ -1161,45 +1279,64 @@ def pjstat(argv: list[str]) -> int:
 # pjdel
 # --------------------------------------------------------------------------------------------
 
+#: documented pjdel options (DeletingAJobJobOperations); neither changes anything here
+_PJDEL_OPTIONS = ("--enforce", "--llio-flush")
+
 
 def pjdel(argv: list[str]) -> int:
-    """The ``pjdel`` command."""
-    ids = [a for a in argv if not a.startswith("-")]
-    if not ids or len(ids) != len(argv):
-        print("[ERR.] PJM 0004 pjdel Usage: pjdel JOBID [JOBID ...]", file=sys.stderr)
+    """The ``pjdel`` command (DeletingAJobJobOperations).
+
+    ``[INFO] PJM 0100 pjdel Accepted job <id>.`` per job; a step job's id cancels and names
+    each of its sub-jobs, a bulk job's id cancels all its sub-jobs in one line; an id that
+    names no unfinished job of the caller gives ``[ERR.] PJM 0112 pjdel Job <id> does not
+    exist.`` and exit status 1.
+    """
+    if "--help" in argv:
+        print("usage: pjdel [--enforce] [--llio-flush] JOBID ... (stand-in for Fujitsu PJM)")
+        return 0
+    args = [a for a in argv if a not in _PJDEL_OPTIONS]
+    bad = next((a for a in args if a.startswith("-")), None)
+    if bad is not None or not args:
+        print(f"[ERR.] PJM 0004 pjdel Invalid option: {bad}." if bad else
+              "[ERR.] PJM 0004 pjdel Job ID is not specified.", file=sys.stderr)
         return 1
     state = state_dir()
     rc = 0
-    for jid in ids:
-        if not _ID_RE.match(jid):
-            print(f"[ERR.] PJM 0111 pjdel Invalid jobid: {jid}.", file=sys.stderr)
+    for arg in args:
+        named = expand_ids(arg)
+        if named is None:
+            print(f"[ERR.] PJM 0111 pjdel Invalid jobid: {arg}.", file=sys.stderr)
             rc = 1
             continue
-        with locked(state):
-            rec = load(state, jid)
-            if rec is None or rec.get("uid") != os.getuid():
-                print(f"[ERR.] PJM 0110 pjdel Job {jid} does not exist.", file=sys.stderr)
-                rc = 1
-                continue
-            units = [load(state, s) for s in rec["subjobs"]] if rec.get("role") == "parent" else [rec]
-            live = [u for u in units if u and u["state"] not in FINAL_STATES]
-            if not live:
-                print(f"[ERR.] PJM 0110 pjdel Job {jid} has already ended.", file=sys.stderr)
-                rc = 1
-                continue
-            orphans = []
-            for u in live:
-                u["cancel"] = True
-                save(state, u)
-                if not supervisor_alive(u):
-                    orphans.append(u)
-        for u in orphans:  # nobody left to act on the flag: do it here
-            if u.get("pgid"):
-                _kill_group(u["pgid"], signal.SIGKILL)
-            update(state, u["id"], state="CCL", pjm_code=1, end_time=time.time(),
-                   reason="CANCELED BY USER")
-        print(f"[INFO] PJM 0100 pjdel Job {jid} canceled.")
+        for jid in named:
+            rc |= _cancel_one(state, jid)
     return rc
+
+
+def _cancel_one(state: str, jid: str) -> int:
+    with locked(state):
+        rec = load(state, jid)
+        units = []
+        if rec is not None and rec.get("uid") == os.getuid():
+            units = [load(state, s) for s in rec["subjobs"]] if rec.get("role") == "parent" else [rec]
+        live = [u for u in units if u and u["state"] not in FINAL_STATES]
+        if not live:
+            print(f"[ERR.] PJM 0112 pjdel Job {jid} does not exist.", file=sys.stderr)
+            return 1
+        orphans = []
+        for u in live:
+            u["cancel"] = True
+            save(state, u)
+            if not supervisor_alive(u):
+                orphans.append(u)
+    for u in orphans:  # nobody left to act on the flag: do it here
+        if u.get("pgid"):
+            _kill_group(u["pgid"], signal.SIGKILL)
+        update(state, u["id"], state="CCL", pjm_code=1, end_time=time.time(), reason=None)
+    shown = [u["id"] for u in live] if rec and rec.get("model") == "ST" and rec.get("role") == "parent" else [jid]
+    for sid in shown:
+        print(f"[INFO] PJM 0100 pjdel Accepted job {sid}.")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -1212,7 +1349,7 @@ def main(argv: list[str]) -> int:
 
             traceback.print_exc()
             with contextlib.suppress(Exception):
-                _finish(argv[1], argv[2], state="ERR", pjm_code=27, reason="STANDIN INTERNAL ERROR")
+                _finish(argv[1], argv[2], state="ERR", pjm_code=27, reason="INTERNAL ERROR")
             return 1
     commands = {"pjsub": pjsub, "pjstat": pjstat, "pjdel": pjdel}
     if argv and argv[0] in commands:

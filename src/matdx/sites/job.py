@@ -62,7 +62,11 @@ class JobRequest(StrictModel):
     after: str | None = Field(
         None,
         pattern=JOB_ID_PATTERN,
-        description="Start after this job succeeded (Slurm afterok; PJM step job).",
+        description="Start after this job succeeded (Slurm afterok; on PJM the next sub-job "
+        "of a step job, so a sub-job id such as 12345_0).",
+    )
+    step: bool = Field(
+        False, description="PJM: begin a step job (pjsub --step), which later jobs follow."
     )
     workdir: str | None = Field(None, description="Directory the program runs in.")
     command: list[str] = Field(
@@ -281,8 +285,10 @@ def resolve_job(
 
     if request.llio_sharedtmp_size is not None and profile.scheduler != "pjm":
         raise fail("llio_sharedtmp_size", f"{site} ({profile.scheduler}) has no LLIO")
-    if request.array is not None and request.after is not None and profile.scheduler == "pjm":
-        raise fail("after", "PJM cannot make a bulk job a step of another job")
+    if profile.scheduler == "pjm":
+        _check_pjm_order(request, fail)
+    elif request.step:
+        raise fail("step", f"{site} ({profile.scheduler}) has no step jobs: use after")
 
     array = None
     if request.array is not None:
@@ -300,6 +306,25 @@ def resolve_job(
         elapse=elapse,
         array=array,
     )
+
+
+def _check_pjm_order(request: JobRequest, fail: _Failer) -> None:
+    """PJM orders jobs only as the sub-jobs of a step job (Fugaku guide, JobExecution/StepJob)."""
+    if request.array is not None and (request.after is not None or request.step):
+        raise fail("after" if request.after else "step", "a PJM bulk job cannot be a step job")
+    for field in ("stdout", "stderr"):
+        if getattr(request, field) is not None:
+            raise fail(
+                field,
+                "PJM writes <job name>.<job id>.out and .err in the submission directory; "
+                "Fugaku's guide documents no option that renames them",
+            )
+    if request.after is not None and not re.fullmatch(r"\d+_\d+", request.after):
+        raise fail(
+            "after",
+            f"PJM runs a job after another only as the next sub-job of a step job: give the "
+            f"sub-job id (e.g. {base_job_id(request.after)}_0) of a job submitted with step",
+        )
 
 
 def parse_job_request(

@@ -138,6 +138,12 @@ class PjmOptions(StrictModel):
 
     llio: Llio = Field(default_factory=Llio, description="LLIO settings.")
     stats: bool = Field(True, description="Write a job statistics file (#PJM -S).")
+    history_days: int = Field(
+        3,
+        ge=1,
+        le=90,
+        description="Days of ended jobs pjstat -H day=N looks back (1-90, PJM's default 3).",
+    )
 
 
 class LocalOptions(StrictModel):
