@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matdx.execution.submit import _python
 from matdx.schedulers import scheduler_for
 from matdx.sites import JobRequest, load_profile, resolve_job
+from matdx.sites.nodes import node_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,5 +33,5 @@ def test_fugaku_profile_runs_tasks_in_the_image():
         "--bind /vol0004 /vol0004/apps/matdx/matdx-aarch64.sif pw.x -in 'a b'"
     )
     # the task farm's Python is the image's, started by the launcher
-    assert _python(profile) == ["apptainer", "exec", "--bind", "/vol0004",
+    assert node_env(profile, host="x86_64").python == ["apptainer", "exec", "--bind", "/vol0004",
                                 "/vol0004/apps/matdx/matdx-aarch64.sif", "python"]

@@ -131,7 +131,7 @@ def test_golden_fugaku_qe_4_nodes(fugaku):
         "#PJM -S",
         "export OMP_NUM_THREADS=12",
         ". /vol0004/apps/oss/spack/share/spack/setup-env.sh",
-        "spack load quantum-espresso",
+        "spack load quantum-espresso@7.2 %fj@4.10.0 arch=linux-rhel8-a64fx",
         "mpiexec -stdout-proc ./output.%j/%m/%/1000r/stdout"
         " -stderr-proc ./output.%j/%m/%/1000r/stderr pw.x -nk 4 -in scf.in",
     ):
@@ -140,7 +140,8 @@ def test_golden_fugaku_qe_4_nodes(fugaku):
     last_directive = max(i for i, line in enumerate(lines) if line.startswith("#PJM"))
     first_command = min(i for i, line in enumerate(lines) if line and not line.startswith("#"))
     assert last_directive < first_command
-    assert lines.index("spack load quantum-espresso") < lines.index("export OMP_NUM_THREADS=12")
+    qe = "spack load quantum-espresso@7.2 %fj@4.10.0 arch=linux-rhel8-a64fx"
+    assert lines.index(qe) < lines.index("export OMP_NUM_THREADS=12")
     assert bash_syntax_ok(script)
 
 

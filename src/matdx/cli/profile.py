@@ -26,11 +26,20 @@ ProfileFile = Annotated[Path, typer.Argument(help="Site profile YAML file.")]
 
 @profile_app.command()
 def check(file: ProfileFile) -> None:
-    """Validate a site profile; print 'ok: <site> (<scheduler>)'."""
+    """Validate a site profile; print 'ok: <site> (<scheduler>)' and how matdx runs on its nodes.
+
+    Fails (one line, exit status 1) when the compute nodes are of another architecture than
+    this host and the profile names no Python for them; warns of ``spack load`` specs that
+    may match several installs.
+    """
     from matdx.sites import load_profile
+    from matdx.sites.nodes import report
 
     p = load_profile(file)
+    lines = report(p)
     typer.echo(f"ok: {p.site} ({p.scheduler})")
+    for line in lines:
+        typer.echo(line)
 
 
 @profile_app.command()

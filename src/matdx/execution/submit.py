@@ -104,31 +104,28 @@ class SubmitReport:
     recovered: list[int] = field(default_factory=list)
 
 
-def farm_launch_argv(job: ResolvedJob) -> list[str]:
+def farm_launch_argv(job: ResolvedJob, host: str | None = None) -> list[str]:
     """How ``job`` starts the task farm: its farm launcher, then the Python that runs it.
 
     The launcher is the profile's ``farm_launcher`` (else its ``launcher``) with the job's
-    layout filled in; a bare program name is looked up next to this Python first (the
-    ``mpiexec`` that belongs to its mpi4py).
+    layout filled in. The Python is the compute nodes' (:func:`matdx.sites.nodes.node_env`):
+    the profile's ``compute_env.python`` or container, else this one, in which case a
+    bare launcher name is looked up next to it first (the ``mpiexec`` that belongs to
+    its mpi4py). Nothing of this host's environment is used for nodes of another
+    architecture.
     """
     from matdx.schedulers.base import format_launcher
+    from matdx.sites.nodes import node_env
 
     profile = job.profile
+    env = node_env(profile, host)
     template = (profile.farm_launcher or profile.launcher).command
     argv = shlex.split(format_launcher(template, job))
-    if argv and "/" not in argv[0]:
+    if env.from_host and argv and "/" not in argv[0]:
         local = Path(sys.executable).parent / argv[0]
         if local.exists():
             argv[0] = str(local)
-    return [*argv, *_python(profile)]
-
-
-def _python(profile: Any) -> list[str]:
-    """The Python that runs the farm: this one, or the image's under ``apptainer exec``."""
-    c = profile.container
-    if c is None:
-        return [sys.executable]
-    return [*c.exec_command, *c.options, c.image, "python"]
+    return [*argv, *env.python]
 
 
 def write_env_file(job_dir: Path, db_uri: str) -> Path:
@@ -274,7 +271,7 @@ def submit(
         update={
             "command": argv,
             "use_launcher": False,
-            "use_container": False,  # the launcher starts the container, see _python
+            "use_container": False,  # the launcher starts the container (sites.nodes)
             "workdir": str(job_dir),
             "array": f"0-{n_jobs - 1}" if n_jobs > 1 else None,
             "stdout": None,
@@ -288,7 +285,11 @@ def submit(
     final = resolve_job(profile, request, what="job options")
     scheduler = scheduler_for(profile)
     script = job_dir / "job.sh"
-    script.write_text(scheduler.render(final), encoding="utf-8")
+    text = scheduler.render(final)
+    from matdx.sites.nodes import check_job_text
+
+    check_job_text(profile, text)
+    script.write_text(text, encoding="utf-8")
     report.script = script
     if not dry_run:
         cwd = os.getcwd()

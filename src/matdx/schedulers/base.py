@@ -205,9 +205,9 @@ class Scheduler(ABC):
             f" x {job.ranks_per_node} ranks x {job.threads_per_rank} threads,"
             f" elapse {job.elapse_hms}"
         )
-        if prof.setup:
+        if prof.setup or prof.compute_env.setup:
             lines.append("# site set-up (trusted lines from the profile)")
-            lines.extend(prof.setup)
+            lines.extend([*prof.setup, *prof.compute_env.setup])
         exports = [("OMP_NUM_THREADS", str(job.threads_per_rank)), *self.extra_exports(job)]
         exports += list(prof.env.items()) + list(req.env.items())
         lines.extend(f"export {k}={quote(v)}" for k, v in exports)

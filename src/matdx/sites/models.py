@@ -207,6 +207,51 @@ class Container(StrictModel):
         return v
 
 
+class ComputeEnv(StrictModel):
+    """How matdx itself runs on the compute nodes: their architecture and its Python.
+
+    A job's task farm is ``<farm launcher> <python> -m matdx.cli.main farm ...``. On nodes
+    of the submitting host's architecture ``python`` may be left out: the job uses the
+    submitting Python. On nodes of another one (Fugaku: x86-64 login nodes, aarch64
+    compute nodes) nothing of the submitting host's environment can run there, so
+    ``python`` must name a Python with matdx and mpi4py on the nodes, after ``setup``.
+    """
+
+    arch: str | None = Field(
+        None,
+        pattern=WORD_PATTERN,
+        description="Compute-node architecture (uname -m), e.g. aarch64.",
+    )
+    python: str | None = Field(
+        None,
+        min_length=1,
+        description="Python (with matdx and mpi4py) on the compute nodes, after the set-up.",
+    )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="Trusted shell lines that give that Python (spack load ... with full specs).",
+    )
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v: str | None) -> str | None:
+        return None if v is None else check_shell_line(v)
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, v: list[str]) -> list[str]:
+        return _check_lines(v)
+
+
+def _check_lines(v: list[str]) -> list[str]:
+    for i, line in enumerate(v):
+        try:
+            check_shell_line(line)
+        except ValueError as exc:
+            raise ValueError(f"line {i + 1} {exc}") from None
+    return v
+
+
 class SiteProfile(StrictModel):
     """A machine: batch system, nodes, limits, environment and launcher."""
 
@@ -242,6 +287,9 @@ class SiteProfile(StrictModel):
         "beside Open MPI programs); default: the launcher.",
     )
     container: Container | None = None
+    compute_env: ComputeEnv = Field(
+        default_factory=ComputeEnv, description="Architecture and Python of the compute nodes."
+    )
     pjm: PjmOptions | None = Field(None, description="PJM-only options (LLIO, statistics).")
     local: LocalOptions | None = Field(None, description="Local-scheduler options.")
     commands: dict[str, str] = Field(
@@ -263,12 +311,7 @@ class SiteProfile(StrictModel):
     @field_validator("setup")
     @classmethod
     def _setup(cls, v: list[str]) -> list[str]:
-        for i, line in enumerate(v):
-            try:
-                check_shell_line(line)
-            except ValueError as exc:
-                raise ValueError(f"line {i + 1} {exc}") from None
-        return v
+        return _check_lines(v)
 
     @field_validator("env")
     @classmethod
