@@ -187,6 +187,9 @@ def submit(
     base = JobRequest.model_validate({"job_name": _job_name(loaded.spec.name), **(job or {})})
     resolved = resolve_job(profile, base, what="job options")
     settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
+    from matdx.sites.llio import check_data_dir, job_volumes, node_paths
+
+    check_data_dir(profile, settings.data_dir)
     from matdx.workflows.context import open_store
 
     store, backend = open_store(settings.db_uri)
@@ -273,6 +276,9 @@ def submit(
             "use_launcher": False,
             "use_container": False,  # the launcher starts the container (sites.nodes)
             "workdir": str(job_dir),
+            "llio_gfscache": job_volumes(profile, [job_dir, *node_paths(profile)])
+            if profile.scheduler == "pjm"
+            else None,
             "array": f"0-{n_jobs - 1}" if n_jobs > 1 else None,
             "stdout": None,
             "env": {

@@ -193,8 +193,9 @@ class PjmScheduler(Scheduler):
         if job.group:
             out.append(f"{d} -g {job.group}")
         llio = prof.pjm.llio if prof.pjm is not None else Llio()
-        if llio.gfscache:
-            out.append(f"{d} -x PJM_LLIO_GFSCACHE={llio.gfscache}")
+        gfscache = req.llio_gfscache or llio.gfscache
+        if gfscache:  # the volumes the job uses (NormalJob, SampleScripts)
+            out.append(f"{d} -x PJM_LLIO_GFSCACHE={gfscache}")
         shared = req.llio_sharedtmp_size or llio.sharedtmp_size
         if shared:
             out.append(f"{d} --llio sharedtmp-size={shared}")

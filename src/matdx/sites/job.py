@@ -78,6 +78,11 @@ class JobRequest(StrictModel):
     llio_sharedtmp_size: str | None = Field(
         None, pattern=SIZE_PATTERN, description="PJM LLIO shared temporary area, e.g. 10Gi."
     )
+    llio_gfscache: str | None = Field(
+        None,
+        pattern=r"^/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*(:/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)*$",
+        description="PJM_LLIO_GFSCACHE for this job (default: the profile's).",
+    )
 
     @field_validator("workdir")
     @classmethod
@@ -283,8 +288,9 @@ def resolve_job(
             f"({format_hms(rg.max_elapse)})",
         )
 
-    if request.llio_sharedtmp_size is not None and profile.scheduler != "pjm":
-        raise fail("llio_sharedtmp_size", f"{site} ({profile.scheduler}) has no LLIO")
+    for field in ("llio_sharedtmp_size", "llio_gfscache"):
+        if getattr(request, field) is not None and profile.scheduler != "pjm":
+            raise fail(field, f"{site} ({profile.scheduler}) has no LLIO")
     if profile.scheduler == "pjm":
         _check_pjm_order(request, fail)
     elif request.step:

@@ -131,6 +131,24 @@ class Llio(StrictModel):
     localtmp_size: str | None = Field(
         None, pattern=SIZE_PATTERN, description="Node-local temporary area, e.g. 10Gi."
     )
+    gfscache_from_paths: bool = Field(
+        False,
+        description="Add to gfscache the volumes of the paths each job uses (data directory, "
+        "Python, image), read from their resolved paths.",
+    )
+    volume_pattern: str = Field(
+        r"^/vol[0-9]{4}$",
+        description="Regular expression a volume (first component of a resolved path) matches.",
+    )
+
+    @field_validator("volume_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        return v
 
 
 class PjmOptions(StrictModel):
@@ -138,6 +156,10 @@ class PjmOptions(StrictModel):
 
     llio: Llio = Field(default_factory=Llio, description="LLIO settings.")
     stats: bool = Field(True, description="Write a job statistics file (#PJM -S).")
+    data_area_only: bool = Field(
+        False,
+        description="Jobs run only from a data area, not from the home directory (Fugaku).",
+    )
     history_days: int = Field(
         3,
         ge=1,

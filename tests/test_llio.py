@@ -1,0 +1,74 @@
+"""Fugaku's LLIO volumes and data area, from the paths a job really uses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matdx.core.errors import InputError
+from matdx.schedulers import scheduler_for
+from matdx.sites import JobRequest, load_profile, resolve_job
+from matdx.sites.llio import check_data_dir, job_volumes, node_paths, volume_of
+
+ROOT = Path(__file__).resolve().parents[1]
+FUGAKU = ROOT / "hpc_profiles" / "fugaku.yaml"
+
+
+@pytest.fixture
+def fugaku_here():
+    """Fugaku's profile with this machine's top-level directories as volumes."""
+    profile = load_profile(FUGAKU)
+    llio = profile.pjm.llio.model_copy(update={"volume_pattern": r"^/(vol[0-9]{4}|tmp|work)$"})
+    return profile.model_copy(update={"pjm": profile.pjm.model_copy(update={"llio": llio})})
+
+
+def test_volumes_come_from_resolved_paths(tmp_path, fugaku_here):
+    # a link in /tmp to a directory on /work, as /home/<user> links to /vol000N on Fugaku
+    link = tmp_path / "home-link"
+    link.symlink_to(ROOT)
+    pattern = fugaku_here.pjm.llio.volume_pattern
+    assert volume_of(link / "runs", pattern) == "/work"
+    assert volume_of(tmp_path / "plain", pattern) == "/tmp"
+    assert volume_of("/etc/passwd", pattern) is None
+    paths = [link / "runs" / "submit-1", *node_paths(fugaku_here)]
+    assert node_paths(fugaku_here) == ["/vol0004/apps/matdx/aarch64/bin/python"]
+    # Spack's /vol0004 always, the job directory's real volume /work, not /tmp (the link)
+    assert job_volumes(fugaku_here, paths) == "/vol0004:/work"
+    job = resolve_job(fugaku_here, JobRequest(group="g", llio_gfscache="/vol0004:/work"))
+    assert "#PJM -x PJM_LLIO_GFSCACHE=/vol0004:/work" in scheduler_for(fugaku_here).render(job)
+    # a profile without gfscache_from_paths keeps its fixed list
+    fixed = fugaku_here.pjm.llio.model_copy(update={"gfscache_from_paths": False})
+    plain = fugaku_here.model_copy(
+        update={"pjm": fugaku_here.pjm.model_copy(update={"llio": fixed})}
+    )
+    assert job_volumes(plain, paths) == "/vol0004"
+
+
+def test_data_dir_in_home_is_refused_on_fugaku(tmp_path):
+    profile = load_profile(FUGAKU)
+    real_home = tmp_path / "vol0003" / "home" / "u"
+    real_home.mkdir(parents=True)
+    home = tmp_path / "home-u"
+    home.symlink_to(real_home)
+    for data_dir in (home / ".local" / "share" / "matdx", real_home / "matdx"):
+        with pytest.raises(InputError, match="set MATDX_DATA_DIR to a directory of your group"):
+            check_data_dir(profile, data_dir, home=home)
+    check_data_dir(profile, tmp_path / "vol0004" / "data" / "g" / "matdx", home=home)
+    check_data_dir(load_profile(ROOT / "hpc_profiles" / "local.yaml"), home / "x", home=home)
+
+
+def test_submit_from_home_fails_with_one_line(tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path), MATDX_DATA_DIR=str(tmp_path / "matdx"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "matdx.cli.main", "submit", str(ROOT / "workflows" / "cu_au_pt.yaml"),
+         "--profile", str(FUGAKU), "--group", "hp1", "--elapse", "1h"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1
+    assert "in your home directory" in proc.stderr and "MATDX_DATA_DIR" in proc.stderr
+    assert not (tmp_path / "matdx").exists()
