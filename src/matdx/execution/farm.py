@@ -86,6 +86,30 @@ def walltime_from_env(env: dict[str, str] | None = None) -> float | None:
     return None
 
 
+RANKS_ENV = "MATDX_FARM_RANKS"
+"""Number of ranks the job launched the farm with (set in matdx-rendered job scripts)."""
+
+
+def check_world_size(size: int, env: dict[str, str] | None = None) -> None:
+    """Refuse to start when MPI sees another number of ranks than the job launched.
+
+    A launcher of another MPI than the one mpi4py was built with starts every process
+    as a world of its own (size 1): each would then run the whole farm alone.
+
+    Raises
+    ------
+    InputError
+        Naming both numbers and the fix.
+    """
+    expected = (os.environ if env is None else env).get(RANKS_ENV)
+    if expected and expected.isdigit() and int(expected) != size:
+        raise InputError(
+            f"farm: MPI sees {size} rank(s) but the job launched {expected} ({RANKS_ENV}): "
+            f"the launcher does not belong to the MPI of this Python's mpi4py; set the "
+            f"profile's farm_launcher to that MPI's mpiexec"
+        )
+
+
 DEADLINE_ENV = "MATDX_DEADLINE"
 """Epoch seconds by which a worker's calculations must have stopped (resumable engines
 stop cleanly before it and are queued again, see :func:`matdx.workflows.compute.compute_batch`)."""
@@ -159,9 +183,12 @@ def farm_executors(
 ) -> Iterator[tuple[Executor | None, Executor | None]]:
     """``(MPI executor, local slot)`` on rank 0, ``(None, None)`` on the other ranks.
 
-    The other ranks serve the executor's tasks until rank 0 leaves the block.
+    The other ranks serve the executor's tasks until rank 0 leaves the block. Every rank
+    first checks that MPI sees the ranks the job launched (:func:`check_world_size`).
     """
     from mpi4py.futures import MPICommExecutor
+
+    check_world_size(comm.Get_size())
 
     options = {} if "MPI4PY_FUTURES_BACKOFF" in os.environ else {"backoff": DISPATCH_POLL_S}
     with MPICommExecutor(comm, root=0, **options) as executor:

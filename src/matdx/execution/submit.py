@@ -285,6 +285,7 @@ def submit(
                 **base.env,
                 "MATDX_DATA_DIR": str(settings.data_dir),
                 "MATDX_WALLTIME_S": str(resolved.elapse),
+                "MATDX_FARM_RANKS": str(resolved.total_ranks),
             },
         }
     )
