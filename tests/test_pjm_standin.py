@@ -438,3 +438,11 @@ def test_pjstat_takes_only_documented_options(pjm: PJM) -> None:
                 ["-s", "-v"], ["-s", "-S"], ["--limit"]):
         proc = pjm.run("pjstat", *bad, check=False)
         assert proc.returncode == 1 and ERROR.match(proc.stderr), (bad, proc.stderr)
+
+
+def test_singularity_job_environment_is_accepted(pjm: PJM) -> None:
+    """``-L jobenv=singularity`` (Fugaku's Singularity guide) is recorded; the job runs."""
+    pjm.script("img.sh", '#!/bin/sh\n#PJM -L "jobenv=singularity"\necho in-job\n')
+    jobid = pjm.submit("img.sh")
+    assert pjm.wait_end(jobid)["ST"] == "EXT"
+    assert (pjm.work / f"img.sh.{jobid}.out").read_text() == "in-job\n"

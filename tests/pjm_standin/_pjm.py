@@ -90,8 +90,10 @@ DEFAULT_RSCGRP = "small"
 #: Fewest nodes of a group (UsageRules: large starts at 385 nodes, error PJM 0054).
 MIN_NODES = {"large": 385, "large-free": 385}
 #: ``-L`` resources the guide documents: node, elapse, rscgrp (pjsubCommandOptions),
-#: retention_state (NormalJob), exepjrsh (JobExecConsiderpoints)
-RSC_KEYS = ("node", "elapse", "rscgrp", "retention_state", "exepjrsh")
+#: retention_state (NormalJob), exepjrsh (JobExecConsiderpoints); and jobenv (the job
+#: environment, e.g. singularity for Singularity images: Fugaku's Singularity guide, not
+#: the user guide; recorded only)
+RSC_KEYS = ("node", "elapse", "rscgrp", "retention_state", "exepjrsh", "jobenv")
 #: ``--mpi`` parameters (pjsubCommandOptions, MPI option)
 MPI_KEYS = ("shape", "proc", "max-proc-per-node")
 

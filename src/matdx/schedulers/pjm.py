@@ -190,6 +190,8 @@ class PjmScheduler(Scheduler):
             f'{d} --mpi "proc={job.total_ranks}"',
             f'{d} --mpi "max-proc-per-node={job.ranks_per_node}"',
         ]
+        if prof.container is not None and prof.container.jobenv:
+            out.append(f'{d} -L "jobenv={prof.container.jobenv}"')
         if job.group:
             out.append(f"{d} -g {job.group}")
         llio = prof.pjm.llio if prof.pjm is not None else Llio()

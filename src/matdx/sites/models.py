@@ -215,6 +215,12 @@ class Container(StrictModel):
     options: list[str] = Field(
         default_factory=list, description="Options before the image, e.g. [--bind, /vol0004]."
     )
+    jobenv: str | None = Field(
+        None,
+        pattern=WORD_PATTERN,
+        description="PJM job environment the image needs (#PJM -L jobenv=...; Fugaku runs "
+        "Singularity images in jobs submitted with jobenv=singularity).",
+    )
 
     @field_validator("image")
     @classmethod
@@ -380,6 +386,12 @@ class SiteProfile(StrictModel):
             if not path or any(c in path for c in "\n\r\x00"):
                 raise ValueError(f"{tool} must be one non-empty line")
         return v
+
+    @model_validator(mode="after")
+    def _jobenv_on_pjm(self) -> SiteProfile:
+        if self.container is not None and self.container.jobenv and self.scheduler != "pjm":
+            raise ValueError(f"container.jobenv is a PJM option, not one of {self.scheduler}")
+        return self
 
     @property
     def rscgrp_default(self) -> str | None:
