@@ -103,11 +103,11 @@ def main() -> None:
     path.write_text(CAMPAIGN.format(batch=args.batch))
 
     from matdx.core.progress import NullProgress
+    from matdx.execution.submit import farm_launch_argv
     from matdx.sites import JobRequest, load_profile, resolve_job
     from matdx.workflows.campaign import load_campaign
     from matdx.workflows.context import open_store
     from matdx.workflows.runner import plan_materials, submit_campaign
-    from matdx.workflows.submit import farm_launch_argv
 
     loaded = load_campaign(path)
     store, backend = open_store(args.db)
@@ -134,8 +134,8 @@ def main() -> None:
     rounds = args.rounds if args.mode == "offline" else 1
     job_dir = Path(os.environ["MATDX_DATA_DIR"]) / "job"
     if args.mode == "offline":
+        from matdx.execution.offline import reserve_job, sync
         from matdx.workflows import fireworks_adapter as fwa
-        from matdx.workflows.offline import reserve_job, sync
 
         lp = fwa.get_launchpad(backend)
         t0 = time.perf_counter()
