@@ -18,7 +18,7 @@ correction so that it is stored in the calculation's provenance.
 ``calculate(structure, task, settings, workdir=None, deadline=None) -> CalcResult``, for
 the campaign task names it declares (``relax``, ``vc-relax``, ``static``, ``md``; each
 engine maps them to its code's own names, e.g. pw.x's ``scf``). Its capabilities are data
-of its registry entry (:class:`EngineSpec` in :mod:`matdx.engines.registry`), readable
+of its registry entry (:class:`~matdx.engines.specs.EngineSpec`), readable
 without importing the engine: ``name``, ``description``, ``tasks``, ``resumable``,
 ``elements_setting``, ``seconds_per_structure``; ``supported_elements()`` is asked of the
 engine (``None``: not limited). :meth:`Engine.calculate` checks the task (one-line
@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from matdx.core.errors import DeadlineReachedError, EngineError, InputError
+from matdx.engines.specs import ENGINES, EngineSpec
 
 if TYPE_CHECKING:
-    from matdx.engines.registry import EngineSpec
     from matdx.schemas.results import CalcResult
 
 
@@ -294,8 +294,6 @@ class Engine(ABC):
     @property
     def spec(self) -> EngineSpec:
         """The engine's registry entry."""
-        from matdx.engines.registry import ENGINES
-
         return ENGINES[self.key]
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import socket
 import time
@@ -174,6 +175,7 @@ def run_items(
     stored = sink.structures([m for m in by_id if m not in done])
     versions = dict(_versions())
     host = socket.gethostname()
+    machine = platform.machine()  # the compute node's architecture (x86_64, aarch64)
     launch_dir = os.getcwd()
     pending: list[dict[str, Any]] = []
     counts: dict[str, Any] = {"completed": 0, "failed": 0, "skipped": len(done)}
@@ -220,6 +222,7 @@ def run_items(
             "matdx_version": versions["matdx"],
             "code_versions": versions,
             "host": host,
+            "machine": machine,
             "launch_dir": launch_dir,
             "work_dir": str(workdir(it)) if workdir else None,
             "fw_id": fw_id,
