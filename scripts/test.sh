@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh --system --ferretdb
 bash scripts/services.sh start
 bash scripts/slurm.sh start
+# the emulated aarch64 compute node (built once, cached in ~/.cache/matdx/aarch64-node)
+bash scripts/aarch64_node.sh >/dev/null
+export MATDX_REQUIRE_AARCH64=1
 # shellcheck disable=SC1091
 source .ci/services.env
 # shellcheck disable=SC1091

@@ -93,7 +93,10 @@ class Symmetry(EmbeddedDocument):
 
     number = IntField()
     symbol = StringField()
-    symprec = FloatField()
+    symprec = FloatField(
+        help_text="spglib tolerance: in Å for relaxed structures, a fraction of the mean "
+        "atomic spacing for the generated ones (dedup)"
+    )
 
 
 class CampaignDoc(Governed):

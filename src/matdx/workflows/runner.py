@@ -10,6 +10,7 @@ from typing import Any
 from matdx.core.progress import NullProgress, ProgressSink
 from matdx.core.settings import get_settings
 from matdx.generation.candidates import Candidate, count_combinations, decorate, generate_candidates
+from matdx.generation.dedup import SYMPREC as DEDUP_SYMPREC
 from matdx.generation.dedup import deduplicate
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
@@ -88,7 +89,11 @@ def plan_materials(loaded: LoadedCampaign, store: Store, progress: ProgressSink)
                 structure=cands[rep].structure,
                 fingerprint=result.fingerprints[rep],
                 source=cands[rep].source,
-                symmetry={"number": int(result.fingerprints[rep].split("|")[1]), "symprec": 0.1},
+                symmetry={
+                    "number": int(result.fingerprints[rep].split("|")[1]),
+                    # dedup's tolerance: a fraction of the mean atomic spacing
+                    "symprec": DEDUP_SYMPREC,
+                },
             )
         )
     limit = loaded.spec.max_candidates
