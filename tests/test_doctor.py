@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +53,26 @@ def test_failures_name_a_fix_and_exit_non_zero(tmp_path):
     assert "alice:***@" in rows["database"] and "pw@" not in out.stdout
     assert rows["profile"].startswith("FAIL") and "ranks" in rows["profile"]
     assert "Traceback" not in out.stderr
+
+
+def test_on_a_pjm_compute_node_it_wants_fujitsu_mpi_and_the_data_volume_cached(tmp_path):
+    """As in a Fugaku job: PJM_JOBID and PJM_LLIO_GFSCACHE set, this machine's MPICH."""
+    data = yaml.safe_load((ROOT / "hpc_profiles" / "fugaku.yaml").read_text())
+    data["pjm"]["llio"]["volume_pattern"] = "^/tmp$"  # /tmp stands for a /vol000N volume
+    profile = tmp_path / "fugaku.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PJM_JOBID": "4242", "PJM_LLIO_GFSCACHE": "/vol0004",
+           "MATDX_DATA_DIR": str(tmp_path / "data")}
+    env.pop("MATDX_DB_URI", None)
+    out = subprocess.run([sys.executable, "-m", "matdx.cli.main", "doctor", "--profile",
+                          str(profile)], capture_output=True, text=True, timeout=300, env=env)
+    rows = lines(out.stdout)
+    assert out.returncode == 1
+    assert rows["mpi-library"].startswith("FAIL in PJM job 4242, mpi4py uses MPICH")
+    assert "not Fujitsu MPI" in rows["mpi-library"]
+    assert rows["llio"].startswith(f"FAIL data directory {tmp_path / 'data'} is on /tmp, not in "
+                                   "PJM_LLIO_GFSCACHE=/vol0004")
+    env["PJM_LLIO_GFSCACHE"] = "/vol0004:/tmp"
+    out = subprocess.run([sys.executable, "-m", "matdx.cli.main", "doctor", "--profile",
+                          str(profile)], capture_output=True, text=True, timeout=300, env=env)
+    assert lines(out.stdout)["llio"] == f"ok data directory {tmp_path / 'data'} is on /tmp, cached"

@@ -13,6 +13,7 @@ from matdx.core.errors import InputError
 from matdx.schedulers import scheduler_for
 from matdx.sites import JobRequest, load_profile, resolve_job
 from matdx.sites.llio import check_data_dir, job_volumes, node_paths, volume_of
+from matdx.sites.models import Llio
 
 ROOT = Path(__file__).resolve().parents[1]
 FUGAKU = ROOT / "hpc_profiles" / "fugaku.yaml"
@@ -72,3 +73,45 @@ def test_submit_from_home_fails_with_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1
     assert "in your home directory" in proc.stderr and "MATDX_DATA_DIR" in proc.stderr
     assert not (tmp_path / "matdx").exists()
+
+
+def with_transfers(profile, **llio):
+    """``profile`` with LLIO settings changed."""
+    changed = profile.pjm.llio.model_copy(update=llio)
+    return profile.model_copy(update={"pjm": profile.pjm.model_copy(update={"llio": changed})})
+
+
+def test_common_files_are_distributed_within_the_guide_limit(tmp_path, fugaku_here):
+    env = tmp_path / "node-env"
+    (env / "bin").mkdir(parents=True)
+    for i in range(3):
+        (env / "bin" / f"f{i}").write_text("x")
+    image = tmp_path / "matdx.sif"
+    image.write_text("x")
+    profile = with_transfers(fugaku_here, transfer=[str(env), str(image)], transfer_spack=True)
+    job = resolve_job(profile, JobRequest(job_name="t", nodes=2, group="hp120001",
+                                          command=["true"]))
+    lines = scheduler_for(profile).render(job).splitlines()
+    spack = lines.index("spack load py-mpi4py@3.1.4 %fj@4.10.0 ^python@3.11.6 "
+                        "arch=linux-rhel8-a64fx")
+    program = next(i for i, ln in enumerate(lines) if ln.startswith("mpiexec"))
+    staged = lines[spack + 1:program]
+    assert f"/home/system/tool/dir_transfer {env}" in staged
+    assert f"/usr/bin/llio_transfer {image}" in staged
+    assert sum("grep '^/vol0004/apps/oss/spack' | xargs -r /home/system/tool/dir_transfer"
+               in ln for ln in staged) == 2
+    # the transferred paths' volumes are cached too
+    assert "/tmp" in job_volumes(profile, [tmp_path, *node_paths(profile)]).split(":")
+    # more files than llio_transfer distributes, or a missing path: one-line errors
+    big = with_transfers(fugaku_here, transfer=[str(env)])
+    for i in range(3, 16_385):
+        (env / "bin" / f"f{i}").touch()
+    with pytest.raises(InputError, match="16385 files, more than llio_transfer's 16384"):
+        scheduler_for(big).render(resolve_job(big, JobRequest(job_name="t", group="g1",
+                                                              command=["true"])))
+    gone = with_transfers(fugaku_here, transfer=[str(tmp_path / "missing")])
+    with pytest.raises(InputError, match="does not exist"):
+        scheduler_for(gone).render(resolve_job(gone, JobRequest(job_name="t", group="g1",
+                                                                command=["true"])))
+    with pytest.raises(ValueError, match="not a plain absolute path"):
+        Llio.model_validate({"transfer": ["relative/env"]})

@@ -62,7 +62,8 @@ def test_failed_and_killed_jobs_are_failed(sched, tmp_path):
 
 
 def test_step_jobs_run_in_order_and_a_failure_deletes_the_rest(sched, tmp_path):
-    first = submit(sched, tmp_path, "s0", "sleep 1; echo 0 >> order", step=True)
+    # the first sub-job runs long enough for the others to join its step job
+    first = submit(sched, tmp_path, "s0", "sleep 8; echo 0 >> order", step=True)
     second = submit(sched, tmp_path, "s1", "echo 1 >> order; exit 1", after=first)
     third = submit(sched, tmp_path, "s2", "echo 2 >> order", after=second)
     jid = first.split("_")[0]

@@ -106,6 +106,58 @@ def check_mpi(db: str | None, profile: Path | None) -> Check:
     return Check("mpi", True, f"mpi4py task farm runs 2 ranks with {exe}")
 
 
+def check_mpi_library(db: str | None, profile: Path | None) -> Check:
+    """The MPI library behind mpi4py; in a PJM job (a Fugaku compute node), Fujitsu MPI."""
+    code, out = _run(
+        [sys.executable, "-c",
+         "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"],
+        timeout=60,
+    )
+    library = out.strip().splitlines()[-1] if out.strip() else "nothing"
+    if code != 0:
+        return Check("mpi-library", False, f"mpi4py failed: {library[:200]}",
+                     "install mpi4py against the site's MPI")
+    if os.environ.get("PJM_JOBID") and "Fujitsu" not in library:
+        return Check(
+            "mpi-library",
+            False,
+            f"in PJM job {os.environ['PJM_JOBID']}, mpi4py uses {library[:120]}, not Fujitsu MPI",
+            "spack load the py-mpi4py built with Fujitsu MPI before the node's Python",
+        )
+    return Check("mpi-library", True, f"mpi4py uses {library[:160]}")
+
+
+def check_llio(db: str | None, profile: Path | None) -> Check:
+    """In a PJM job with LLIO, the data directory's volume is among the cached volumes."""
+    cached = os.environ.get("PJM_LLIO_GFSCACHE")
+    if not cached:
+        return Check("llio", True, "not in an LLIO job (PJM_LLIO_GFSCACHE unset)", optional=True)
+    from matdx.core.settings import get_settings
+    from matdx.sites.llio import volume_of
+    from matdx.sites.models import Llio
+
+    pattern = Llio().volume_pattern
+    if profile is not None:
+        from matdx.sites import load_profile
+
+        site = load_profile(profile)
+        if site.pjm is not None:
+            pattern = site.pjm.llio.volume_pattern
+    data_dir = get_settings().data_dir
+    volume = volume_of(data_dir, pattern)
+    if volume is not None and volume not in cached.split(":"):
+        return Check(
+            "llio",
+            False,
+            f"data directory {data_dir} is on {volume}, not in PJM_LLIO_GFSCACHE={cached}",
+            f"submit with matdx submit (it adds {volume}) or #PJM -x "
+            f"PJM_LLIO_GFSCACHE={cached}:{volume}",
+        )
+    if volume is None:
+        return Check("llio", True, f"data directory {data_dir} is on no LLIO volume")
+    return Check("llio", True, f"data directory {data_dir} is on {volume}, cached")
+
+
 def _program(
     name: str, env: str, default: str, version_args: list[str], marker: str, fix: str
 ) -> Check:
@@ -241,6 +293,8 @@ def check_profile(db: str | None, profile: Path | None) -> Check:
 CHECKS: dict[str, Callable[[str | None, Path | None], Check]] = {
     "database": check_database,
     "mpi": check_mpi,
+    "mpi-library": check_mpi_library,
+    "llio": check_llio,
     "scheduler": check_scheduler,
     "profile": check_profile,
     "emt": check_emt,

@@ -173,6 +173,10 @@ class Scheduler(ABC):
         """Scheduler-specific environment variables."""
         return []
 
+    def staging_lines(self, job: ResolvedJob) -> list[str]:
+        """Scheduler-specific lines run after the set-up, before the program (e.g. LLIO)."""
+        return []
+
     def resolve(self, job: ResolvedJob | JobRequest) -> ResolvedJob:
         """Accept a resolved job, or resolve a request against this scheduler's profile."""
         if isinstance(job, ResolvedJob):
@@ -208,6 +212,7 @@ class Scheduler(ABC):
         if prof.setup or prof.compute_env.setup:
             lines.append("# site set-up (trusted lines from the profile)")
             lines.extend([*prof.setup, *prof.compute_env.setup])
+        lines.extend(self.staging_lines(job))
         exports = [("OMP_NUM_THREADS", str(job.threads_per_rank)), *self.extra_exports(job)]
         exports += list(prof.env.items()) + list(req.env.items())
         lines.extend(f"export {k}={quote(v)}" for k, v in exports)

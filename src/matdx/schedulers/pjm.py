@@ -24,6 +24,7 @@ forced end (:data:`FORCED_END_REASONS`) make it ``FAILED``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ from matdx.schedulers.base import (
 )
 from matdx.sites.job import ResolvedJob
 from matdx.sites.models import Llio
+from matdx.sites.quoting import quote
 
 PJM_STATES: dict[str, JobState] = {
     "ACC": JobState.QUEUED,
@@ -88,6 +90,12 @@ system ended or refused the job."""
 
 DATE_COLUMNS = ("_DATE", "ACCEPT")
 """Columns (by name ending) whose values are a date and a time (``11/29 03:02:14``)."""
+
+# Common file distribution (LayeredStorageAndLLIO/TheSecondLayerStrage; Spack guide)
+LLIO_TRANSFER = "/usr/bin/llio_transfer"
+DIR_TRANSFER = "/home/system/tool/dir_transfer"
+LLIO_TRANSFER_MAX_FILES = 16_384
+SPACK_ROOT = "/vol0004/apps/oss/spack"
 
 _SUBMITTED = re.compile(r"\bJob\s+(\d+(?:_\d+|\[\d+\])?)\s+submitted")
 _DATE = re.compile(r"^\(?\d{1,4}/\d{1,2}(?:/\d{1,2})?$")
@@ -207,6 +215,43 @@ class PjmScheduler(Scheduler):
         if prof.pjm is None or prof.pjm.stats:
             out.append(f"{d} -S")
         return out
+
+    def staging_lines(self, job: ResolvedJob) -> list[str]:
+        """Common-file distribution of the profile's LLIO ``transfer`` paths.
+
+        Files go through ``llio_transfer``, directories through ``dir_transfer``, and with
+        ``transfer_spack`` the Spack directories on ``PATH`` and ``LD_LIBRARY_PATH`` after
+        the set-up lines' ``spack load`` (Fugaku guide, LayeredStorageAndLLIO/
+        TheSecondLayerStrage "Common file distribution function", at most 16,384 files;
+        Spack guide, "dir_transfer" for multi-node jobs).
+        """
+        llio = job.profile.pjm.llio if job.profile.pjm is not None else Llio()
+        lines = []
+        if llio.transfer or llio.transfer_spack:
+            lines.append("# distribute files every node reads to the LLIO cache")
+        files = 0
+        for path in llio.transfer:
+            target = Path(path)
+            if target.is_dir():
+                files += sum(len(names) for _, _, names in os.walk(target))
+                lines.append(f"{DIR_TRANSFER} {quote(path)}")
+            elif target.is_file():
+                files += 1
+                lines.append(f"{LLIO_TRANSFER} {quote(path)}")
+            else:
+                raise InputError(f"LLIO transfer path {path} does not exist")
+        if files > LLIO_TRANSFER_MAX_FILES:
+            raise InputError(
+                f"LLIO transfer paths hold {files} files, more than llio_transfer's "
+                f"{LLIO_TRANSFER_MAX_FILES}: name fewer directories in pjm.llio.transfer"
+            )
+        if llio.transfer_spack:
+            for var in ("PATH", "LD_LIBRARY_PATH"):
+                lines.append(
+                    f"echo \"${var}\" | tr ':' '\\n' | grep '^{SPACK_ROOT}' "
+                    f"| xargs -r {DIR_TRANSFER}"
+                )
+        return lines
 
     def submit_args(self, script_path: str | Path, job: ResolvedJob | None = None) -> list[str]:
         """Arguments of ``pjsub``: bulk range, or step job, then the script.

@@ -46,12 +46,14 @@ def job_volumes(profile: SiteProfile, paths: Iterable[str | Path]) -> str | None
 
 
 def node_paths(profile: SiteProfile) -> list[str]:
-    """Absolute paths the profile makes every job use (its Python, its image)."""
+    """Absolute paths the profile makes every job use (its Python, image, LLIO transfers)."""
     out = []
     if profile.compute_env.python and profile.compute_env.python.startswith("/"):
         out.append(profile.compute_env.python.split()[0])
     if profile.container is not None:
         out.append(profile.container.image)
+    if profile.pjm is not None:
+        out.extend(profile.pjm.llio.transfer)
     return out
 
 

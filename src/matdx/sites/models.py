@@ -140,6 +140,26 @@ class Llio(StrictModel):
         r"^/vol[0-9]{4}$",
         description="Regular expression a volume (first component of a resolved path) matches.",
     )
+    transfer: list[str] = Field(
+        default_factory=list,
+        description="Read-only files and directories every node reads (the node's Python "
+        "environment, an image), distributed to the nodes' second-layer cache at the start "
+        "of each job: files with llio_transfer, directories with dir_transfer (at most "
+        "16,384 files in all).",
+    )
+    transfer_spack: bool = Field(
+        False,
+        description="After the set-up lines, distribute the Spack directories on PATH and "
+        "LD_LIBRARY_PATH with dir_transfer (Spack's executables and libraries).",
+    )
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not re.fullmatch(r"/[A-Za-z0-9_.+/-]*", path) or "/../" in f"{path}/":
+                raise ValueError(f"{path!r} is not a plain absolute path")
+        return v
 
     @field_validator("volume_pattern")
     @classmethod
