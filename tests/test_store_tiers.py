@@ -141,9 +141,16 @@ def test_derived_values_are_hidden_when_built_from_invisible_records(world):
     # the audit trail records the change
     hist = db.materials.find_one({"_id": target["material_id"]})["tier_history"]
     assert hist[-1]["by"] == "alice" and hist[-1]["to_tier"] == "closed"
-    # only an owner may change a tier
-    with pytest.raises(InputError, match="owned by others"):
+    # only an owner may change a tier; to an outsider a closed material is unknown, with
+    # the same message as a made-up identifier
+    with pytest.raises(InputError) as hidden:
         set_tier(CALLERS["outsider"], "open", material_id=target["material_id"])
+    with pytest.raises(InputError) as missing:
+        set_tier(CALLERS["outsider"], "open", material_id="mdx-0000000000000000")
+    assert str(hidden.value) == str(missing.value).replace("mdx-0000000000000000",
+                                                           target["material_id"])
+    with pytest.raises(InputError, match="owned by others"):
+        set_tier(CALLERS["member"], "open", campaign="c-shared")
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from matdx.core.errors import InputError
 
 DEFAULT_DB_NAME = "matdx"
 _PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:/@]*):(?P<pw>[^@]*)@", re.I)
+SECRET_OPTIONS = (
+    "password",
+    "tlsCertificateKeyFilePassword",
+    "sslPEMKeyPassword",
+    "authMechanismProperties",
+    "proxyPassword",
+)
+"""URI options whose values are credentials (``authMechanismProperties`` may hold an AWS
+session token or a cloud key)."""
+_SECRET_OPTION = re.compile(
+    r"(?P<key>[?&;](?:" + "|".join(SECRET_OPTIONS) + r"))=(?P<value>[^&;\s'\"]*)", re.I
+)
+_USERINFO = re.compile(r"(?P<scheme>[a-z+]+://)(?P<userinfo>[^/@\s]*)@", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,28 @@ class DbTarget:
 
 
 def redact_uri(uri: str) -> str:
-    """Replace the password of a ``scheme://user:password@host`` URI by ``***``.
+    """Replace every credential of a URI (or of a message holding URIs) by ``***``.
+
+    The password of ``scheme://user:password@host`` and the values of the options in
+    :data:`SECRET_OPTIONS` (``tlsCertificateKeyFilePassword=…``,
+    ``authMechanismProperties=…``) are replaced.
+
+    Parameters
+    ----------
+    uri
+        A database URI, or a text that may contain some.
+
+    Returns
+    -------
+    str
+        The text, safe to print.
+    """
+    out = _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
+    return _SECRET_OPTION.sub(lambda m: f"{m['key']}=***", out)
+
+
+def strip_credentials(uri: str) -> str:
+    """The URI without user, password and credential options (to be stored or shown).
 
     Parameters
     ----------
@@ -51,9 +85,19 @@ def redact_uri(uri: str) -> str:
     Returns
     -------
     str
-        The URI, safe to print.
+        ``mongodb://host/db?…`` with no user information and no secret option.
     """
-    return _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
+    out = _USERINFO.sub(lambda m: m["scheme"], uri)
+    out = _SECRET_OPTION.sub("", out)
+    return out.replace("/?&", "/?").rstrip("?&")
+
+
+def without_credentials(spec: dict[str, Any]) -> dict[str, Any]:
+    """A campaign file's contents with its ``store.uri`` stripped of credentials."""
+    store = spec.get("store")
+    if not isinstance(store, dict) or not isinstance(store.get("uri"), str):
+        return spec
+    return {**spec, "store": {**store, "uri": strip_credentials(store["uri"])}}
 
 
 def parse_db_uri(uri: str, data_dir: Path) -> DbTarget:

@@ -39,7 +39,7 @@ from mongoengine.errors import FieldDoesNotExist, ValidationError
 from matdx.store.fields import About, FieldList
 
 ALIAS = "matdx"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TIERS = ("open", "shared-closed", "closed")
 MAT, GOV, INT = "material", "governance", "internal"
 
@@ -147,6 +147,14 @@ class MaterialDoc(Governed):
     fingerprint = StringField(required=True)
     source = StringField()
     created_at = DateTimeField(default=utcnow)
+    # OPTIMADE properties a filter selects on (see matdx.store.optimade)
+    chemical_formula_reduced = StringField()
+    chemical_formula_anonymous = StringField()
+    chemical_formula_descriptive = StringField()
+    elements_ratios = ListField(FloatField())
+    dimension_types = ListField(IntField())
+    nperiodic_dimensions = IntField()
+    structure_features = ListField(StringField())
 
 
 class CampaignMaterialDoc(Document):

@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,32 +143,24 @@ def to_atoms(structure: dict[str, Any]) -> Any:
     )
 
 
-def optimade_entry(row: dict[str, Any], structure: dict[str, Any]) -> dict[str, Any]:
-    """One result as an OPTIMADE ``structures`` entry (matdx properties prefixed ``_matdx_``)."""
-    from pymatgen.core import Composition
+def optimade_entry(
+    row: dict[str, Any], structure: dict[str, Any], last_modified: Any = None
+) -> dict[str, Any]:
+    """One result as an OPTIMADE ``structures`` entry (matdx properties prefixed ``_matdx_``).
 
-    atoms = to_atoms(structure)
-    symbols = atoms.get_chemical_symbols()
-    comp = Composition(row["formula_pretty"])
-    elements = sorted({*symbols})
-    fractions = [comp.get_atomic_fraction(e) for e in elements]
-    attributes = {
-        "elements": elements,
-        "nelements": len(elements),
-        "elements_ratios": fractions,
-        "chemical_formula_reduced": "".join(
-            f"{e}{'' if n == 1 else int(n)}" for e, n in sorted(comp.get_el_amt_dict().items())
-        ),
-        "chemical_formula_anonymous": comp.anonymized_formula,
-        "nsites": len(symbols),
-        "lattice_vectors": np.asarray(atoms.cell).tolist(),
-        "dimension_types": [1, 1, 1],
-        "nperiodic_dimensions": 3,
-        "cartesian_site_positions": atoms.positions.tolist(),
-        "species_at_sites": symbols,
-        "species": [{"name": e, "chemical_symbols": [e], "concentration": [1.0]} for e in elements],
-        "structure_features": [],
-    }
+    Parameters
+    ----------
+    row
+        The material's summary.
+    structure
+        The structure the entry describes (pymatgen dict).
+    last_modified
+        When the result was last changed (default: the summary's ``updated_at``).
+    """
+    from matdx.store.optimade import structure_attributes
+
+    when = last_modified or row.get("updated_at")
+    attributes = structure_attributes(structure, when if isinstance(when, datetime) else None)
     for key in (*SUMMARY.quantities, *OPTIMADE_CONTEXT):
         attributes[f"_matdx_{key}"] = row.get(key)
     attributes["_matdx_space_group_number"] = (row.get("symmetry") or {}).get("number")
@@ -184,7 +177,7 @@ def write_optimade(
 ) -> int:
     """Relaxed structures and properties as an OPTIMADE-shaped JSON document."""
     import json
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from matdx import __version__
 

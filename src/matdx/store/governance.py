@@ -2,7 +2,9 @@
 
 Only the owner of a record (the user, or a member of the owning project) may change its
 tier. Every change appends ``{by, at, from_tier, to_tier}`` to the record's
-``tier_history``.
+``tier_history``, ``by`` being the caller's principal (through the data service: the
+identity of the verified token). A target the caller may not read is answered as unknown,
+with the same message as one that does not exist.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from matdx.core.errors import InputError, UnknownCampaignError
-from matdx.store.access import Caller
+from matdx.core.errors import InputError
+from matdx.store.access import Caller, unknown_campaign
 from matdx.store.documents import (
     SCHEMA_VERSION,
     TIERS,
@@ -67,7 +69,7 @@ def set_tier(
         raise InputError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
     if (campaign is None) == (material_id is None):
         raise InputError("give either a campaign or a material id")
-    selectors = _selectors(campaign, material_id)
+    selectors = _selectors(campaign, material_id, caller)
     mine = {caller.user, *caller.groups}
     changed: dict[str, int] = {}
     for doc_cls, flt in selectors.items():
@@ -100,17 +102,22 @@ def set_tier(
     return changed
 
 
-def _selectors(campaign: str | None, material_id: str | None) -> dict[type, dict[str, Any]]:
+def _selectors(
+    campaign: str | None, material_id: str | None, caller: Caller
+) -> dict[type, dict[str, Any]]:
+    """The records a change applies to; a target the caller may not read is "unknown"."""
+    visible = caller.tier_filter()
     if material_id is not None:
-        if MaterialDoc._get_collection().count_documents({"_id": material_id}) == 0:
+        flt = {"$and": [{"_id": material_id}, visible]}
+        if MaterialDoc._get_collection().count_documents(flt) == 0:
             raise InputError(f"unknown material {material_id!r}")
         return {
             MaterialDoc: {"_id": material_id},
             CalculationDoc: {"material_id": material_id},
             SummaryDoc: {"material_id": material_id},
         }
-    if CampaignDoc._get_collection().count_documents({"_id": campaign}) == 0:
-        raise UnknownCampaignError(f"unknown campaign {campaign!r}")
+    if CampaignDoc._get_collection().count_documents({"$and": [{"_id": campaign}, visible]}) == 0:
+        raise unknown_campaign(str(campaign), caller)
     first = [
         d["material_id"]
         for d in CampaignMaterialDoc._get_collection().find(
@@ -139,7 +146,21 @@ def _v1_to_v2(db: Any) -> int:
     return res.modified_count
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+def _v2_to_v3(db: Any) -> int:
+    """Version 3 added the OPTIMADE properties to materials (from their structures)."""
+    from matdx.store.codec import unpack
+    from matdx.store.optimade import formula_attributes
+
+    coll = db[MaterialDoc._meta["collection"]]
+    todo = coll.find({"chemical_formula_anonymous": {"$exists": False}}, {"structure": 1})
+    n = 0
+    for d in todo:
+        attrs = formula_attributes(unpack(d["structure"]))
+        n += coll.update_one({"_id": d["_id"]}, {"$set": attrs}).modified_count
+    return n
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 """``MIGRATIONS[v]`` brings data from schema version ``v`` to ``v + 1``."""
 
 

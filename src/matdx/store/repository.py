@@ -17,9 +17,10 @@ from typing import Any
 
 from pymatgen.core import Structure
 
-from matdx.core.errors import InputError, UnknownCampaignError
+from matdx.core.dburi import without_credentials
+from matdx.core.errors import InputError
 from matdx.core.hashing import stable_hash
-from matdx.store.access import Caller, mask_derived
+from matdx.store.access import Caller, can_see, mask_derived, unknown_campaign
 from matdx.store.bulk import Upsert, apply_upserts, find_by_ids, insert_missing, insert_new
 from matdx.store.codec import pack, unpack
 from matdx.store.documents import (
@@ -34,6 +35,7 @@ from matdx.store.documents import (
     utcnow,
 )
 from matdx.store.governance import migrate
+from matdx.store.optimade import formula_attributes
 from matdx.store.query import MaterialQuery, run_query
 
 CHUNK = 500
@@ -132,24 +134,62 @@ class Store:
         visible = caller.tier_filter() if caller is not None else {}
         doc = CampaignDoc.objects(__raw__={"$and": [{"_id": name}, visible]}).first()
         if doc is None:
-            names = [c.name for c in CampaignDoc.objects(__raw__=visible).only("name").limit(20)]
-            known = f" (known: {', '.join(names)})" if names else " (the store has no campaigns)"
-            raise UnknownCampaignError(f"unknown campaign {name!r}{known}")
+            raise unknown_campaign(name, caller)
         return doc
+
+    def claim_campaign(self, name: str, gov: Governance) -> Governance:
+        """The governance a run of campaign ``name`` writes with; refuses another's name.
+
+        A campaign belongs to the owner that first stored it. A campaign file naming a
+        stored campaign of another owner is refused (one line that names neither the owner
+        nor the tier); for the owner's own campaign the stored governance stays, since
+        tier, rights and owner change only through :func:`.governance.set_tier`, which
+        records who changed them.
+
+        Raises
+        ------
+        InputError
+            If the name belongs to a campaign of another owner.
+        """
+        doc = CampaignDoc._get_collection().find_one({"_id": name}, {"spec": 0, "wf_ids": 0})
+        if doc is None:
+            return gov
+        if doc.get("owner") != gov.owner:
+            raise InputError(
+                f"campaign name {name!r} is taken by another owner: rename the campaign"
+            )
+        return Governance(
+            tier=doc["tier"],
+            owner=doc["owner"],
+            groups=tuple(doc.get("groups") or ()),
+            rights=doc.get("rights", gov.rights),
+            export_control=bool(doc.get("export_control")),
+        )
 
     def upsert_campaign(
         self, name: str, spec: dict[str, Any], gov: Governance, **counts: int
     ) -> None:
-        """Create or update a campaign record."""
+        """Create or update a campaign record.
+
+        ``gov`` must come from :meth:`claim_campaign` (the stored governance of an existing
+        campaign); the owner is written only when the record is created, and a record of
+        another owner is never updated. The credentials of a ``store.uri`` are never
+        stored.
+        """
         now = utcnow()
         data = _validated(
-            CampaignDoc, {"id": name, "name": name, "spec": spec, **gov.fields(), **counts}
+            CampaignDoc,
+            {"id": name, "name": name, "spec": without_credentials(spec), **gov.fields(), **counts},
         )
         for key in ("_id", "created_at", "wf_ids"):
             data.pop(key, None)
         data["updated_at"] = now
+        data.pop("owner", None)  # set by the filter on insert, never changed here
+        data["groups"] = list(gov.groups)
         update = {"$set": data, "$setOnInsert": {"created_at": now, "wf_ids": []}}
-        apply_upserts(CampaignDoc._get_collection(), [Upsert({"_id": name}, update)])
+        apply_upserts(
+            CampaignDoc._get_collection(), [Upsert({"_id": name, "owner": gov.owner}, update)]
+        )
 
     def add_workflow(self, name: str, wf_id: int) -> None:
         """Record a workflow made for a campaign."""
@@ -157,16 +197,28 @@ class Store:
 
     # materials -------------------------------------------------------------------------
     def known_structures(
-        self, fingerprints: Iterable[str]
+        self, fingerprints: Iterable[str], reader: Caller | None = None
     ) -> dict[str, list[tuple[str, Structure]]]:
-        """Stored materials sharing one of ``fingerprints``, for deduplication."""
+        """Stored materials sharing one of ``fingerprints``, for deduplication.
+
+        With a ``reader``, only the materials it may read: a campaign is never deduplicated
+        against (nor told about) records its owner may not see.
+        """
         out: dict[str, list[tuple[str, Structure]]] = defaultdict(list)
         coll = MaterialDoc._get_collection()
+        visible = reader.tier_filter() if reader is not None else {}
         for chunk in _chunks(sorted(set(fingerprints))):
-            for d in coll.find({"fingerprint": {"$in": chunk}}, {"structure": 1, "fingerprint": 1}):
+            flt = {"$and": [{"fingerprint": {"$in": chunk}}, visible]}
+            for d in coll.find(flt, {"structure": 1, "fingerprint": 1}):
                 structure = Structure.from_dict(unpack(d["structure"]))
                 out[d["fingerprint"]].append((d["_id"], structure))
         return dict(out)
+
+    def hidden_ids(self, material_ids: Sequence[str], reader: Caller) -> set[str]:
+        """Those of ``material_ids`` that are stored but that ``reader`` may not read."""
+        fields = {"tier": 1, "owner": 1, "groups": 1, "export_control": 1}
+        coll = MaterialDoc._get_collection()
+        return {d["_id"] for d in find_by_ids(coll, material_ids, fields) if not can_see(d, reader)}
 
     def add_materials(
         self, campaign: str, materials: Sequence[NewMaterial], gov: Governance
@@ -190,13 +242,14 @@ class Store:
                 continue
             comp = m.structure.composition
             els = sorted(el.symbol for el in comp.elements)
+            structure = m.structure.as_dict()
             docs.append(
                 _validated(
                     MaterialDoc,
                     {
                         "id": m.material_id,
                         "material_id": m.material_id,
-                        "structure": m.structure.as_dict(),
+                        "structure": structure,
                         "formula_pretty": comp.reduced_formula,
                         "chemsys": "-".join(els),
                         "elements": els,
@@ -205,6 +258,7 @@ class Store:
                         "symmetry": m.symmetry or None,
                         "fingerprint": m.fingerprint,
                         "source": m.source,
+                        **formula_attributes(structure),
                         **gov.fields(),
                     },
                 )

@@ -30,6 +30,7 @@ from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.context import open_store
 from matdx.workflows.runner import (
     campaign_db_uri,
+    owner_reader,
     plan_materials,
     queue_materials,
     run_in_process,
@@ -279,7 +280,9 @@ def next_batch(
     report = NextReport(spec.name, strategy, budget, n_train=len(labelled))
     everything = replace(loaded, spec=spec.model_copy(update={"max_candidates": None}))
     with campaign_lock(lp.db, spec.name):
-        materials = plan_materials(everything, store, progress).materials
+        materials = plan_materials(
+            everything, store, progress, reader=owner_reader(gov)
+        ).materials
         ids = [m.material_id for m in materials]
         done = store.completed(ids, loaded.settings_hash)
         failed = {c["material_id"] for c in store.calculations(ids, loaded.settings_hash, "failed")}
@@ -302,7 +305,8 @@ def next_batch(
                 [spec.name, report.snapshot_id, strategy, kappa, [p["material_id"] for p in picks]]
             )
             report.wf_id = _queue(store, lp, loaded, pool, picks, gov, report.pick_id)
-            add_pick(_record(report, meta, kappa, seed, gov, caller))
+            pick_gov = pick_governance(store, spec.name, gov, labelled, caller)
+            add_pick(_record(report, meta, kappa, seed, pick_gov, caller))
     backend.flush()
     if run and report.wf_id is not None:
         run_in_process(lp, spec.name, settings.db_uri, settings.runs_dir / spec.name, progress)
@@ -336,7 +340,7 @@ def _record(
     meta: dict[str, Any],
     kappa: float,
     seed: int,
-    gov: Governance,
+    gov: dict[str, Any],
     caller: Caller,
 ) -> dict[str, Any]:
     """The stored record of a pick (a :class:`~matdx.store.documents.PickDoc`)."""
@@ -376,8 +380,32 @@ def _record(
         "picks": report.picks,
         "wf_id": report.wf_id,
         "by": caller.user,
-        **gov.fields(),
+        **gov,
     }
+
+
+def pick_governance(
+    store: Store, campaign: str, gov: Governance, labelled: pd.DataFrame, caller: Caller
+) -> dict[str, Any]:
+    """Governance of a pick: the campaign's, made as restrictive as its training data.
+
+    A model trained on shared-closed or closed results carries what it learnt from them,
+    so the pick record takes the most restrictive tier of the results it was trained on
+    (see :func:`matdx.store.access.most_restrictive`).
+    """
+    from matdx.store.access import most_restrictive
+
+    used = set(labelled["material_id"])
+    rows = store.summary_rows(campaign, ["tier", "groups", "export_control"], caller)
+    inputs = {
+        (r.get("tier"), tuple(r.get("groups") or ()), bool(r.get("export_control")))
+        for r in rows
+        if r["material_id"] in used
+    }
+    return most_restrictive(
+        gov.fields(),
+        [{"tier": t, "groups": list(g), "export_control": e} for t, g, e in sorted(inputs)],
+    )
 
 
 __all__ = ["NextReport", "next_batch", "rank_candidates", "training_frame"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from matdx.core.hashing import stable_hash
 from matdx.core.progress import NullProgress, ProgressSink
 from matdx.core.settings import get_settings
 from matdx.generation.candidates import Candidate, count_combinations, decorate, generate_candidates
@@ -15,6 +17,7 @@ from matdx.generation.dedup import deduplicate
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
 from matdx.schemas.names import PICK_ID, PRESCREEN, SPEC
+from matdx.store.access import Caller
 from matdx.store.repository import Governance, NewMaterial, Store
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.context import default_db, open_store
@@ -50,6 +53,11 @@ def governance(spec: CampaignSpec, user: str) -> Governance:
     )
 
 
+def owner_reader(gov: Governance) -> Caller:
+    """The identity a campaign's deduplication reads the store with: its owner's."""
+    return Caller(gov.owner, (gov.owner,))
+
+
 def candidates_with_references(spec: CampaignSpec, progress: ProgressSink) -> list[Candidate]:
     """The campaign's raw candidates plus the elemental reference phases."""
     space = spec.chemical_space
@@ -73,19 +81,47 @@ class Plan:
     n_reused: int
 
 
-def plan_materials(loaded: LoadedCampaign, store: Store, progress: ProgressSink) -> Plan:
-    """Generate and deduplicate (against the store too) the materials of a campaign."""
+def plan_materials(
+    loaded: LoadedCampaign,
+    store: Store,
+    progress: ProgressSink,
+    reader: Caller | None = None,
+) -> Plan:
+    """Generate and deduplicate (against the store too) the materials of a campaign.
+
+    Parameters
+    ----------
+    loaded
+        The campaign.
+    store
+        The store deduplicated against.
+    progress
+        Where to show progress.
+    reader
+        The campaign's owner: deduplication then uses only the stored materials it may
+        read. A candidate whose identifier belongs to a record it may not read is given
+        an identifier of its own (:func:`owner_scoped_id`) and is computed again, so that
+        neither the counts of a run nor its results reveal that record.
+    """
     cands = candidates_with_references(loaded.spec, progress)
+    known = store.known_structures
+    if reader is not None:
+        known = partial(store.known_structures, reader=reader)
     with progress.stage("deduplicate", len(cands)) as advance:
-        result = deduplicate(
-            [c.structure for c in cands], known=store.known_structures, progress=advance
-        )
+        result = deduplicate([c.structure for c in cands], known=known, progress=advance)
+    new_ids = [
+        result.ids[g[0]] for pos, g in enumerate(result.groups) if pos not in result.known_ids
+    ]
+    hidden = store.hidden_ids(new_ids, reader) if reader is not None else set()
     materials = []
     for pos, group in enumerate(result.groups):
         rep = group[0]
+        mid = result.known_ids.get(pos, result.ids[rep])
+        if mid in hidden and reader is not None:
+            mid = owner_scoped_id(mid, reader.user)
         materials.append(
             NewMaterial(
-                material_id=result.known_ids.get(pos, result.ids[rep]),
+                material_id=mid,
                 structure=cands[rep].structure,
                 fingerprint=result.fingerprints[rep],
                 source=cands[rep].source,
@@ -100,6 +136,11 @@ def plan_materials(loaded: LoadedCampaign, store: Store, progress: ProgressSink)
     if limit is not None and len(materials) > limit:
         materials = subset(materials, limit, loaded.spec.seed)
     return Plan(materials, len(cands), len(result.known_ids))
+
+
+def owner_scoped_id(material_id: str, owner: str) -> str:
+    """The identifier of a material stored again for ``owner`` (see :func:`plan_materials`)."""
+    return f"{material_id}-{stable_hash(owner, 8)}"
 
 
 def subset(materials: list[NewMaterial], limit: int, seed: int) -> list[NewMaterial]:
@@ -148,13 +189,13 @@ def submit_campaign(
     from matdx.workflows import fireworks_adapter as fwa
 
     lp = fwa.get_launchpad(backend)
-    gov = governance(spec, settings.user)
+    gov = store.claim_campaign(spec.name, governance(spec, settings.user))
     report = RunReport(spec.name)
 
     from matdx.workflows.coordination import campaign_lock
 
     with campaign_lock(lp.db, spec.name):
-        plan = plan or plan_materials(loaded, store, progress)
+        plan = plan or plan_materials(loaded, store, progress, reader=owner_reader(gov))
         materials, report.n_raw, report.n_reused = plan.materials, plan.n_raw, plan.n_reused
         report.n_unique = len(materials)
         ids = [m.material_id for m in materials]
