@@ -43,5 +43,5 @@ PY="${PYTHON:-python3}"
   echo "install.sh: matdx needs Python >= 3.11 ($PY is $("$PY" -V 2>&1))" >&2; exit 2; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,mpi,ml,phonons,vasp]"
+.venv/bin/python -m pip install -q -e ".[test,mpi,ml,phonons,vasp,service]"
 echo "matdx installed: $(.venv/bin/matdx --help >/dev/null && echo .venv/bin/matdx)"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of
+from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of, service_client
 from matdx.cli.ui import console
 
 data_app = typer.Typer(help="Data tiers, rights and schema migrations.", no_args_is_help=True)
@@ -43,7 +43,10 @@ def query(
     user: UserOption = None,
     group: GroupOption = None,
 ) -> None:
-    """Query stored results across campaigns (filters, projection, sort, pagination)."""
+    """Query stored results across campaigns (filters, projection, sort, pagination).
+
+    With ``MATDX_API_URL`` set, read through the data service with ``MATDX_TOKEN``.
+    """
     from matdx.core.errors import InputError
     from matdx.store import query as q
     from matdx.workflows.context import open_store
@@ -66,16 +69,26 @@ def query(
         "limit": limit,
         "skip": skip,
     }
-    mq = q.parse_query({k: v for k, v in data.items() if v is not None})
-    open_store(db)
-    caller = caller_of(user, group)
-    if explain:
-        console.print_json(json.dumps(q.explain(mq, caller), default=str))
-        return
-    if count_only:
-        console.print(str(q.count(mq, caller)))
-        return
-    rows = q.run_query(mq, caller)
+    given = {k: v for k, v in data.items() if v is not None}
+    mq = q.parse_query(given)
+    client = service_client(user, group)
+    if client is not None:
+        if explain:
+            raise InputError("--explain needs the database (the service does not show plans)")
+        if count_only:
+            console.print(str(client.count(**{k: v for k, v in given.items() if k != "limit"})))
+            return
+        rows = list(client.rows(**given))
+    else:
+        open_store(db)
+        caller = caller_of(user, group)
+        if explain:
+            console.print_json(json.dumps(q.explain(mq, caller), default=str))
+            return
+        if count_only:
+            console.print(str(q.count(mq, caller)))
+            return
+        rows = q.run_query(mq, caller)
     cols = mq.fields or [
         "material_id",
         "campaign",
@@ -124,9 +137,29 @@ def set_tier(
     user: UserOption = None,
     group: GroupOption = None,
 ) -> None:
-    """Change the tier and rights of a campaign's or a material's records (owners only)."""
+    """Change the tier and rights of a campaign's or a material's records (owners only).
+
+    With ``MATDX_API_URL`` set, the change goes through the data service and the audit
+    trail records the identity of ``MATDX_TOKEN``.
+    """
+    from matdx.core.errors import InputError
     from matdx.store.governance import set_tier as do_set
     from matdx.workflows.context import open_store
+
+    client = service_client(user, group)
+    if client is not None:
+        if campaign is None or material is not None:
+            raise InputError("through the data service, give a --campaign (not --material)")
+        changes = {
+            "owner": owner,
+            "groups": _split(groups) if groups is not None else None,
+            "rights": rights,
+            "export_control": export_control,
+        }
+        given = {k: v for k, v in changes.items() if v is not None}
+        done = client.set_tier(campaign, tier, **given)
+        console.print("changed: " + ", ".join(f"{k} {v}" for k, v in done.items()))
+        return
 
     _, backend = open_store(db)
     changed = do_set(

@@ -10,7 +10,14 @@ import click
 import typer
 from rich.table import Table
 
-from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of, open_db
+from matdx.cli.options import (
+    DbOption,
+    GroupOption,
+    UserOption,
+    caller_of,
+    open_db,
+    service_client,
+)
 from matdx.cli.ui import RichProgress, console, one_line
 from matdx.core.errors import InputError, MatdxError, StoreUnavailableError
 
@@ -30,10 +37,13 @@ def _register_subcommands() -> None:
     from matdx.cli.doctor import doctor
     from matdx.cli.hpc import farm, recover, submit, sync
     from matdx.cli.profile import profile_app
+    from matdx.cli.serve import serve, token_app
 
     app.add_typer(profile_app, name="profile")
     app.add_typer(data_app, name="data")
     app.add_typer(campaign_app, name="campaign")
+    app.add_typer(token_app, name="token")
+    app.command()(serve)
     app.command()(query)
     app.command()(doctor)
     for command in (submit, farm, sync, recover):
@@ -152,23 +162,32 @@ def results(
     user: UserOption = None,
     group: GroupOption = None,
 ) -> None:
-    """Ranked table of a campaign's results (of the pre-screen, or of one later step)."""
-    store, _ = open_db(db)  # type: ignore[misc]
-    doc = store.campaign(campaign, caller_of(user, group))
-    ranking = doc.spec.get("ranking", {})
+    """Ranked table of a campaign's results (of the pre-screen, or of one later step).
+
+    With ``MATDX_API_URL`` set, read through the data service with ``MATDX_TOKEN``.
+    """
+    client = service_client(user, group)
+    if client is not None:
+        spec = client.campaign(campaign)["spec"]
+
+        def fetch(**kw: Any) -> list[dict[str, Any]]:
+            return client.result_rows(campaign, **kw)
+    else:
+        store, _ = open_db(db)  # type: ignore[misc]
+        caller = caller_of(user, group)
+        spec = store.campaign(campaign, caller).spec
+
+        def fetch(**kw: Any) -> list[dict[str, Any]]:
+            return store.summaries(campaign, caller, **kw)
+
+    ranking = spec.get("ranking", {})
     key = sort or ranking.get("key", "energy_above_hull")
     if key not in RANK_KEYS:
         raise InputError(f"unknown ranking key {key!r} (choose from {', '.join(RANK_KEYS)})")
     if step is None:
-        rows = store.summaries(
-            campaign,
-            caller_of(user, group),
-            sort=key,
-            ascending=ranking.get("ascending", True),
-            limit=top,
-        )
+        rows = fetch(sort=key, ascending=ranking.get("ascending", True), limit=top)
     else:
-        rows = _step_rows(store.summaries(campaign, caller_of(user, group)), step, doc.spec)
+        rows = _step_rows(fetch(), step, spec)
         rows.sort(key=lambda r: (r.get(key) is None, r.get(key) or 0.0))
         if not ranking.get("ascending", True):
             rows.reverse()

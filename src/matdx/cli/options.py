@@ -31,3 +31,21 @@ def open_db(db: str | None) -> Any:
     from matdx.workflows.context import open_store
 
     return open_store(db)
+
+
+def service_client(user: str | None, groups: list[str] | None) -> Any:
+    """The data-service client when ``MATDX_API_URL`` is set (else ``None``).
+
+    Through the service the identity is the token's (``MATDX_TOKEN``): ``--user`` and
+    ``--group``, which only select a view on the direct database path, are refused.
+    """
+    from matdx.client import from_environment
+    from matdx.core.errors import InputError
+
+    client = from_environment()
+    if client is not None and (user is not None or groups):
+        raise InputError(
+            "--user/--group do not apply through the data service (MATDX_API_URL): "
+            "the identity is the token's (MATDX_TOKEN)"
+        )
+    return client

@@ -55,3 +55,9 @@ class BatchFailedError(MatdxError):
     Raised after the batch's records are written, so that the workflow manager marks the
     batch FIZZLED; rerunning it retries only the failed calculations.
     """
+
+
+class AuthError(MatdxError):
+    """The data service refused the caller's token (invalid, expired or revoked)."""
+
+    exit_code = 4

@@ -186,12 +186,36 @@ def to_filter(q: MaterialQuery, caller: Caller) -> dict[str, Any]:
     return {"$and": clauses}
 
 
-def run_query(q: MaterialQuery, caller: Caller) -> list[dict[str, Any]]:
-    """Run a query on the summaries (database-side filter, sort and pagination)."""
+def summary_key(row: dict[str, Any]) -> str:
+    """The key of a summary row (its ``_id``), which :func:`run_query`'s ``after`` takes."""
+    return f"{row['campaign']}:{row['material_id']}"
+
+
+def run_query(
+    q: MaterialQuery, caller: Caller, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Run a query on the summaries (database-side filter, sort and pagination).
+
+    Parameters
+    ----------
+    q
+        The query.
+    caller
+        Who reads.
+    after
+        Keyset pagination: only rows whose key (:func:`summary_key`) sorts after this one,
+        in key order (``""`` for the first page). Pages then cost the same however deep
+        they are, unlike ``skip``.
+    """
     projection = None
     if q.fields:
-        projection = {f: 1 for f in {*q.fields, "derived_access", "material_id"}}
-    cursor = SummaryDoc._get_collection().find(to_filter(q, caller), projection)
+        projection = {f: 1 for f in {*q.fields, "derived_access", "material_id", "campaign"}}
+    flt = to_filter(q, caller)
+    if after is not None:
+        flt["$and"].append({"_id": {"$gt": after}})
+    cursor = SummaryDoc._get_collection().find(flt, projection)
+    if after is not None:
+        cursor = cursor.sort("_id", 1)
     if q.sort:
         direction = 1 if q.ascending else -1
         # ties (every stable phase is 0 above the hull) by formation energy, then identifier
@@ -205,7 +229,8 @@ def run_query(q: MaterialQuery, caller: Caller) -> list[dict[str, Any]]:
         d.pop("_id", None)
         row = mask_derived(unpack(d), caller)
         if q.fields:
-            row = {k: row.get(k) for k in q.fields}
+            keep = [*q.fields, *(("campaign", "material_id") if after is not None else ())]
+            row = {k: row.get(k) for k in keep}
         rows.append(row)
     return rows
 

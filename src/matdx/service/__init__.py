@@ -1,0 +1,1 @@
+"""The data service: the store behind HTTP, with authenticated callers (``matdx serve``)."""
