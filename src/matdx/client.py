@@ -143,7 +143,7 @@ class Client:
         self, filter: str | None = None, response_fields: str | None = None, page_limit: int = 100
     ) -> Iterator[dict[str, Any]]:
         """OPTIMADE ``structures`` entries matching a filter, following the pages."""
-        params: dict[str, Any] = {"page_limit": page_limit}
+        params: dict[str, Any] | None = {"page_limit": page_limit}
         if filter:
             params["filter"] = filter
         if response_fields:
@@ -154,7 +154,8 @@ class Client:
             yield from body.get("data") or []
             nxt = (body.get("links") or {}).get("next")
             nxt = nxt.get("href") if isinstance(nxt, dict) else nxt
-            path, params = (nxt.removeprefix(self.url), {}) if nxt else (None, {})
+            # the next link carries the query (an empty params would drop it)
+            path, params = (nxt.removeprefix(self.url), None) if nxt else (None, None)
 
     # --- governance ---------------------------------------------------------------------
     def set_tier(self, campaign: str, tier: str, **changes: Any) -> dict[str, int]:

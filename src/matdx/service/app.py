@@ -151,11 +151,7 @@ def create_service(
         changed = set_tier(current_caller(), campaign=name, **body)
         return {"changed": changed}
 
-    app.mount(
-        "/optimade",
-        optimade_app(
-            db_uri, backend.target.db_name, base_url.rstrip("/") + "/optimade" if base_url else None
-        ),
-    )
+    public = base_url.rstrip("/") + "/optimade" if base_url else None
+    app.mount("/optimade", optimade_app(store.collection("materials").database, public))
     app.add_middleware(AuthMiddleware, oidc=oidc)
     return app

@@ -74,20 +74,17 @@ class TieredMaterials(MongoCollection):
         return self.collection.count_documents(current_caller().tier_filter())
 
 
-def optimade_config(db_uri: str, db_name: str, base_url: str | None) -> ServerConfig:
+def optimade_config(db_name: str, base_url: str | None) -> ServerConfig:
     """The ``optimade`` server configuration of the service.
 
-    The database name goes in ``mongo_database`` only: the package's configuration
-    recurses on a URI that names a database.
+    It names no server: the collections are handed over already connected
+    (:func:`optimade_app`), so the package never holds, logs or prints the credentials.
     """
-    scheme, rest = db_uri.split("://", 1)
-    hosts, _, path = rest.partition("/")
-    options = path.partition("?")[2]
     return ServerConfig(
         debug=False,
         insert_test_data=False,
         database_backend="mongodb",
-        mongo_uri=f"{scheme}://{hosts}/" + (f"?{options}" if options else ""),
+        mongo_uri="mongodb://localhost:1/",  # never connected to
         mongo_database=db_name,
         structures_collection=MaterialDoc._meta["collection"],
         links_collection="optimade_links",
@@ -108,16 +105,27 @@ def optimade_config(db_uri: str, db_name: str, base_url: str | None) -> ServerCo
     )
 
 
-def optimade_app(db_uri: str, db_name: str, base_url: str | None) -> Any:
-    """The OPTIMADE application (to be mounted at ``/optimade``)."""
+def optimade_app(database: Any, base_url: str | None) -> Any:
+    """The OPTIMADE application (to be mounted at ``/optimade``).
+
+    Parameters
+    ----------
+    database
+        The store's database (a connected ``pymongo`` database).
+    base_url
+        Public URL of the OPTIMADE API (for pagination links).
+    """
     from optimade.server.create_app import create_app
 
-    config = optimade_config(db_uri, db_name, base_url)
+    config = optimade_config(database.name, base_url)
     app = create_app(config)
-    app.state.entry_collections["structures"] = TieredMaterials(
+    collections = app.state.entry_collections
+    collections["structures"] = TieredMaterials(
         name=config.structures_collection,
         resource_cls=StructureResource,
         resource_mapper=MaterialMapper(config),
         config=config,
     )
+    for entry in collections.values():
+        entry.collection = database[entry.collection.name]
     return app
