@@ -344,3 +344,111 @@ def test_the_python_api_needs_a_caller_for_tiered_reads(world):
     open_store(world["uri"])
     rows = q.run_query(q.MaterialQuery(limit=1000), Caller("anonymous"))
     assert {r["campaign"] for r in rows} == {"c-open"}
+
+
+# --- ownership, derived records, secrets, exports (reproductions 4-7) ---------------------
+def test_a_campaign_file_cannot_take_over_another_owners_campaign(world, tmp_path, capsys):
+    """Reproduction 4: reusing a closed campaign's name rewrote its record."""
+    from matdx.core.errors import InputError
+    from matdx.workflows.runner import submit_campaign
+
+    db = world["db"]
+    before = db.campaigns.find_one({"_id": "c-closed"})
+    n_materials = db.materials.count_documents({})
+    with pytest.raises(InputError, match="taken by another owner"):
+        submit_campaign(loaded("c-closed", ["Cu", "Au"], {"tier": "open", "owner": "mallory"}),
+                        db_uri=world["uri"])
+    path = tmp_path / "takeover.yaml"
+    path.write_text("name: c-closed\nchemical_space: {elements: [Cu], max_components: 1}\n"
+                    "data: {tier: open, owner: mallory, export_control: false}\n")
+    assert main(["run", str(path), "--db", world["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "taken by another owner" in err and "projX" not in err
+    after = db.campaigns.find_one({"_id": "c-closed"})
+    assert after == before and db.materials.count_documents({}) == n_materials
+
+
+def test_dedup_and_computed_before_ignore_records_the_owner_may_not_read(world):
+    """Reproduction 5 (dedup): a new campaign was deduplicated against closed records."""
+    from matdx.workflows.runner import submit_campaign
+
+    report = submit_campaign(loaded("bob-agpt", ["Ag", "Pt"], {"tier": "open", "owner": "bob"}),
+                             db_uri=world["uri"])
+    assert report.n_unique == world["sizes"]["c-closed"]
+    assert report.n_reused == 0 and report.n_done_before == 0
+    db = world["db"]
+    closed = {d["_id"] for d in db.materials.find({"tier": "closed"}, {"_id": 1})}
+    mine = [d["material_id"] for d in db.campaign_materials.find({"campaign": "bob-agpt"})]
+    assert len(mine) == report.n_unique and not closed & set(mine)
+    assert all(db.materials.find_one({"_id": m})["owner"] == "bob" for m in mine)
+    # the open copies are computed and served to anyone; the closed ones still are not
+    rows = get(world, "anonymous", "/v1/campaigns/bob-agpt/results").json()["data"]
+    assert len(rows) == report.n_unique and all(r["tier"] == "open" for r in rows)
+
+
+def test_a_pick_is_as_restrictive_as_its_training_data(world):
+    """Reproduction 5 (picks): a pick trained on shared-closed results was stored open."""
+    import pandas as pd
+
+    from matdx.store.repository import Governance
+    from matdx.workflows.active import pick_governance
+    from matdx.workflows.context import open_store
+
+    store, _ = open_store(world["uri"])
+    owner = Caller("alice", ("projX",))
+    labelled = pd.DataFrame({"material_id": [
+        d["material_id"] for d in world["db"].summaries.find({"campaign": "c-shared"})]})
+    gov = pick_governance(store, "c-shared", Governance(tier="open", owner="alice"), labelled,
+                          owner)
+    assert gov["tier"] == "shared-closed" and gov["groups"] == ["teamA"]
+    labelled = pd.DataFrame({"material_id": [
+        d["material_id"] for d in world["db"].summaries.find({"campaign": "c-closed"})]})
+    gov = pick_governance(store, "c-closed", Governance(tier="open", owner="alice"), labelled,
+                          owner)
+    assert gov["tier"] == "closed"
+
+
+def test_campaign_files_never_store_credentials(world, auth_db, tmp_path):
+    """Reproduction 6 (stored): a password in ``store.uri`` was kept in ``campaigns.spec``."""
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.runner import submit_campaign
+
+    path = tmp_path / "cred.yaml"
+    path.write_text(f"name: c-cred\nchemical_space: {{elements: [Cu], max_components: 1}}\n"
+                    f"store: {{uri: '{world['uri']}'}}\n")
+    os.environ.pop("MATDX_DB_URI", None)
+    submit_campaign(load_campaign(path))
+    doc = world["db"].campaigns.find_one({"_id": "c-cred"})
+    assert doc is not None and auth_db["password"] not in json.dumps(doc, default=str)
+    assert doc["spec"]["store"]["uri"].startswith(f"mongodb://127.0.0.1:{auth_db['port']}/matdx")
+
+
+def test_messages_never_show_credential_options(capsys, monkeypatch):
+    """Reproduction 6 (printed): TLS key passwords and AWS tokens were printed."""
+    from matdx.core.dburi import redact_uri, strip_credentials
+
+    monkeypatch.setenv("MATDX_SERVER_TIMEOUT_MS", "300")
+    uri = ("mongodb://u:PW0@127.0.0.1:1/m?tls=true&tlsCertificateKeyFilePassword=PW1"
+           "&authMechanismProperties=AWS_SESSION_TOKEN:PW2,SERVICE_NAME:PW3")
+    assert main(["status", "x", "--db", uri]) == 3
+    err = capsys.readouterr().err
+    assert "cannot reach the database" in err
+    assert not any(f"PW{i}" in err for i in range(4))
+    assert not any(f"PW{i}" in redact_uri(uri) + strip_credentials(uri) for i in range(4))
+    assert strip_credentials(uri) == "mongodb://127.0.0.1:1/m?tls=true"
+
+
+def test_optimade_export_validates_entry_by_entry(world, tmp_path):
+    """Reproduction 7: no exported entry passed the optimade package's model."""
+    from optimade.models import StructureResource
+
+    out = tmp_path / "open.json"
+    assert main(["export", "c-open", "--format", "optimade", "-o", str(out),
+                 "--db", world["uri"]]) == 0
+    entries = json.loads(out.read_text())["data"]
+    assert len(entries) == world["sizes"]["c-open"]
+    for entry in entries:
+        StructureResource(**entry)
+    formulas = {e["attributes"]["chemical_formula_reduced"]:
+                e["attributes"]["chemical_formula_anonymous"] for e in entries}
+    assert formulas.get("AuCu3", "A3B") == "A3B" and formulas.get("Au3Cu", "A3B") == "A3B"
