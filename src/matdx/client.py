@@ -138,6 +138,17 @@ class Client:
 
         return pd.json_normalize(self.result_rows(campaign, **kwargs), max_level=1)
 
+    def materials(self, page: int = PAGE) -> Iterator[dict[str, Any]]:
+        """Every stored material this client may read, with its structure (pymatgen dict)."""
+        token = None
+        while True:
+            params = {"page_size": page, **({"page_token": token} if token else {})}
+            body = self._call("GET", "/v1/materials", params=params)
+            yield from body["data"]
+            token = body["meta"]["next_page_token"]
+            if not token:
+                return
+
     # --- OPTIMADE -----------------------------------------------------------------------
     def structures(
         self, filter: str | None = None, response_fields: str | None = None, page_limit: int = 100

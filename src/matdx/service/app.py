@@ -14,6 +14,9 @@ may not read is answered exactly like a missing one):
 ``POST /v1/query``
     A :class:`~matdx.store.query.MaterialQuery` across campaigns, paginated by ``skip`` or
     by ``after`` (the last ``material_id`` of the previous page, for long reads).
+``GET /v1/materials``
+    Stored materials with their structures, for long reads: each page continues the
+    previous page's database cursor (:mod:`matdx.service.pages`).
 ``POST /v1/campaigns/{name}/tier``
     Change tier, groups, rights, owner or export control (owners only); the audit trail
     records the token's identity.
@@ -23,15 +26,35 @@ may not read is answered exactly like a missing one):
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from matdx.core.errors import InputError, MatdxError, UnknownCampaignError
 from matdx.service.auth import AuthMiddleware, OidcSettings, current_caller
 from matdx.service.optimade import optimade_app
+from matdx.service.pages import Cursors
 
 HIDDEN_FIELDS = ("derived_access", "tier_history", "schema_version", "_id")
 """Internal fields never served."""
 MAX_PAGE = 5000
+MATERIAL_FIELDS = (
+    "material_id",
+    "formula_pretty",
+    "chemsys",
+    "elements",
+    "nelements",
+    "nsites",
+    "symmetry",
+    "structure",
+    "source",
+    "tier",
+    "owner",
+    "rights",
+    "export_control",
+    "created_at",
+)
+"""Fields of ``/v1/materials`` rows."""
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -54,10 +77,12 @@ def create_service(
         How to verify OpenID Connect tokens; ``None`` accepts API keys only.
     """
     from fastapi import Body, FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     from matdx import __version__
     from matdx.store import query as q
+    from matdx.store.codec import unpack
+    from matdx.store.documents import MaterialDoc
     from matdx.store.governance import set_tier
     from matdx.workflows.context import open_store
 
@@ -137,6 +162,30 @@ def create_service(
                 "next_after": q.summary_key(last) if last else None,
             },
         }
+
+    cursors = Cursors()
+    materials = MaterialDoc._get_collection()
+    fields = {k: 1 for k in MATERIAL_FIELDS}
+
+    @app.get("/v1/materials")
+    def materials_page(page_size: int = 1000, page_token: str | None = None) -> Response:
+        """Stored materials with their structures, in pages that continue one read."""
+        if not 1 <= page_size <= MAX_PAGE:
+            raise InputError(f"bad page_size {page_size}: 1 to {MAX_PAGE}")
+        caller = current_caller()
+
+        def open_rows(after: str) -> Iterator[dict[str, Any]]:
+            flt = caller.tier_filter()
+            if after:
+                flt = {"$and": [flt, {"_id": {"$gt": after}}]}
+            cursor = materials.find(flt, fields).sort("_id", 1).batch_size(page_size)
+            return (unpack(d) for d in cursor)
+
+        rows, token = cursors.page(caller, page_token, page_size, open_rows, lambda r: r["_id"])
+        for r in rows:
+            r.pop("_id")
+        body = {"data": rows, "meta": {"data_returned": len(rows), "next_page_token": token}}
+        return Response(json.dumps(body, default=str), media_type="application/json")
 
     @app.post("/v1/query/count")
     def count(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
