@@ -228,7 +228,8 @@ def test_cli_and_client_read_through_the_service(world, who, monkeypatch, capsys
     assert {r["campaign"] for r in shown} == visible
 
 
-def test_flags_cannot_claim_an_identity_through_the_service(world, monkeypatch, capsys):
+def test_flags_cannot_claim_an_identity_through_the_service(world, monkeypatch, capsys,
+                                                           tmp_path):
     """Reproduction 1: ``--group <owner>`` printed a closed campaign's whole table."""
     monkeypatch.setenv("MATDX_API_URL", world["url"])
     monkeypatch.setenv("MATDX_TOKEN", world["keys"]["outsider"])
@@ -237,6 +238,12 @@ def test_flags_cannot_claim_an_identity_through_the_service(world, monkeypatch, 
     assert err.count("\n") == 1 and "identity is the token's" in err
     assert main(["results", "c-closed"]) == 2
     assert "unknown campaign 'c-closed'" in capsys.readouterr().err
+    # commands that read the database directly are refused while a service is configured
+    out = tmp_path / "closed.csv"
+    assert main(["export", "c-closed", "--format", "csv", "-o", str(out), "--group", "projX",
+                 "--db", world["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads the database directly" in err and not out.exists()
 
 
 @pytest.mark.parametrize("kind", ["forged", "expired", "revoked", "malformed", "not-bearer"])

@@ -18,10 +18,24 @@ GroupOption = Annotated[
 
 
 def caller_of(user: str | None, groups: list[str] | None) -> Any:
-    """The caller identity from the ``--user``/``--group`` flags, else from the settings."""
+    """The caller identity from the ``--user``/``--group`` flags, else from the settings.
+
+    This is the direct database path (administrators, compute jobs), where whoever holds
+    the database credentials may read everything anyway. With ``MATDX_API_URL`` set the
+    caller is a reader of the data service, and a command that would read the database
+    directly with a claimed identity is refused.
+    """
+    import os
+
+    from matdx.core.errors import InputError
     from matdx.core.settings import get_settings
     from matdx.store.access import Caller
 
+    if os.environ.get("MATDX_API_URL"):
+        raise InputError(
+            "this command reads the database directly; with MATDX_API_URL set, read through "
+            "the data service (matdx results, matdx query, matdx.client) or unset it"
+        )
     s = get_settings(user=user)
     return Caller(s.user, tuple(groups if groups is not None else s.groups))
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from optimade.models.utils import anonymize_formula, reduce_formula
-
 QUERYABLE = (
     "chemical_formula_reduced",
     "chemical_formula_anonymous",
@@ -37,6 +35,9 @@ def _symbols(structure: dict[str, Any]) -> list[str]:
 
 def formula_attributes(structure: dict[str, Any]) -> dict[str, Any]:
     """The :data:`QUERYABLE` properties of a structure (a pymatgen ``Structure`` dict)."""
+    # imported here: the package's models take about a second to import
+    from optimade.models.utils import anonymize_formula, reduce_formula
+
     symbols = _symbols(structure)
     counts: dict[str, int] = {}
     for s in symbols:
