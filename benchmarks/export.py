@@ -44,11 +44,15 @@ def main() -> None:
                 "elements": ["Au", "Cu"], "nelements": 2, "nsites": 4,
                 "symmetry": {"number": 221, "symbol": "Pm-3m", "symprec": 0.01},
                 "energy_per_atom": e, "formation_energy_per_atom": e + 0.01,
-                "energy_above_hull": abs(e), "is_stable": False, "decomposes_to": ["Cu", "Au"],
+                "energy_above_hull": abs(e), "is_stable": False,
+                "decomposes_to": [
+                    {"material_id": "mdx-cu", "formula": "Cu", "amount": 0.75},
+                    {"material_id": "mdx-au", "formula": "Au", "amount": 0.25},
+                ],
                 "volume_per_atom": 12.7, "method": {"engine": "emt", "settings_hash": "x"},
                 "derived_access": [{"tier": "open", "owner": "bench", "groups": []}],
                 "tier": "open", "owner": "bench", "groups": [], "rights": "CC-BY-4.0",
-                "export_control": False, "schema_version": 2,
+                "export_control": False, "schema_version": 4,
             })
         for i in range(0, len(docs), 5000):
             coll.insert_many(docs[i : i + 5000], ordered=False)

@@ -2,13 +2,17 @@
 # Install matdx into ./.venv (Python >= 3.11).
 #   --system    also Debian packages: Quantum ESPRESSO, LAMMPS, Open MPI, Slurm (needs root)
 #   --ferretdb  also build FerretDB v1.24.2 (MongoDB-wire server for tests) from the Go proxy
+#   --latest    the newest releases pyproject.toml's ranges allow, instead of the tested
+#               versions locked in constraints.txt (to try the next versions before moving
+#               the lock: README "Dependencies")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SYSTEM=0; FERRET=0
+SYSTEM=0; FERRET=0; LATEST=0
 for arg in "$@"; do
   case "$arg" in
     --system) SYSTEM=1 ;;
     --ferretdb) FERRET=1 ;;
+    --latest) LATEST=1 ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -43,5 +47,9 @@ PY="${PYTHON:-python3}"
   echo "install.sh: matdx needs Python >= 3.11 ($PY is $("$PY" -V 2>&1))" >&2; exit 2; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,mpi,ml,phonons,vasp,service]"
+if [ "$LATEST" = 1 ]; then
+  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,mpi,ml,phonons,vasp,service]"
+else
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mpi,ml,phonons,vasp,service]"
+fi
 echo "matdx installed: $(.venv/bin/matdx --help >/dev/null && echo .venv/bin/matdx)"

@@ -2,7 +2,8 @@
 # Set up everything the tests need on a fresh Debian 12 machine (as root) and run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh --system --ferretdb
+# MATDX_LATEST=1: test the newest releases pyproject.toml allows instead of constraints.txt
+bash scripts/install.sh --system --ferretdb ${MATDX_LATEST:+--latest}
 bash scripts/services.sh start
 bash scripts/slurm.sh start
 # the emulated aarch64 compute node (built once, cached in ~/.cache/matdx/aarch64-node)

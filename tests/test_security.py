@@ -104,9 +104,12 @@ def test_metacharacters_in_paths_stay_inert_in_job_scripts(evil, tmp_path, db_ur
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
     report = submit(load_campaign(tmp_path / "c.yaml"), ROOT / "hpc_profiles" / "local.yaml",
                     db_uri=db_uri, dry_run=True)
-    script = report.script.read_text()
-    assert subprocess.run(["bash", "-n", str(report.script)]).returncode == 0
+    assert report.script is None and not data.exists()  # a dry run writes nothing
+    script = report.script_text
+    (tmp_path / "job.sh").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "job.sh")]).returncode == 0
     # run the script's environment and cd lines only: no file is created by the payload
+    report.job_dir.mkdir(parents=True)
     lines = [ln for ln in script.splitlines() if ln.startswith(("export ", "cd "))]
     subprocess.run(["bash", "-c", "\n".join(lines)], cwd=tmp_path, check=True)
     assert not list(tmp_path.rglob("pwned"))

@@ -432,7 +432,7 @@ def test_cli_show_fugaku():
             "4",
             "--elapse",
             "24h",
-            "--group",
+            "-g",
             "hp120000",
             "--command",
             "pw.x -nk 4 -in scf.in",
@@ -470,7 +470,7 @@ def test_cli_show_slurm_layout():
             "long",
             "--elapse",
             "96:00:00",
-            "--group",
+            "--account",
             "proj",
         ],
     )
@@ -483,12 +483,12 @@ def test_cli_show_slurm_layout():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--nodes", "400", "--group", "g"], "job options, field nodes: 400 nodes exceeds"),
-        (["--threads", "24", "--group", "g"], "job options, field threads_per_rank: 4 ranks × 24"),
-        (["--elapse", "0", "--group", "g"], "job options, field elapse: must be a positive"),
-        (["--rscgrp", "huge", "--group", "g"], "field rscgrp: unknown resource group 'huge'"),
+        (["--nodes", "400", "--account", "g"], "job options, field nodes: 400 nodes exceeds"),
+        (["--threads", "24", "--account", "g"], "job options, field threads_per_rank: 4 ranks × 24"),
+        (["--elapse", "0", "--account", "g"], "job options, field elapse: must be a positive"),
+        (["--rscgrp", "huge", "--account", "g"], "field rscgrp: unknown resource group 'huge'"),
         ([], "field group: site fugaku requires a group"),
-        (["--group", "g", "--command", "pw.x 'unbalanced"], "--command cannot be split"),
+        (["--account", "g", "--command", "pw.x 'unbalanced"], "--command cannot be split"),
     ],
 )
 def test_cli_show_errors(args, expected):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,21 +23,25 @@ STORE = Path(__file__).resolve().parents[1] / "src" / "matdx" / "store"
 
 def test_export_columns_query_fields_and_masks_come_from_the_declarations():
     assert COLUMNS == [
-        "material_id", "formula_pretty", "chemsys", "nelements", "nsites",
-        "spacegroup_symbol", "spacegroup_number", "energy_per_atom",
-        "formation_energy_per_atom", "energy_above_hull", "is_stable", "volume_per_atom",
-        "decomposes_to", "tier", "owner", "rights", "export_control", "engine", "settings_hash",
+        "material_id", "formula_pretty", "chemsys", "elements", "nelements", "nsites",
+        "formula_anonymous", "composition", "composition_reduced",
+        "spacegroup_symbol", "spacegroup_number", "crystal_system", "volume", "density",
+        "energy_per_atom", "formation_energy_per_atom", "energy_above_hull", "is_stable",
+        "converged", "volume_per_atom", "decomposes_to",
+        "tier", "owner", "rights", "export_control", "engine", "settings_hash", "last_updated",
     ]
     assert set(q.NUMERIC_FIELDS) == {
         "energy_per_atom", "formation_energy_per_atom", "energy_above_hull",
-        "volume_per_atom", "nsites", "nelements",
+        "volume_per_atom", "nsites", "nelements", "volume", "density",
     }
     assert set(q.SORTABLE) == {*q.NUMERIC_FIELDS, "formula_pretty", "chemsys", "material_id"}
     assert set(q.FIELDS) == {
         "material_id", "campaign", "formula_pretty", "chemsys", "elements", "nelements",
-        "nsites", "symmetry", "energy_per_atom", "formation_energy_per_atom",
-        "energy_above_hull", "is_stable", "decomposes_to", "volume_per_atom", "method",
-        "tier", "owner", "groups", "rights", "export_control", "derived_access", "steps",
+        "nsites", "formula_anonymous", "composition", "composition_reduced", "symmetry",
+        "volume", "density", "energy_per_atom", "formation_energy_per_atom",
+        "energy_above_hull", "is_stable", "converged", "decomposes_to", "volume_per_atom",
+        "method", "tier", "owner", "groups", "rights", "export_control", "derived_access",
+        "steps", "updated_at",
     }
     assert set(DERIVED_FIELDS) == {
         "formation_energy_per_atom", "energy_above_hull", "is_stable", "decomposes_to",
@@ -47,16 +52,24 @@ def test_export_columns_query_fields_and_masks_come_from_the_declarations():
     assert SUMMARY.about["energy_per_atom"].unit == "eV/atom"
 
 
-def test_flatten_writes_sub_columns_and_joins_lists():
+def test_flatten_writes_sub_columns_and_keeps_lists():
+    parts = [{"material_id": "m2", "formula": "Au", "amount": 0.5},
+             {"material_id": "m3", "formula": "Cu", "amount": 0.5}]
     row = {
         "material_id": "m1", "symmetry": {"symbol": "Pm-3m", "number": 221},
-        "decomposes_to": ["Cu", "Au"], "method": {"engine": "emt", "settings_hash": "h"},
-        "tier": "open", "steps": {"x": {}},
+        "decomposes_to": parts, "method": {"engine": "emt", "settings_hash": "h"},
+        "tier": "open", "steps": {"x": {}}, "composition": {"Cu": 1.0, "Au": 1.0},
     }
     flat = flatten(row)
     assert list(flat) == COLUMNS
     assert flat["spacegroup_number"] == 221 and flat["engine"] == "emt"
-    assert flat["decomposes_to"] == "Cu,Au" and flat["nsites"] is None
+    assert flat["decomposes_to"] == parts and flat["nsites"] is None
+    text = SUMMARY.flatten(row, text=True)  # CSV: JSON text
+    assert json.loads(text["decomposes_to"]) == parts
+    assert json.loads(text["composition"]) == {"Au": 1.0, "Cu": 1.0}
+    nested = SUMMARY.flatten(row, nested=True)  # JSON export: emmet's nesting
+    assert nested["symmetry"] == {"symbol": "Pm-3m", "number": 221, "crystal_system": None}
+    assert "spacegroup_number" not in nested
 
 
 class _Extended(Document):

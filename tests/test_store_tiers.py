@@ -276,3 +276,19 @@ def test_migration_brings_old_records_to_the_current_schema(world):
     assert db.summaries.count_documents({"derived_access": {"$exists": False}}) == 0
     assert db.summaries.count_documents({"schema_version": SCHEMA_VERSION}) == \
         db.summaries.count_documents({})
+
+
+def test_migration_to_v4_keeps_the_formulas_of_decomposes_to(world):
+    uri, db, _ = world
+    store, _ = open_store(uri)
+    doc = db.summaries.find_one({"campaign": "c-open", "is_stable": False})
+    db.summaries.update_one({"_id": doc["_id"]}, {"$set": {
+        "schema_version": 3, "decomposes_to": ["Au", "Cu3Au"],
+        "steps": {"later": {"decomposes_to": ["Cu"]}}}})
+    assert store.migrate(dry_run=True) == {"summaries@v3": 1}
+    store.migrate()
+    new = db.summaries.find_one({"_id": doc["_id"]})
+    assert new["schema_version"] == 4
+    assert new["decomposes_to"] == [{"material_id": None, "formula": "Au", "amount": None},
+                                    {"material_id": None, "formula": "Cu3Au", "amount": None}]
+    assert new["steps"]["later"]["decomposes_to"][0]["formula"] == "Cu"

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Any
 
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
@@ -32,7 +33,10 @@ class Thermo:
     formation_energy_per_atom: float | None = None
     energy_above_hull: float | None = None
     is_stable: bool | None = None
-    decomposes_to: list[str] = field(default_factory=list)
+    decomposes_to: list[dict[str, Any]] = field(default_factory=list)
+    """Stable phases an unstable material decomposes to, as in the Materials Project's
+    thermo documents: ``{"material_id", "formula", "amount"}`` (amount: the phase's share
+    of the atoms); empty for a stable material."""
 
 
 def _chemsys(comp: Composition) -> tuple[str, ...]:
@@ -99,6 +103,15 @@ def thermodynamics(points: list[EnergyPoint]) -> dict[str, Thermo]:
             t.energy_above_hull = max(float(e_hull), 0.0)
             t.is_stable = e_hull < 1e-8
             t.decomposes_to = sorted(
-                e.composition.reduced_formula for e in decomp if e.name != p.material_id
+                (
+                    {
+                        "material_id": e.name,
+                        "formula": e.composition.reduced_formula,
+                        "amount": float(amount),
+                    }
+                    for e, amount in decomp.items()
+                    if e.name != p.material_id
+                ),
+                key=lambda d: (d["formula"], d["material_id"]),
             )
     return out

@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of
-from matdx.cli.ui import RichProgress, console
+from matdx.cli.options import DbOption, FormatOption, GroupOption, UserOption, caller_of
+from matdx.cli.ui import Column, RichProgress, busy, console, emit, fixed, output_format
 
 campaign_app = typer.Typer(
     help="Active learning on a campaign: choose, queue and run the next calculations.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -98,9 +99,23 @@ def next_(
     )
 
 
+PICK_COLUMNS = (
+    Column("pick_id"),
+    Column("created_at", "when", lambda t: str(t or "")[:19]),
+    Column("by"),
+    Column("strategy"),
+    Column("n", justify="right"),
+    Column("n_train", "trained on", justify="right"),
+    Column("snapshot_id", "snapshot"),
+    Column("cv_mae", "CV MAE (eV/at)", fixed(4), "right"),
+)
+"""Columns of ``matdx campaign picks``."""
+
+
 @campaign_app.command()
 def picks(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    fmt: FormatOption = None,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
@@ -109,25 +124,14 @@ def picks(
     from matdx.store.picks import picks as stored_picks
     from matdx.workflows.context import open_store
 
-    store, _ = open_store(db)
-    caller = caller_of(user, group)
-    store.campaign(campaign, caller)  # type: ignore[arg-type]
-    rows = stored_picks(campaign, caller)  # type: ignore[arg-type]
-    table = Table(title=f"{campaign}: {len(rows)} picks")
-    for col in ("pick_id", "when", "by", "strategy", "n", "trained on", "snapshot", "CV MAE"):
-        table.add_column(col)
-    for d in rows:
-        table.add_row(
-            d["_id"],
-            str(d.get("created_at", ""))[:19],
-            str(d.get("by")),
-            d["strategy"],
-            str(len(d.get("picks", []))),
-            str(d.get("n_train")),
-            d["snapshot_id"],
-            f"{d['cv_mae']:.4f}" if d.get("cv_mae") is not None else "–",
-        )
-    console.print(table)
+    fmt = output_format(fmt)
+    with busy("reading picks"):
+        store, _ = open_store(db, read_only=True)
+        caller = caller_of(user, group)
+        store.campaign(campaign, caller)  # type: ignore[arg-type]
+        rows = stored_picks(campaign, caller)  # type: ignore[arg-type]
+    flat = [{**d, "pick_id": d["_id"], "n": len(d.get("picks", []))} for d in rows]
+    emit(flat, PICK_COLUMNS, fmt, title=f"{campaign}: {len(rows)} picks")
 
 
 __all__ = ["campaign_app"]

@@ -7,36 +7,68 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from matdx.cli.options import DbOption, GroupOption, UserOption, caller_of, service_client
-from matdx.cli.ui import console
+from matdx.cli.options import (
+    DbOption,
+    FormatOption,
+    GroupOption,
+    UserOption,
+    caller_of,
+    service_client,
+)
+from matdx.cli.ui import Column, busy, console, emit, emit_json, output_format
 
-data_app = typer.Typer(help="Data tiers, rights and schema migrations.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Data tiers, rights and schema migrations.", no_args_is_help=True, rich_markup_mode=None
+)
 
 def _split(text: str | None) -> list[str] | None:
     return [t for t in text.split(",") if t] if text else None
 
 
 def query(
-    campaign: Annotated[str | None, typer.Option("--campaign")] = None,
-    elements_all: Annotated[str | None, typer.Option("--elements-all", help="Cu,Au")] = None,
-    elements_any: Annotated[str | None, typer.Option("--elements-any")] = None,
-    elements_only: Annotated[str | None, typer.Option("--elements-only")] = None,
-    chemsys: Annotated[str | None, typer.Option("--chemsys", help="Au-Cu")] = None,
-    formula: Annotated[str | None, typer.Option("--formula", help="Cu3Au")] = None,
-    spacegroup: Annotated[int | None, typer.Option("--spacegroup")] = None,
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Only this campaign's results.")
+    ] = None,
+    elements_all: Annotated[
+        str | None,
+        typer.Option("--elements-all", help="Containing all of these elements, e.g. Cu,Au."),
+    ] = None,
+    elements_any: Annotated[
+        str | None,
+        typer.Option("--elements-any", help="Containing at least one of these elements."),
+    ] = None,
+    elements_only: Annotated[
+        str | None,
+        typer.Option("--elements-only", help="Made of these elements only (any subset)."),
+    ] = None,
+    chemsys: Annotated[
+        str | None, typer.Option("--chemsys", help="Exactly this chemical system, e.g. Au-Cu.")
+    ] = None,
+    formula: Annotated[
+        str | None, typer.Option("--formula", help="Reduced formula, e.g. Cu3Au.")
+    ] = None,
+    spacegroup: Annotated[
+        int | None, typer.Option("--spacegroup", help="Space group number (1-230).")
+    ] = None,
     range_: Annotated[
         list[str] | None,
         typer.Option("--range", help="FIELD:MIN:MAX, e.g. energy_above_hull::0.05 (repeat)."),
     ] = None,
-    tier: Annotated[list[str] | None, typer.Option("--tier")] = None,
-    fields: Annotated[str | None, typer.Option("--fields", help="Comma-separated.")] = None,
-    sort: Annotated[str | None, typer.Option("--sort")] = None,
-    descending: Annotated[bool, typer.Option("--descending")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=0)] = 20,
-    skip: Annotated[int, typer.Option("--skip", min=0)] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    tier: Annotated[
+        list[str] | None,
+        typer.Option("--tier", help="Only records of this tier: open, shared-closed, closed."),
+    ] = None,
+    fields: Annotated[
+        str | None, typer.Option("--fields", help="Fields to show, comma-separated.")
+    ] = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Field to sort by.")] = None,
+    descending: Annotated[
+        bool, typer.Option("--descending", help="Sort from the largest value down.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Most records (0 = all).")] = 20,
+    skip: Annotated[int, typer.Option("--skip", min=0, help="Records to skip first.")] = 0,
+    fmt: FormatOption = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show the query plan.")] = False,
     count_only: Annotated[bool, typer.Option("--count", help="Only count matches.")] = False,
     db: DbOption = None,
@@ -51,8 +83,7 @@ def query(
     from matdx.store import query as q
     from matdx.workflows.context import open_store
 
-    if fmt not in ("table", "json", "csv"):
-        raise InputError(f"unknown output format {fmt!r} (table, json or csv)")
+    fmt = output_format(fmt)
     data = {
         "campaign": campaign,
         "elements_all": _split(elements_all),
@@ -76,19 +107,21 @@ def query(
         if explain:
             raise InputError("--explain needs the database (the service does not show plans)")
         if count_only:
-            console.print(str(client.count(**{k: v for k, v in given.items() if k != "limit"})))
+            print(client.count(**{k: v for k, v in given.items() if k != "limit"}))
             return
-        rows = list(client.rows(**given))
+        with busy("querying"):
+            rows = list(client.rows(**given))
     else:
-        open_store(db)
-        caller = caller_of(user, group)
-        if explain:
-            console.print_json(json.dumps(q.explain(mq, caller), default=str))
-            return
-        if count_only:
-            console.print(str(q.count(mq, caller)))
-            return
-        rows = q.run_query(mq, caller)
+        with busy("querying"):
+            open_store(db, read_only=True)
+            caller = caller_of(user, group)
+            if explain:
+                emit_json(q.explain(mq, caller))
+                return
+            if count_only:
+                print(q.count(mq, caller))
+                return
+            rows = q.run_query(mq, caller)
     cols = mq.fields or [
         "material_id",
         "campaign",
@@ -98,32 +131,18 @@ def query(
         "energy_above_hull",
         "tier",
     ]
-    if fmt == "json":
-        console.print_json(json.dumps([{c: r.get(c) for c in cols} for r in rows], default=str))
-    elif fmt == "csv":
-        import pandas as pd
-
-        print(
-            pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols).to_csv(
-                index=False
-            ),
-            end="",
-        )
-    else:
-        table = Table(title=f"{len(rows)} results")
-        for c in cols:
-            table.add_column(c)
-        for r in rows:
-            table.add_row(
-                *(f"{r.get(c):.4f}" if isinstance(r.get(c), float) else str(r.get(c)) for c in cols)
-            )
-        console.print(table)
+    columns = [
+        Column(c, text=lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)) for c in cols
+    ]
+    emit(rows, columns, fmt, title=f"{len(rows)} results")
 
 
 @data_app.command("set-tier")
 def set_tier(
     tier: Annotated[str, typer.Argument(help="open, shared-closed or closed.")],
-    campaign: Annotated[str | None, typer.Option("--campaign")] = None,
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Every record of this campaign.")
+    ] = None,
     material: Annotated[str | None, typer.Option("--material", help="A material id.")] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="New owner (user/project).")] = None,
     groups: Annotated[
@@ -131,7 +150,11 @@ def set_tier(
     ] = None,
     rights: Annotated[str | None, typer.Option("--rights", help="Licence or rights text.")] = None,
     export_control: Annotated[
-        bool | None, typer.Option("--export-control/--no-export-control")
+        bool | None,
+        typer.Option(
+            "--export-control/--no-export-control",
+            help="Mark the records export-controlled, or not (default: unchanged).",
+        ),
     ] = None,
     db: DbOption = None,
     user: UserOption = None,
@@ -161,18 +184,19 @@ def set_tier(
         console.print("changed: " + ", ".join(f"{k} {v}" for k, v in done.items()))
         return
 
-    _, backend = open_store(db)
-    changed = do_set(
-        caller_of(user, group),
-        tier,
-        campaign,
-        material,
-        owner,
-        _split(groups) if groups is not None else None,
-        rights,
-        export_control,
-    )
-    backend.flush()
+    with busy("changing tiers"):
+        _, backend = open_store(db)
+        changed = do_set(
+            caller_of(user, group),
+            tier,
+            campaign,
+            material,
+            owner,
+            _split(groups) if groups is not None else None,
+            rights,
+            export_control,
+        )
+        backend.flush()
     console.print("changed: " + ", ".join(f"{k} {v}" for k, v in changed.items()))
 
 
@@ -185,9 +209,10 @@ def migrate(
     from matdx.store.documents import SCHEMA_VERSION
     from matdx.workflows.context import open_store
 
-    store, backend = open_store(db)
-    seen = store.migrate(dry_run=dry_run)
-    backend.flush()
+    with busy("migrating" if not dry_run else "counting old records"):
+        store, backend = open_store(db, read_only=dry_run)
+        seen = store.migrate(dry_run=dry_run)
+        backend.flush()  # nothing written by a dry run
     verb = "to migrate" if dry_run else "migrated"
     console.print(f"schema v{SCHEMA_VERSION}: {verb}: " + (json.dumps(seen) if seen else "nothing"))
 

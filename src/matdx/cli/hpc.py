@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from matdx.cli.options import DbOption, open_db
-from matdx.cli.ui import console
+from matdx.cli.ui import busy, console
 
 CampaignArg = Annotated[str, typer.Argument(help="Campaign name.")]
 StaleAfterOption = Annotated[
@@ -108,8 +108,9 @@ def sync(
     """Bring offline results (compute nodes without database) into the store."""
     from matdx.execution.offline import sync as do_sync
 
-    store, backend, lp = _launchpad(db, campaign)
-    r = do_sync(lp, store, campaign, stale_after, db_uri=backend.target.uri)
+    with busy(f"syncing {campaign}"):
+        store, backend, lp = _launchpad(db, campaign)
+        r = do_sync(lp, store, campaign, stale_after, db_uri=backend.target.uri)
     console.print(
         f"ingested {r.ingested} records; {len(r.recovered)} offline runs recovered, "
         f"{len(r.lost)} lost and made READY again, {len(r.running)} still running"
@@ -125,7 +126,8 @@ def recover(
     """Find a campaign's lost runs (stale heartbeat) and make them READY again."""
     from matdx.execution.lostruns import recover_lost
 
-    lost = recover_lost(_launchpad(db, campaign)[2], campaign, stale_after)
+    with busy(f"looking for lost runs of {campaign}"):
+        lost = recover_lost(_launchpad(db, campaign)[2], campaign, stale_after)
     console.print(f"{len(lost)} lost Fireworks made READY again: {lost}")
 
 
@@ -133,25 +135,43 @@ def submit(
     campaign_file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
     profile: Annotated[Path, typer.Option("--profile", help="Site profile YAML.")],
     nodes: Annotated[int | None, typer.Option("--nodes", help="Nodes per job.")] = None,
-    ranks_per_node: Annotated[int | None, typer.Option("--ranks-per-node")] = None,
+    ranks_per_node: Annotated[
+        int | None, typer.Option("--ranks-per-node", help="MPI ranks per node.")
+    ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="Threads per rank.")] = None,
-    elapse: Annotated[str | None, typer.Option("--elapse", help="Walltime per job.")] = None,
+    elapse: Annotated[
+        str | None,
+        typer.Option("--elapse", help="Walltime per job: seconds, HH:MM:SS or 2h, 30m."),
+    ] = None,
     rscgrp: Annotated[
         str | None, typer.Option("--rscgrp", help="Resource group / partition.")
     ] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Group / account.")] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account", "-g", help="Account (PJM group, Slurm account) charged for the jobs."
+        ),
+    ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Compute nodes without database access.")
     ] = False,
     task_estimate: Annotated[
         float | None, typer.Option("--task-estimate", help="Seconds per Firework.")
     ] = None,
-    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1)] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", min=1, help="Submit at most this many jobs.")
+    ] = None,
     margin: Annotated[
         float, typer.Option("--margin", help="Seconds kept free before each job's walltime.")
     ] = 30.0,
     stale_after: StaleAfterOption = 60.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the script only.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print what would be queued and submitted and the job script; change nothing.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Submit a campaign to a batch system: few jobs, each packing many tasks (MPI farm)."""
@@ -167,26 +187,32 @@ def submit(
             "threads_per_rank": threads,
             "elapse": elapse,
             "rscgrp": rscgrp,
-            "group": group,
+            "group": account,
         }.items()
         if v is not None
     }
-    r = do_submit(
-        loaded,
-        profile,
-        job,
-        offline=offline,
-        task_estimate_s=task_estimate,
-        max_jobs=max_jobs,
-        db_uri=db,
-        dry_run=dry_run,
-        stale_after_s=stale_after,
-        margin_s=margin,
-    )
+    with busy(f"planning {loaded.spec.name}"):
+        r = do_submit(
+            loaded,
+            profile,
+            job,
+            offline=offline,
+            task_estimate_s=task_estimate,
+            max_jobs=max_jobs,
+            db_uri=db,
+            dry_run=dry_run,
+            stale_after_s=stale_after,
+            margin_s=margin,
+        )
     p = r.packing
+    would = "would be " if dry_run else ""
     console.print(
-        f"{loaded.spec.name}: {r.run.n_unique} unique candidates, {r.run.n_submitted} newly "
-        f"queued; {p.n_tasks if p else 0} tasks"
+        ("dry run, nothing changed: " if dry_run else "")
+        + f"{loaded.spec.name}: {r.run.n_unique} unique candidates "
+        f"({r.run.n_done_before} computed, {r.run.n_queued_before} queued before), "
+        f"{r.run.n_submitted} {would}newly queued"
+        + (f", {len(r.recovered)} lost runs {would}made READY again" if r.recovered else "")
+        + f"; {p.n_tasks if p else 0} tasks"
         + (
             f" → {p.n_jobs} job(s) × {p.tasks_per_job} task slots ({p.workers_per_job} "
             f"workers, ~{p.task_estimate_s:g} s per task)"
@@ -194,7 +220,13 @@ def submit(
             else ""
         )
     )
-    if r.script is not None:
+    if dry_run:
+        if offline and r.reserved:
+            console.print(f"{r.reserved} Fireworks would be reserved for offline runs")
+        if r.script_text is not None:
+            console.print(f"job script ({r.job_dir / 'job.sh' if r.job_dir else ''}):")
+            print(r.script_text, end="" if r.script_text.endswith("\n") else "\n")
+    elif r.script is not None:
         console.print(
             f"script: {r.script}" + (f" (reserved {r.reserved} offline)" if offline else "")
         )

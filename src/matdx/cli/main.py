@@ -6,19 +6,30 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from rich.table import Table
+import typer.main
 
 from matdx.cli.options import (
     DbOption,
+    FormatOption,
     GroupOption,
     UserOption,
     caller_of,
     open_db,
+    output_file,
     service_client,
 )
-from matdx.cli.ui import RichProgress, console, one_line
+from matdx.cli.ui import (
+    Column,
+    RichProgress,
+    busy,
+    console,
+    emit,
+    emit_json,
+    fixed,
+    one_line,
+    output_format,
+)
 from matdx.core.errors import InputError, MatdxError, StoreUnavailableError
 
 app = typer.Typer(
@@ -26,9 +37,33 @@ app = typer.Typer(
     help="High-throughput materials screening: campaign file → candidates → calculations → "
     "ranked, stored, exportable results.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from matdx import __version__
+
+        print(f"matdx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_show_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Options of ``matdx`` itself (the help shown is the app's)."""
 
 
 def _register_subcommands() -> None:
@@ -83,48 +118,63 @@ def run(
         results(report.campaign, top=10, db=db)
 
 
+FW_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED", "PAUSED")
+
+
 @app.command()
 def status(
     campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    fmt: FormatOption = None,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
 ) -> None:
     """Progress of a campaign: candidates and Fireworks by state, calculations by outcome."""
-    store, backend = open_db(db)  # type: ignore[misc]
-    from matdx.workflows import fireworks_adapter as fwa  # after the store: see its docstring
+    fmt = output_format(fmt)
+    with busy("reading the campaign"):
+        store, backend = open_db(db, read_only=True)  # type: ignore[misc]
+        from matdx.workflows import fireworks_adapter as fwa  # after the store: its docstring
 
-    doc = store.campaign(campaign, caller_of(user, group))
-    lp = fwa.get_launchpad(backend)
-    states = fwa.state_counts(lp, campaign)
-    calcs = store.count_calculations(campaign)
-    table = Table(title=f"campaign {campaign}", show_header=True)
-    table.add_column("state")
-    table.add_column("fireworks", justify="right")
-    table.add_column("candidates", justify="right")
-    for name in states["steps"]:
-        table.add_column(f"step {name}", justify="right")
-    for s in (
-        "WAITING",
-        "READY",
-        "RESERVED",
-        "RUNNING",
-        "COMPLETED",
-        "FIZZLED",
-        "DEFUSED",
-        "PAUSED",
-    ):
-        table.add_row(
-            s,
-            str(states["fireworks"].get(s, 0)),
-            str(states["candidates"].get(s, 0)),
-            *(str(c.get(s, 0)) for c in states["steps"].values()),
+        doc = store.campaign(campaign, caller_of(user, group))
+        lp = fwa.get_launchpad(backend, init=False)
+        states = fwa.state_counts(lp, campaign)
+        calcs = store.count_calculations(campaign)
+    columns = [
+        Column("state"),
+        Column("fireworks", justify="right"),
+        Column("candidates", justify="right"),
+        *(Column(f"step {name}", justify="right") for name in states["steps"]),
+    ]
+    rows = [
+        {
+            "state": s,
+            "fireworks": states["fireworks"].get(s, 0),
+            "candidates": states["candidates"].get(s, 0),
+            **{f"step {n}": c.get(s, 0) for n, c in states["steps"].items()},
+        }
+        for s in FW_STATES
+    ]
+    if fmt == "json":
+        emit_json(
+            {
+                "campaign": campaign,
+                "n_raw": doc.n_raw,
+                "n_unique": doc.n_unique,
+                "n_reused": doc.n_reused,
+                "workflows": list(doc.wf_ids),
+                "states": states,
+                "calculations": calcs,
+            }
         )
+        return
+    if fmt == "csv":
+        emit(rows, columns, fmt)
+        return
     console.print(
         f"candidates: {doc.n_raw} raw, {doc.n_unique} unique ({doc.n_reused} already in the "
         f"store); workflows {list(doc.wf_ids)}"
     )
-    console.print(table)
+    emit(rows, columns, fmt, title=f"campaign {campaign}")
     console.print(f"calculations: {calcs['completed']} completed, {calcs['failed']} failed")
 
 
@@ -158,6 +208,7 @@ def results(
         str | None,
         typer.Option("--step", help="Show the results of this later step (default: pre-screen)."),
     ] = None,
+    fmt: FormatOption = None,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
@@ -166,19 +217,35 @@ def results(
 
     With ``MATDX_API_URL`` set, read through the data service with ``MATDX_TOKEN``.
     """
+    fmt = output_format(fmt)
+    with busy("reading results"):
+        rows, title = _results(campaign, top, sort, step, db, user, group)
+    emit(rows, RESULT_COLUMNS, fmt, title=title)
+
+
+def _results(
+    campaign: str,
+    top: int,
+    sort: str | None,
+    step: str | None,
+    db: str | None,
+    user: str | None,
+    group: list[str] | None,
+) -> tuple[list[dict[str, Any]], str]:
+    """The ranked rows of ``matdx results`` and their title."""
     client = service_client(user, group)
     if client is not None:
         spec = client.campaign(campaign)["spec"]
 
         def fetch(**kw: Any) -> list[dict[str, Any]]:
-            return client.result_rows(campaign, **kw)
+            return client.result_rows(campaign, **kw)  # type: ignore[no-any-return]
     else:
-        store, _ = open_db(db)  # type: ignore[misc]
+        store, _ = open_db(db, read_only=True)  # type: ignore[misc]
         caller = caller_of(user, group)
         spec = store.campaign(campaign, caller).spec
 
         def fetch(**kw: Any) -> list[dict[str, Any]]:
-            return store.summaries(campaign, caller, **kw)
+            return store.summaries(campaign, caller, **kw)  # type: ignore[no-any-return]
 
     ranking = spec.get("ranking", {})
     key = sort or ranking.get("key", "energy_above_hull")
@@ -193,37 +260,33 @@ def results(
             rows.reverse()
         rows = rows[:top] if top else rows
     where = f" step {step}" if step else ""
-    table = Table(title=f"{campaign}{where}: top {len(rows)} by {key}")
-    for col, just in (
-        ("#", "right"),
-        ("material_id", "left"),
-        ("formula", "left"),
-        ("spacegroup", "left"),
-        ("nsites", "right"),
-        ("E (eV/at)", "right"),
-        ("E_form (eV/at)", "right"),
-        ("E_hull (eV/at)", "right"),
-        ("V (Å³/at)", "right"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    flat = [
+        {
+            "rank": i,
+            **r,
+            "campaign": campaign,
+            "spacegroup_symbol": (r.get("symmetry") or {}).get("symbol"),
+            "spacegroup_number": (r.get("symmetry") or {}).get("number"),
+        }
+        for i, r in enumerate(rows, 1)
+    ]
+    return flat, f"{campaign}{where}: top {len(rows)} by {key}"
 
-    def f(x: float | None, fmt: str = "{:.4f}") -> str:
-        return "–" if x is None else fmt.format(x)
 
-    for i, r in enumerate(rows, 1):
-        sym = r.get("symmetry") or {}
-        table.add_row(
-            str(i),
-            r["material_id"],
-            r["formula_pretty"],
-            f"{sym.get('symbol')} ({sym.get('number')})",
-            str(r["nsites"]),
-            f(r.get("energy_per_atom")),
-            f(r.get("formation_energy_per_atom")),
-            f(r.get("energy_above_hull")),
-            f(r.get("volume_per_atom"), "{:.2f}"),
-        )
-    console.print(table)
+RESULT_COLUMNS = (
+    Column("rank", "#", justify="right"),
+    Column("campaign", table=False),
+    Column("material_id"),
+    Column("formula_pretty", "formula"),
+    Column("spacegroup_symbol", "spacegroup"),
+    Column("spacegroup_number", "#sg", justify="right"),
+    Column("nsites", justify="right"),
+    Column("energy_per_atom", "E (eV/at)", fixed(4), "right"),
+    Column("formation_energy_per_atom", "E_form (eV/at)", fixed(4), "right"),
+    Column("energy_above_hull", "E_hull (eV/at)", fixed(4), "right"),
+    Column("volume_per_atom", "V (Å³/at)", fixed(2), "right"),
+)
+"""Columns of ``matdx results`` (JSON and CSV use the keys, in eV/atom and Å³/atom)."""
 
 
 @app.command()
@@ -248,21 +311,23 @@ def export(
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    store, _ = open_db(db)  # type: ignore[misc]
-    doc = store.campaign(campaign, caller_of(user, group))
-    from matdx.workflows.campaign import LoadedCampaign
+    output_file(output)
+    with busy(f"exporting {campaign}"):
+        store, _ = open_db(db, read_only=True)  # type: ignore[misc]
+        doc = store.campaign(campaign, caller_of(user, group))
+        from matdx.workflows.campaign import LoadedCampaign
 
-    spec = validate_campaign(doc.spec, {}, f"stored campaign {campaign}")
-    loaded = LoadedCampaign(spec, Path(campaign), doc.spec)
-    n = do_export(
-        store,
-        campaign,
-        caller_of(user, group),
-        fmt,
-        output,
-        loaded.settings_hash,
-        allow_export_controlled,
-    )
+        spec = validate_campaign(doc.spec, {}, f"stored campaign {campaign}")
+        loaded = LoadedCampaign(spec, Path(campaign), doc.spec)
+        n = do_export(
+            store,
+            campaign,
+            caller_of(user, group),
+            fmt,
+            output,
+            loaded.settings_hash,
+            allow_export_controlled,
+        )
     console.print(f"wrote {n} records to {output} ({fmt})")
 
 
@@ -283,18 +348,71 @@ def plot(
 
     if kind not in PLOTS:
         raise InputError(f"unknown plot {kind!r} (choose from {', '.join(PLOTS)})")
-    store, _ = open_db(db)  # type: ignore[misc]
-    store.campaign(campaign, caller_of(user, group))
-    rows = store.summaries(campaign, caller_of(user, group))
-    if not rows:
-        raise InputError(f"campaign {campaign!r} has no results yet")
-    PLOTS[kind](rows, output, chemsys)
+    output_file(output)
+    with busy(f"plotting {campaign}"):
+        store, _ = open_db(db, read_only=True)  # type: ignore[misc]
+        doc = store.campaign(campaign, caller_of(user, group))
+        rows = store.summaries(campaign, caller_of(user, group))
+        if not rows:
+            raise InputError(f"campaign {campaign!r} has no results yet")
+        engine = (doc.spec.get("prescreen") or {}).get("engine", "emt")
+        PLOTS[kind](rows, output, chemsys, f"{campaign} · {engine} pre-screen")
     console.print(f"wrote {output}")
+
+
+def command() -> Any:
+    """The click command of the CLI, its options' values named as in click's help.
+
+    Every option that takes a value shows it by its name (``--db DB``), every argument by
+    its name in capitals, and flags as flags, whatever the version of Typer.
+    """
+    cmd = typer.main.get_command(app)
+    _name_values(cmd)
+    return cmd
+
+
+def _name_values(cmd: Any) -> None:
+    for param in cmd.params:
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+        elif param.param_type_name == "option" and param.opts:
+            param.metavar = max(param.opts, key=len).lstrip("-").upper().replace("-", "_")
+    for sub in getattr(cmd, "commands", {}).values():
+        _name_values(sub)
 
 
 def _error(message: str) -> None:
     """Print a user error as exactly one line on stderr."""
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _click_kind(exc: BaseException) -> str | None:
+    """What a command-line library exception is, by its class names.
+
+    Typer raises click's exceptions, or those of its own copy of click
+    (``typer._click``); both keep click's class names, which is what is matched here.
+    """
+    names = {c.__name__ for c in type(exc).__mro__}
+    for kind in ("NoArgsIsHelpError", "Exit", "Abort", "ClickException"):
+        if kind in names:
+            return kind
+    return None
+
+
+def _library_exit(exc: BaseException) -> int:
+    """Exit code for an exception of the command-line library (see :func:`_click_kind`)."""
+    kind = _click_kind(exc)
+    if kind == "NoArgsIsHelpError":  # a group called without a command: its help
+        print(exc.format_message(), flush=True)  # type: ignore[attr-defined]
+        return 0
+    if kind == "Exit":
+        return int(getattr(exc, "exit_code", 0) or 0)
+    if kind == "Abort":
+        return 130
+    _error(exc.format_message())  # type: ignore[attr-defined]
+    return int(getattr(exc, "exit_code", 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,16 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         Exit code.
     """
     try:
-        rv = app(args=argv, prog_name="matdx", standalone_mode=False)
-    except click.exceptions.ClickException as exc:
-        _error(exc.format_message())
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 130
+        rv = command().main(args=argv, prog_name="matdx", standalone_mode=False)
     except MatdxError as exc:
         _error(str(exc))
         return exc.exit_code
     except Exception as exc:
+        if _click_kind(exc) is not None:
+            return _library_exit(exc)
         # a command that never imported pymongo cannot have raised its errors (and farm
         # ranks and database-free commands are spared the import)
         errors = sys.modules.get("pymongo.errors")
@@ -334,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except SystemExit as exc:  # a library that exits by itself
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return rv if isinstance(rv, int) else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,14 @@ DbOption = Annotated[
 UserOption = Annotated[str | None, typer.Option("--user", help="Act as this user.")]
 GroupOption = Annotated[
     list[str] | None,
-    typer.Option("--group", "--groups", help="Act as a member of this group (repeat)."),
+    typer.Option("--group", help="Act as a member of this group (repeat the option)."),
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="table, json or csv (default: a table on a terminal, CSV otherwise).",
+    ),
 ]
 
 
@@ -40,11 +48,29 @@ def caller_of(user: str | None, groups: list[str] | None) -> Any:
     return Caller(s.user, tuple(groups if groups is not None else s.groups))
 
 
-def open_db(db: str | None) -> Any:
+def open_db(db: str | None, read_only: bool = False) -> Any:
     """``(store, backend)`` for ``--db`` (see :func:`matdx.workflows.context.open_store`)."""
     from matdx.workflows.context import open_store
 
-    return open_store(db)
+    return open_store(db, read_only)
+
+
+def output_file(path: Path) -> Path:
+    """Check that ``path`` can be written: its directory exists and it is no directory.
+
+    Raises
+    ------
+    InputError
+        Otherwise (nothing is created).
+    """
+    from matdx.core.errors import InputError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: it is a directory")
+    return path
 
 
 def service_client(user: str | None, groups: list[str] | None) -> Any:

@@ -17,6 +17,7 @@ from matdx.core.errors import InputError
 profile_app = typer.Typer(
     help="Site profiles (hpc_profiles/*.yaml): validate them and preview batch scripts.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -56,7 +57,8 @@ def show(
         str | None, typer.Option("--elapse", help="Wall time: HH:MM:SS, 72h, 30m or seconds.")
     ] = None,
     group: Annotated[
-        str | None, typer.Option("--group", help="Group (PJM -g) or account (Slurm).")
+        str | None,
+        typer.Option("--account", "-g", help="Account: PJM group (-g) or Slurm account."),
     ] = None,
     rscgrp: Annotated[
         str | None, typer.Option("--rscgrp", help="Resource group (PJM) or partition (Slurm).")

@@ -25,16 +25,24 @@ token_app = typer.Typer(
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8000,
     public_url: Annotated[
         str | None,
         typer.Option("--public-url", help="URL clients reach the service at (behind a proxy)."),
     ] = None,
     oidc_issuer: Annotated[
-        str | None, typer.Option("--oidc-issuer", envvar="MATDX_OIDC_ISSUER")
+        str | None,
+        typer.Option(
+            "--oidc-issuer", envvar="MATDX_OIDC_ISSUER", help="Issuer of accepted OIDC tokens."
+        ),
     ] = None,
     oidc_audience: Annotated[
-        str | None, typer.Option("--oidc-audience", envvar="MATDX_OIDC_AUDIENCE")
+        str | None,
+        typer.Option(
+            "--oidc-audience", envvar="MATDX_OIDC_AUDIENCE", help="Audience OIDC tokens must name."
+        ),
     ] = None,
     oidc_key_file: Annotated[
         Path | None,

@@ -1,10 +1,15 @@
-"""Terminal output: rich progress bars, plain progress lines in logs, one-line errors."""
+"""Terminal output: tables or JSON/CSV, progress bars and spinners, one-line errors."""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from matdx.core.progress import Advance
 
@@ -76,3 +82,102 @@ class RichProgress:
 def one_line(text: str) -> str:
     """Collapse a message to a single line."""
     return " ".join(str(text).split())
+
+
+OUTPUT_FORMATS = ("table", "json", "csv")
+"""Output formats of the commands that list records (``--format``)."""
+
+
+def output_format(fmt: str | None) -> str:
+    """The ``--format`` to use: as given, else a table on a terminal and CSV otherwise.
+
+    Raises
+    ------
+    InputError
+        For an unknown format.
+    """
+    from matdx.core.errors import InputError
+
+    if fmt is None:
+        return "table" if console.is_terminal else "csv"
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"unknown output format {fmt!r} (choose from {', '.join(OUTPUT_FORMATS)})")
+    return fmt
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a listing: record key, table header, table text of a value.
+
+    A column with ``table=False`` is only in JSON and CSV (the table says it in its title).
+    """
+
+    key: str
+    header: str = ""
+    text: Callable[[Any], str] = str
+    justify: str = "left"
+    table: bool = True
+
+
+def fixed(digits: int) -> Callable[[Any], str]:
+    """Table text of a number with ``digits`` decimals (``–`` for none)."""
+    return lambda x: "–" if x is None else f"{x:.{digits}f}"
+
+
+def emit(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str, title: str = ""
+) -> None:
+    """Print records as a table (terminal), a JSON array or CSV (raw values, keyed by name).
+
+    Parameters
+    ----------
+    rows
+        Records: the :attr:`Column.key` of each column is read from each.
+    columns
+        What to show, in order.
+    fmt
+        ``table``, ``json`` or ``csv`` (see :func:`output_format`).
+    title
+        Title of the table.
+    """
+    keys = [c.key for c in columns]
+    if fmt == "json":
+        print(json.dumps([{k: r.get(k) for k in keys} for r in rows], default=str, indent=1))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(keys)
+        for r in rows:
+            writer.writerow([_cell(r.get(k)) for k in keys])
+        sys.stdout.flush()
+    else:
+        table = Table(title=title or None)
+        shown = [c for c in columns if c.table]
+        for c in shown:
+            table.add_column(c.header or c.key, justify=c.justify)  # type: ignore[arg-type]
+        for r in rows:
+            table.add_row(*(c.text(r.get(c.key)) for c in shown))
+        console.print(table)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for none, JSON text for a list or mapping."""
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str, sort_keys=True)
+    return value
+
+
+def emit_json(data: Any) -> None:
+    """Print one JSON document on stdout."""
+    print(json.dumps(data, default=str, indent=1))
+
+
+@contextmanager
+def busy(text: str) -> Iterator[None]:
+    """A spinner on the terminal's stderr while a slow step runs (nothing in a log)."""
+    if not err_console.is_terminal:
+        yield
+        return
+    with err_console.status(text):
+        yield

@@ -1,4 +1,10 @@
-"""YAML loading that remembers the line of every key, for one-line error messages."""
+"""YAML loading that remembers the line of every key, for one-line error messages.
+
+Input is bounded: a file larger than :data:`MAX_YAML_BYTES` is refused before it is read,
+and aliases may stand for at most :data:`MAX_ALIAS_NODES` nodes in all (each use of an
+alias counts the nodes it repeats), so that a small file of nested aliases cannot expand
+into an exponentially large document.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +19,43 @@ from matdx.core.errors import InputError
 
 Loc = tuple[str | int, ...]
 
+MAX_YAML_BYTES = 1 << 20
+"""Largest YAML file read (1 MiB: campaign files and site profiles are a few kB)."""
+MAX_ALIAS_NODES = 10_000
+"""Most nodes that aliases may repeat in one document (YAML's "billion laughs" bound)."""
 
-def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
+
+class _Budget:
+    """Counts the nodes constructed again through aliases."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.repeated = 0
+
+
+def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], budget: _Budget) -> Any:
+    if id(node) in budget.seen:
+        budget.repeated += 1
+        if budget.repeated > MAX_ALIAS_NODES:
+            raise InputError(
+                f"line {node.start_mark.line + 1}: aliases expand to more than "
+                f"{MAX_ALIAS_NODES} nodes"
+            )
+    else:
+        budget.seen.add(id(node))
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, loc, {})
+            key = _construct(key_node, loc, {}, budget)
             if isinstance(key, list | dict):
                 raise InputError(f"line {key_node.start_mark.line + 1}: a key must be a scalar")
             if key in out:
                 raise InputError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-            out[key] = _construct(value_node, (*loc, key), lines)
+            out[key] = _construct(value_node, (*loc, key), lines, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, (*loc, i), lines) for i, v in enumerate(node.value)]
+        return [_construct(v, (*loc, i), lines, budget) for i, v in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -49,12 +77,18 @@ def load_yaml(path: str | Path, what: str = "file") -> tuple[Any, dict[Loc, int]
     Raises
     ------
     InputError
-        If the file is missing, unreadable or not valid YAML.
+        If the file is missing, unreadable, larger than :data:`MAX_YAML_BYTES`, not valid
+        YAML, or its aliases expand beyond :data:`MAX_ALIAS_NODES` nodes.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} {str(p)!r} does not exist")
     try:
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise InputError(
+                f"{what} {str(p)!r} is too large ({size} bytes; at most {MAX_YAML_BYTES})"
+            )
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} {str(p)!r} cannot be read: {exc}") from None
@@ -64,9 +98,11 @@ def load_yaml(path: str | Path, what: str = "file") -> tuple[Any, dict[Loc, int]
 def parse_yaml(text: str, what: str = "YAML") -> tuple[Any, dict[Loc, int]]:
     """Parse YAML text, see :func:`load_yaml`."""
     lines: dict[Loc, int] = {}
+    if len(text) > MAX_YAML_BYTES:
+        raise InputError(f"{what}: too large ({len(text)} characters; at most {MAX_YAML_BYTES})")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = None if node is None else _construct(node, (), lines)
+        data = None if node is None else _construct(node, (), lines, _Budget())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -74,6 +110,8 @@ def parse_yaml(text: str, what: str = "YAML") -> tuple[Any, dict[Loc, int]]:
         raise InputError(f"{what}{where}: malformed YAML ({problem})") from None
     except RecursionError:
         raise InputError(f"{what}: YAML nested too deeply") from None
+    except InputError as exc:
+        raise InputError(f"{what} {exc}") from None
     return data, lines
 
 

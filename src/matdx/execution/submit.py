@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from matdx.core.errors import InputError
 from matdx.core.settings import get_settings
 from matdx.engines.registry import ENGINES
-from matdx.schemas.names import CAMPAIGN, COMPUTE, KIND, SPEC, STAGE, STEP, spec_key
+from matdx.execution.lostruns import lost_fireworks, recover_lost
+from matdx.schemas.names import CAMPAIGN, COMPUTE, KIND, PRESCREEN, SPEC, STAGE, STEP, spec_key
 from matdx.workflows.campaign import LoadedCampaign
 from matdx.workflows.runner import RunReport, campaign_db_uri, submit_campaign
 
@@ -102,6 +103,9 @@ class SubmitReport:
     job_dir: Path | None = None
     reserved: int = 0
     recovered: list[int] = field(default_factory=list)
+    dry_run: bool = False
+    script_text: str | None = None
+    """The job script (also of a dry run, which writes no file)."""
 
 
 def farm_launch_argv(job: ResolvedJob, host: str | None = None) -> list[str]:
@@ -169,7 +173,9 @@ def submit(
     db_uri
         Database URI.
     dry_run
-        Write the script but submit nothing.
+        Plan only: report what would be queued, recovered, reserved and submitted, and the
+        job script (:attr:`SubmitReport.script_text`), and change nothing (no database
+        write, no file).
     stale_after_s
         Heartbeat age after which the farm reruns a RUNNING Firework.
     margin_s
@@ -181,10 +187,12 @@ def submit(
         Counts, the packing decision and the job ids.
     """
     from matdx.schedulers import scheduler_for
-    from matdx.sites import JobRequest, load_profile, resolve_job
+    from matdx.sites import load_profile, parse_job_request, resolve_job
 
     profile = load_profile(profile_path)
-    base = JobRequest.model_validate({"job_name": _job_name(loaded.spec.name), **(job or {})})
+    base = parse_job_request(
+        {"job_name": _job_name(loaded.spec.name), **(job or {})}, what="job options"
+    )
     resolved = resolve_job(profile, base, what="job options")
     settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
     from matdx.sites.llio import check_data_dir, job_volumes, node_paths
@@ -192,32 +200,25 @@ def submit(
     check_data_dir(profile, settings.data_dir)
     from matdx.workflows.context import open_store
 
-    store, backend = open_store(settings.db_uri)
+    store, backend = open_store(settings.db_uri, read_only=dry_run)
     if backend.target.kind == "embedded" and not offline:
         raise InputError(
             "the embedded store is single-process: submit needs a MongoDB server "
             "(set MATDX_DB_URI), or use offline mode"
         )
-
-    run = submit_campaign(loaded, launch=False, db_uri=settings.db_uri)
-    report = SubmitReport(run)
     from matdx.workflows import fireworks_adapter as fwa
 
-    lp = fwa.get_launchpad(backend)
-    from matdx.execution.lostruns import recover_lost
-
-    report.recovered = recover_lost(lp, loaded.spec.name, stale_after_s)
-    ready = Counter(
-        d["spec"][SPEC][STEP]
-        for d in lp.fireworks.find(
-            {
-                spec_key(CAMPAIGN): loaded.spec.name,
-                spec_key(KIND): {"$in": [COMPUTE, STAGE]},
-                "state": "READY",
-            },
-            {spec_key(STEP): 1},
-        )
-    )
+    if dry_run:
+        lp = fwa.get_launchpad(backend, init=False)
+        report, ready = _plan_only(loaded, store, lp)
+        report.recovered = lost_fireworks(lp, loaded.spec.name, stale_after_s)
+        ready[PRESCREEN] += len(report.recovered)
+    else:
+        report = SubmitReport(submit_campaign(loaded, launch=False, db_uri=settings.db_uri))
+        lp = fwa.get_launchpad(backend)
+        report.recovered = recover_lost(lp, loaded.spec.name, stale_after_s)
+        ready = _ready_tasks(lp, loaded.spec.name)
+    report.dry_run = dry_run
     n_tasks = sum(ready.values())
     # a task is one batch of a step: the estimate of the longest that can come next (a
     # stage queues its step's batches)
@@ -236,10 +237,12 @@ def submit(
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     job_dir = settings.runs_dir / loaded.spec.name / f"submit-{stamp}"
-    job_dir.mkdir(parents=True, exist_ok=True)
     report.job_dir = job_dir
     n_jobs = report.packing.n_jobs
-    if offline:
+    if dry_run and offline:
+        report.reserved = min(n_tasks, n_jobs * report.packing.tasks_per_job)
+    elif offline:
+        job_dir.mkdir(parents=True, exist_ok=True)
         from matdx.execution.offline import reserve_job
 
         for k in range(n_jobs):
@@ -250,7 +253,11 @@ def submit(
             )
         backend.flush()
 
-    env_file = write_env_file(job_dir, settings.db_uri)
+    if dry_run:
+        env_file = job_dir / ENV_FILE
+    else:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        env_file = write_env_file(job_dir, settings.db_uri)
     argv = [
         *farm_launch_argv(resolved),
         "-m",
@@ -296,9 +303,10 @@ def submit(
     from matdx.sites.nodes import check_job_text
 
     check_job_text(profile, text)
-    script.write_text(text, encoding="utf-8")
-    report.script = script
+    report.script_text = text
     if not dry_run:
+        script.write_text(text, encoding="utf-8")
+        report.script = script
         cwd = os.getcwd()
         os.chdir(job_dir)  # the batch system's default output files land in the job directory
         try:
@@ -306,6 +314,51 @@ def submit(
         finally:
             os.chdir(cwd)
     return report
+
+
+def _ready_tasks(lp: Any, campaign: str) -> Counter[str]:
+    """READY compute and stage Fireworks of a campaign, by step."""
+    return Counter(
+        d["spec"][SPEC][STEP]
+        for d in lp.fireworks.find(
+            {
+                spec_key(CAMPAIGN): campaign,
+                spec_key(KIND): {"$in": [COMPUTE, STAGE]},
+                "state": "READY",
+            },
+            {spec_key(STEP): 1},
+        )
+    )
+
+
+def _plan_only(loaded: LoadedCampaign, store: Any, lp: Any) -> tuple[SubmitReport, Counter[str]]:
+    """What :func:`submit_campaign` would queue, found by reading only.
+
+    Returns the report and the READY tasks by step after the queueing: those already
+    READY plus the new batches of the pre-screen.
+    """
+    from matdx.core.progress import NullProgress
+    from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.runner import plan_materials
+
+    name = loaded.spec.name
+    plan = plan_materials(loaded, store, NullProgress())
+    ids = [m.material_id for m in plan.materials]
+    done = store.completed(ids, loaded.settings_hash)
+    queued = fwa.queued_material_ids(lp, name) if fwa.active_fireworks(lp, name) else set()
+    todo = [i for i in ids if i not in done and i not in queued]
+    run = RunReport(
+        name,
+        n_raw=plan.n_raw,
+        n_unique=len(ids),
+        n_reused=plan.n_reused,
+        n_done_before=len(done),
+        n_queued_before=len(queued & set(ids)),
+        n_submitted=len(todo),
+    )
+    ready = _ready_tasks(lp, name)
+    ready[PRESCREEN] += math.ceil(len(todo) / loaded.spec.batch_size)
+    return SubmitReport(run), ready
 
 
 def _job_name(campaign: str) -> str:

@@ -5,6 +5,11 @@ in-memory server store per process, loaded from a JSON file and written back by
 :func:`flush` and at exit. The LaunchPad and the property store share that one server
 store through the ``_store`` client argument, so both see the same data. It is
 single-process: a lock file refuses a second process.
+
+A process that only reads opens it ``read_only``: the file is then never written (not at
+exit either), several readers may share it (a shared lock, which a writer waits for in
+vain and is refused), and a store that does not exist yet is read as empty without
+creating anything.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Backend:
     target: DbTarget
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     client_class: type = object
+    read_only: bool = False
     _lock: Any = None
     _server_store: Any = None
     _last_write: float = 0.0
@@ -54,8 +60,8 @@ class Backend:
         return self.client_class(self.target.uri, **self.client_kwargs)
 
     def flush(self) -> None:
-        """Write the embedded store to its file, atomically (no-op for a server)."""
-        if self._server_store is None or self.target.path is None:
+        """Write the embedded store to its file, atomically (no-op for a server or reader)."""
+        if self._server_store is None or self.target.path is None or self.read_only:
             return
         from bson import json_util
 
@@ -82,20 +88,29 @@ class Backend:
             self.flush()
 
 
-def _open_embedded(target: DbTarget) -> Backend:
-    path = target.path
-    assert path is not None
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _lock_file(path: Path, read_only: bool) -> Any:
+    """The store's lock file, locked exclusively (writer) or shared (reader)."""
     lock = open(path.with_suffix(path.suffix + ".lock"), "a+")  # noqa: SIM115 - held for the process
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise StoreBusyError(
             f"the embedded store {path} is in use by another matdx process "
             "(it is single-process; use a MongoDB server for concurrent work)"
         ) from None
-    if not path.exists() or path.stat().st_size == 0:
+    return lock
+
+
+def _open_embedded(target: DbTarget, read_only: bool = False) -> Backend:
+    path = target.path
+    assert path is not None
+    exists = path.exists() and path.stat().st_size > 0
+    if read_only and not exists:
+        return _empty_embedded(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_file(path, read_only)
+    if not exists:
         path.write_text("{}", encoding="utf-8")
     # FireWorks reads the variable when it is first imported; mongomock_persistence reads it
     # whenever a server store is created. Both must see the same file.
@@ -116,13 +131,48 @@ def _open_embedded(target: DbTarget) -> Backend:
         server_store = mongomock.store.ServerStore()
     except ValueError as exc:
         raise StoreUnavailableError(f"the embedded store {path} is corrupt: {exc}") from None
-    return Backend(
+    backend = Backend(
         target,
         client_kwargs={"_store": server_store},
         client_class=mongomock.MongoClient,
         _lock=lock,
         _server_store=server_store,
     )
+    if read_only:
+        _set_read_only(backend)
+    return backend
+
+
+def _empty_embedded(target: DbTarget) -> Backend:
+    """An empty in-memory store for a reader of an embedded store not created yet."""
+    import mongomock
+    import mongomock.store
+    import mongomock_persistence  # noqa: F401 - patches mongomock's server store
+
+    saved = os.environ.get("MONGOMOCK_SERVERSTORE_FILE")
+    os.environ["MONGOMOCK_SERVERSTORE_FILE"] = ""  # no file: nothing loaded, nothing saved
+    try:
+        server_store = mongomock.store.ServerStore()
+    finally:
+        if saved is None:
+            del os.environ["MONGOMOCK_SERVERSTORE_FILE"]
+        else:
+            os.environ["MONGOMOCK_SERVERSTORE_FILE"] = saved
+    return Backend(
+        target,
+        client_kwargs={"_store": server_store},
+        client_class=mongomock.MongoClient,
+        read_only=True,
+        _server_store=server_store,
+    )
+
+
+def _set_read_only(backend: Backend) -> None:
+    """Never write the embedded store of ``backend`` (the exit-time save detached)."""
+    backend.read_only = True
+    finalizer = getattr(backend._server_store, "_finalizer", None)
+    if finalizer is not None:
+        finalizer.detach()
 
 
 def _open_server(target: DbTarget, timeout_ms: int) -> Backend:
@@ -132,7 +182,16 @@ def _open_server(target: DbTarget, timeout_ms: int) -> Backend:
     kwargs = {"serverSelectionTimeoutMS": timeout_ms, "connectTimeoutMS": timeout_ms}
     backend = Backend(target, client_kwargs=kwargs, client_class=pymongo.MongoClient)
     try:
-        backend.new_client().admin.command("ping")
+        client = backend.new_client()
+    except (PyMongoError, OSError, ValueError, TypeError) as exc:
+        # URI options pymongo checks when the client is made: TLS files that cannot be
+        # read, unknown or malformed values
+        reason = " ".join(str(exc).split())
+        raise StoreUnavailableError(
+            f"cannot use the database URI {target.display}: {reason}"
+        ) from None
+    try:
+        client.admin.command("ping")
     except PyMongoError as exc:
         reason = str(exc).split(",")[0].split("(")[0].strip()
         raise StoreUnavailableError(
@@ -141,7 +200,7 @@ def _open_server(target: DbTarget, timeout_ms: int) -> Backend:
     return backend
 
 
-def open_backend(target: DbTarget, timeout_ms: int = 5000) -> Backend:
+def open_backend(target: DbTarget, timeout_ms: int = 5000, read_only: bool = False) -> Backend:
     """Open (once per process) the database behind ``target``.
 
     Parameters
@@ -150,6 +209,10 @@ def open_backend(target: DbTarget, timeout_ms: int = 5000) -> Backend:
         Parsed database URI.
     timeout_ms
         Server selection timeout.
+    read_only
+        The process only reads: an embedded store is never written back (a server is
+        opened as usual). A store first opened to read cannot be written later in the
+        same process.
 
     Returns
     -------
@@ -161,12 +224,18 @@ def open_backend(target: DbTarget, timeout_ms: int = 5000) -> Backend:
     StoreUnavailableError
         If a server cannot be reached (the message shows the URI without password).
     StoreBusyError
-        If another process holds the embedded store.
+        If another process holds the embedded store, or it was opened to read and is now
+        opened to write.
     """
     key = target.uri if target.kind == "mongodb" else str(target.path)
     if key not in _OPEN:
         if target.kind == "embedded":
-            _OPEN[key] = _open_embedded(target)
+            _OPEN[key] = _open_embedded(target, read_only)
         else:
             _OPEN[key] = _open_server(target, timeout_ms)
-    return _OPEN[key]
+    backend = _OPEN[key]
+    if backend.read_only and not read_only:
+        raise StoreBusyError(
+            f"the embedded store {target.path} was opened read-only by this process"
+        )
+    return backend

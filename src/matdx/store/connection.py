@@ -9,9 +9,17 @@ from matdx.store.backend import Backend
 from matdx.store.documents import ALIAS, ALL_DOCUMENTS
 
 _CONNECTED: dict[str, str] = {}
+_INDEXED: set[str] = set()
 
 
-def connect(backend: Backend) -> None:
+def _ensure_indexes(key: str) -> None:
+    if key not in _INDEXED:
+        for doc in ALL_DOCUMENTS:
+            doc.ensure_indexes()
+        _INDEXED.add(key)
+
+
+def connect(backend: Backend, read_only: bool = False) -> None:
     """Register ``backend`` as mongoengine's ``matdx`` connection and create indexes.
 
     Calling it again with the same backend does nothing; with another backend it
@@ -21,9 +29,13 @@ def connect(backend: Backend) -> None:
     ----------
     backend
         An opened backend (see :func:`matdx.store.backend.open_backend`).
+    read_only
+        Only reads follow: no index is created (which would create the collections).
     """
     key = f"{backend.target.uri}|{backend.target.path}|{backend.target.db_name}"
     if _CONNECTED.get(ALIAS) == key:
+        if not read_only:
+            _ensure_indexes(key)
         return
     mongoengine.disconnect(alias=ALIAS)
     for doc in ALL_DOCUMENTS:
@@ -41,6 +53,7 @@ def connect(backend: Backend) -> None:
         )
     except ConnectionFailure as exc:  # pragma: no cover - settings clash
         raise RuntimeError(str(exc)) from None
-    for doc in ALL_DOCUMENTS:
-        doc.ensure_indexes()
+    _INDEXED.discard(key)
+    if not read_only:
+        _ensure_indexes(key)
     _CONNECTED[ALIAS] = key

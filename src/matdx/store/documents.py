@@ -39,7 +39,7 @@ from mongoengine.errors import FieldDoesNotExist, ValidationError
 from matdx.store.fields import About, FieldList
 
 ALIAS = "matdx"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TIERS = ("open", "shared-closed", "closed")
 MAT, GOV, INT = "material", "governance", "internal"
 
@@ -93,6 +93,7 @@ class Symmetry(EmbeddedDocument):
 
     number = IntField()
     symbol = StringField()
+    crystal_system = StringField()
     symprec = FloatField(
         help_text="spglib tolerance: in Å for relaxed structures, a fraction of the mean "
         "atomic spacing for the generated ones (dedup)"
@@ -230,16 +231,39 @@ class SummaryDoc(Governed):
         required=True,
         about=About("Chemical system, e.g. Au-Cu.", kind=MAT, export=True, sort=True),
     )
-    elements = ListField(StringField(), about=About("Element symbols, sorted.", kind=MAT))
+    elements = ListField(
+        StringField(), about=About("Element symbols, sorted.", kind=MAT, export=True)
+    )
     nelements = IntField(about=About("Number of elements.", kind=MAT, export=True, range=True))
     nsites = IntField(about=About("Sites in the cell.", kind=MAT, export=True, range=True))
+    formula_anonymous = StringField(
+        about=About("Anonymous formula (A2B for Cu2Au).", kind=MAT, export=True)
+    )
+    composition = DictField(
+        about=About("Element → number of atoms in the cell.", kind=MAT, export=True)
+    )
+    composition_reduced = DictField(
+        about=About("Element → amount in the reduced formula.", kind=MAT, export=True)
+    )
     symmetry = EmbeddedDocumentField(
         Symmetry,
         about=About(
             "Space group of the relaxed structure.",
             kind=MAT,
-            columns=(("spacegroup_symbol", "symbol"), ("spacegroup_number", "number")),
+            columns=(
+                ("spacegroup_symbol", "symbol"),
+                ("spacegroup_number", "number"),
+                ("crystal_system", "crystal_system"),
+            ),
         ),
+    )
+    volume = FloatField(
+        about=About("Volume of the relaxed cell.", unit="Å³", kind=MAT, export=True, range=True)
+    )
+    density = FloatField(
+        about=About(
+            "Mass density of the relaxed cell.", unit="g/cm³", kind=MAT, export=True, range=True
+        )
     )
     energy_per_atom = FloatField(
         about=About("Total energy.", unit="eV/atom", export=True, range=True)
@@ -263,12 +287,20 @@ class SummaryDoc(Governed):
         )
     )
     is_stable = BooleanField(about=About("On the hull.", export=True, derived=True))
+    converged = BooleanField(
+        about=About("The relaxation met its force (and stress) threshold.", export=True)
+    )
     volume_per_atom = FloatField(
         about=About("Volume of the relaxed cell.", unit="Å³/atom", export=True, range=True)
     )
     decomposes_to = ListField(
-        StringField(),
-        about=About("Phases an unstable material decomposes to.", export=True, derived=True),
+        DictField(),
+        about=About(
+            "Stable phases an unstable material decomposes to: material_id, formula and "
+            "amount (share of the atoms).",
+            export=True,
+            derived=True,
+        ),
     )
     method = DictField(
         about=About(
@@ -292,7 +324,15 @@ class SummaryDoc(Governed):
             "engine, task, calc_id, and per task phonon or MD values."
         )
     )
-    updated_at = DateTimeField(default=utcnow, about=About("Last change.", kind=INT))
+    updated_at = DateTimeField(
+        default=utcnow,
+        about=About(
+            "Last change of the record (UTC).",
+            kind="provenance",
+            export=True,
+            column="last_updated",
+        ),
+    )
 
 
 def document_fields(doc_cls: type[Document], data: dict[str, Any]) -> dict[str, Any]:

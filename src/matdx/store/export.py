@@ -1,7 +1,15 @@
-"""Exports of a campaign's results: DataFrame, Parquet, CSV, JSON and extxyz."""
+"""Exports of a campaign's results: DataFrame, Parquet, CSV, JSON, extxyz and OPTIMADE.
+
+Table exports carry the summary's declared export fields under the Materials Project's
+(emmet's) names and types, plus the relaxed ``structure`` (pymatgen's dictionary): JSON as
+nested documents (``symmetry`` an object, ``composition`` a mapping, ``decomposes_to`` a
+list of ``{material_id, formula, amount}``), Parquet as flat columns with typed lists,
+maps and structs, CSV as flat columns with lists and mappings as JSON text.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,7 +27,9 @@ from matdx.store.documents import SUMMARY
 from matdx.store.repository import Store
 
 COLUMNS = list(SUMMARY.columns)
-"""Columns of table exports, from the summary's field declarations."""
+"""Columns of the results DataFrame, from the summary's field declarations."""
+EXPORT_COLUMNS = [*COLUMNS, "structure"]
+"""Columns of CSV and Parquet exports: the declared ones and the relaxed structure."""
 OPTIMADE_CONTEXT = ("campaign", "tier", "rights")
 """Record fields that OPTIMADE entries carry as ``_matdx_`` properties after the
 summary's quantities (its ``property`` fields with a query range)."""
@@ -45,8 +55,17 @@ def results_frame(
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path next to ``path``; move it into place only on success.
+
+    Raises
+    ------
+    InputError
+        If the directory of ``path`` does not exist (it is not created).
+    """
+    if not path.parent.is_dir():
+        raise InputError(
+            f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -57,24 +76,68 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    df.to_csv(path, index=False)
+def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    pd.DataFrame(records, columns=EXPORT_COLUMNS).to_csv(path, index=False)
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    df.to_parquet(path, index=False)
+def parquet_types() -> dict[str, Any]:
+    """Arrow types of the columns whose values are lists or mappings (others: inferred)."""
+    import pyarrow as pa
+
+    return {
+        "elements": pa.list_(pa.string()),
+        "composition": pa.map_(pa.string(), pa.float64()),
+        "composition_reduced": pa.map_(pa.string(), pa.float64()),
+        "decomposes_to": pa.list_(
+            pa.struct(
+                [("material_id", pa.string()), ("formula", pa.string()), ("amount", pa.float64())]
+            )
+        ),
+    }
 
 
-def _write_json(df: pd.DataFrame, path: Path) -> None:
-    df.to_json(path, orient="records", indent=1)
+def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = parquet_types()
+    arrays = []
+    for col in EXPORT_COLUMNS:
+        values = [r.get(col) for r in records]
+        if col in types and types[col] == pa.map_(pa.string(), pa.float64()):
+            values = [None if v is None else list(v.items()) for v in values]
+        arrays.append(pa.array(values, type=types.get(col)))
+    units = {n: a.unit for n, a in SUMMARY.about.items() if a.unit}
+    table = pa.table(arrays, names=EXPORT_COLUMNS).replace_schema_metadata(
+        {"matdx.units": json.dumps(units, ensure_ascii=False)}
+    )
+    pq.write_table(table, path)
 
 
-TABLE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+def _write_json(records: list[dict[str, Any]], path: Path) -> None:
+    path.write_text(json.dumps(records, default=str, indent=1), encoding="utf-8")
+
+
+TABLE_WRITERS: dict[str, Callable[[list[dict[str, Any]], Path], None]] = {
     "csv": _write_csv,
     "parquet": _write_parquet,
     "json": _write_json,
 }
 FORMATS = (*TABLE_WRITERS, "extxyz", "optimade")
+
+
+def export_records(
+    summaries: list[dict[str, Any]], structures: dict[str, dict[str, Any]], fmt: str
+) -> list[dict[str, Any]]:
+    """The records a table export ``fmt`` writes (see the module docstring)."""
+    nested = fmt == "json"
+    out = []
+    for r in summaries:
+        rec = SUMMARY.flatten(r, nested=nested, text=fmt == "csv")
+        structure = structures.get(r["material_id"])
+        rec["structure"] = structure if nested or structure is None else json.dumps(structure)
+        out.append(rec)
+    return out
 
 
 def _visible_calculations(
@@ -122,6 +185,9 @@ def write_extxyz(
             campaign=campaign,
             engine=c["engine"],
             settings_hash=settings_hash,
+            tier=r.get("tier", c.get("tier")),
+            rights=r.get("rights", c.get("rights")),
+            export_control=bool(r.get("export_control", c.get("export_control"))),
         )
         if r.get("formation_energy_per_atom") is not None:
             atoms.info["formation_energy_per_atom"] = r["formation_energy_per_atom"]
@@ -244,7 +310,11 @@ def export(
         return write_extxyz(store, campaign, caller, settings_hash, path, rows)
     if fmt == "optimade":
         return write_optimade(store, campaign, caller, settings_hash, path, rows)
-    df = pd.DataFrame([flatten(r) for r in summaries], columns=COLUMNS)
+    structures = {
+        c["material_id"]: c["output"].get("structure")
+        for c in _visible_calculations(store, rows, caller, settings_hash)
+    }
+    records = export_records(summaries, structures, fmt)
     with atomic_path(path) as tmp:
-        TABLE_WRITERS[fmt](df, tmp)
-    return len(df)
+        TABLE_WRITERS[fmt](records, tmp)
+    return len(records)

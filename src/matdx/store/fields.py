@@ -19,6 +19,7 @@ This module imports no other module of the store.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,8 +45,10 @@ class About:
         values), ``governance`` (tier and rights), ``provenance`` (how it was computed) or
         ``internal`` (bookkeeping that queries do not return).
     export
-        A column of table exports (CSV, Parquet, JSON, DataFrames); a list is written as
-        its items joined by commas.
+        A column of table exports (CSV, Parquet, JSON, DataFrames). A list or dictionary
+        stays one (JSON, Parquet, DataFrames) or is written as JSON text (CSV).
+    column
+        Name of that column, if not the field's (the Materials Project's name).
     columns
         Instead of one column, these columns taken from the field's dictionary value:
         ``(column, key)`` pairs.
@@ -64,6 +67,7 @@ class About:
     unit: str | None = None
     kind: Kind = "property"
     export: bool = False
+    column: str | None = None
     columns: tuple[tuple[str, str], ...] = ()
     range: bool = False
     sort: bool = False
@@ -119,16 +123,17 @@ class FieldList:
         self.columns: tuple[str, ...] = tuple(
             col
             for n in exported
-            for col in ([c for c, _ in self.about[n].columns] if self.about[n].columns else [n])
+            for col in (
+                [c for c, _ in self.about[n].columns]
+                if self.about[n].columns
+                else [self.about[n].column or n]
+            )
         )
-        # how flatten builds the columns: as they are, from a dict's keys, joined lists
+        # how flatten builds the columns: from a dict's keys, or one field each
         self._split = [(n, self.about[n].columns) for n in exported if self.about[n].columns]
-        self._joined = [
-            n
-            for n in exported
-            if not self.about[n].columns and isinstance(self.fields[n], ListField)
+        self._plain = [
+            (n, self.about[n].column or n) for n in exported if not self.about[n].columns
         ]
-        self._plain = [n for n in exported if not self.about[n].columns and n not in self._joined]
         self.projectable: tuple[str, ...] = tuple(
             n for n, a in self.about.items() if a.kind != "internal" and n != "id"
         )
@@ -152,18 +157,36 @@ class FieldList:
             if a.derived
         }
 
-    def flatten(self, row: dict[str, Any]) -> dict[str, Any]:
-        """One document as a flat record with the :attr:`columns`."""
-        flat = dict.fromkeys(self.columns)
+    def flatten(
+        self, row: dict[str, Any], nested: bool = False, text: bool = False
+    ) -> dict[str, Any]:
+        """One document as an export record.
+
+        Parameters
+        ----------
+        row
+            A stored document.
+        nested
+            Keep a field split into :attr:`About.columns` as one dictionary under its
+            name (the JSON export's shape); else the flat :attr:`columns`.
+        text
+            Write lists and dictionaries as JSON text (CSV).
+        """
+        flat: dict[str, Any] = {} if nested else dict.fromkeys(self.columns)
         get = row.get
-        for name in self._plain:
-            flat[name] = get(name)
+        for name, col in self._plain:
+            flat[col] = get(name)
         for name, columns in self._split:
             sub = get(name) or {}
-            for col, key in columns:
-                flat[col] = sub.get(key)
-        for name in self._joined:
-            flat[name] = ",".join(map(str, get(name) or ()))
+            if nested:
+                flat[name] = {key: sub.get(key) for _, key in columns}
+            else:
+                for col, key in columns:
+                    flat[col] = sub.get(key)
+        if text:
+            for key, value in flat.items():
+                if isinstance(value, list | dict):
+                    flat[key] = json.dumps(value, default=str, sort_keys=True)
         return flat
 
     def describe(self) -> list[dict[str, Any]]:
@@ -174,7 +197,7 @@ class FieldList:
                 "type": type(self.fields[name]).__name__,
                 "unit": a.unit,
                 "kind": a.kind,
-                "columns": [c for c, _ in a.columns] or ([name] if a.export else []),
+                "columns": [c for c, _ in a.columns] or ([a.column or name] if a.export else []),
                 "range": a.range,
                 "sortable": name in self.sortable,
                 "derived": a.derived,

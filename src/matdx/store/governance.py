@@ -160,7 +160,39 @@ def _v2_to_v3(db: Any) -> int:
     return n
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _parts(value: Any) -> Any:
+    """A ``decomposes_to`` of version 3 (formulas) in the shape of version 4."""
+    if not isinstance(value, list):
+        return value
+    return [
+        {"material_id": None, "formula": p, "amount": None} if isinstance(p, str) else p
+        for p in value
+    ]
+
+
+def _v3_to_v4(db: Any) -> int:
+    """Version 4 stores ``decomposes_to`` as ``{material_id, formula, amount}`` entries.
+
+    The formulas of version 3 are kept; id and amount are unknown (``None``) until the
+    campaign's analysis runs again (``matdx run`` on the finished campaign).
+    """
+    from matdx.store.bulk import Upsert, apply_upserts
+
+    coll = db[SummaryDoc._meta["collection"]]
+    ops = []
+    for d in coll.find({"schema_version": 3}, {"decomposes_to": 1, "steps": 1}):
+        update = {}
+        if any(isinstance(p, str) for p in d.get("decomposes_to") or ()):
+            update["decomposes_to"] = _parts(d["decomposes_to"])
+        for step, block in (d.get("steps") or {}).items():
+            if any(isinstance(p, str) for p in (block or {}).get("decomposes_to") or ()):
+                update[f"steps.{step}.decomposes_to"] = _parts(block["decomposes_to"])
+        if update:
+            ops.append(Upsert({"_id": d["_id"]}, {"$set": update}))
+    return apply_upserts(coll, ops)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """``MIGRATIONS[v]`` brings data from schema version ``v`` to ``v + 1``."""
 
 

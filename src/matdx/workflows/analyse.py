@@ -114,6 +114,8 @@ def _summary_row(
     governance: dict[str, Any],
 ) -> dict[str, Any]:
     """A material's summary from its pre-screen calculation (the top-level fields)."""
+    from matdx.analysis.descriptors import crystal_fields, crystal_system
+
     out = calc["output"]
     return {
         "material_id": material_id,
@@ -122,11 +124,14 @@ def _summary_row(
         "elements": material["elements"],
         "nelements": material["nelements"],
         "nsites": material["nsites"],
+        **(crystal_fields(out["structure"]) if out.get("structure") else {}),
         "symmetry": {
             "number": out.get("spacegroup_number"),
             "symbol": out.get("spacegroup_symbol"),
+            "crystal_system": crystal_system(out.get("spacegroup_number")),
             "symprec": SYMPREC,
         },
+        "converged": out.get("converged"),
         "energy_per_atom": out["energy_per_atom"],
         "formation_energy_per_atom": thermo.formation_energy_per_atom,
         "energy_above_hull": thermo.energy_above_hull,

@@ -30,7 +30,7 @@ def default_db(db_uri: str) -> Iterator[None]:
         _process_default.pop()
 
 
-def open_store(db_uri: str | None = None) -> tuple[Store, Backend]:
+def open_store(db_uri: str | None = None, read_only: bool = False) -> tuple[Store, Backend]:
     """Connect mongoengine to the configured database and return the store.
 
     Parameters
@@ -38,6 +38,9 @@ def open_store(db_uri: str | None = None) -> tuple[Store, Backend]:
     db_uri
         Explicit URI; otherwise the one set by :func:`default_db`, ``MATDX_DB_URI`` or the
         embedded default.
+    read_only
+        The caller only reads: an embedded store is not written back (see
+        :func:`~matdx.store.backend.open_backend`).
 
     Returns
     -------
@@ -48,7 +51,7 @@ def open_store(db_uri: str | None = None) -> tuple[Store, Backend]:
         db_uri = _process_default[-1]
     settings = get_settings(db_uri=db_uri)
     backend = open_backend(
-        parse_db_uri(settings.db_uri, settings.data_dir), settings.server_timeout_ms
+        parse_db_uri(settings.db_uri, settings.data_dir), settings.server_timeout_ms, read_only
     )
-    connect(backend)
+    connect(backend, read_only)
     return Store(), backend

@@ -136,13 +136,15 @@ class MatdxLaunchPad(LaunchPad):
                 return n
 
 
-def get_launchpad(backend: Backend) -> LaunchPad:
+def get_launchpad(backend: Backend, init: bool = True) -> LaunchPad:
     """A LaunchPad on the same database as the store, initialised if new.
 
     Parameters
     ----------
     backend
         Opened backend (embedded or server).
+    init
+        Initialise a new LaunchPad (a write); ``False`` for callers that only read.
 
     Returns
     -------
@@ -169,7 +171,7 @@ def get_launchpad(backend: Backend) -> LaunchPad:
             strm_lvl="ERROR",
             mongoclient_kwargs=dict(backend.client_kwargs),
         )
-    if lp.fw_id_assigner.count_documents({}) == 0:
+    if init and lp.fw_id_assigner.count_documents({}) == 0:
         lp.reset("", require_password=False, max_reset_wo_password=0)
         lp.db[ID_CLAIMS].delete_many({})
     return lp
