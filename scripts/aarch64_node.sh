@@ -44,7 +44,8 @@ ln -sf libmpich.so.12 "$NODE/root/usr/lib/aarch64-linux-gnu/libmpi.so.12"
 # matdx's dependencies (and mpi4py) as aarch64 wheels
 WHEEL=$(mktemp -d)
 "$PY" -m pip wheel -q --no-deps -w "$WHEEL" .
-"$PY" -m pip install -q --target "$NODE/site" --platform manylinux2014_aarch64 \
+"$PY" -m pip install -q --target "$NODE/site" --platform manylinux_2_28_aarch64 \
+    --platform manylinux2014_aarch64 \
     --python-version 3.11 --only-binary=:all: "$WHEEL"/matdx-*.whl mpi4py
 rm -rf "$WHEEL" "$NODE"/site/matdx "$NODE"/site/matdx-*.dist-info
 cat > "$NODE/python" <<EOF
