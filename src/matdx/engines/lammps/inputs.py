@@ -377,10 +377,10 @@ def _min_commands(p: dict[str, Any]) -> list[str]:
         f"variable matdx_cycle loop {int(p['cycles'])}",
         "label matdx_relax",
         f"minimize 0.0 {float(p['fmax']) / 1000:.6g} {steps} {10 * steps}",
-        'if "${matdx_relaxed} == 1" then "jump SELF matdx_relaxed"',
+        'if "${matdx_relaxed} == 1" then "jump SELF matdx_relax_done"',
         "next matdx_cycle",
         "jump SELF matdx_relax",
-        "label matdx_relaxed",
+        "label matdx_relax_done",
         "unfix relax",
         "run 0",
     ]
