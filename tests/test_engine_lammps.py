@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase import units
 from ase.build import bulk
 
 from matdx.analysis import md
@@ -231,3 +232,47 @@ def test_liquid_copper_diffuses(tmp_path: Path) -> None:
     assert 2e-5 < fit.diffusion_cm2_s < 1.5e-4 and fit.r2 > 0.98
     assert res.extra["averages"]["density_g_cm3"] < 8.0  # molten: ~7.5 g/cm³
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_cell_relaxation_converges_stress_and_keeps_symmetry() -> None:
+    """Stress within tolerance; hcp and rhombohedral cells keep their space groups.
+
+    Starting points as in a campaign: EMT-relaxed hcp Cu (from c/a = 1.55) and the
+    R-3m CuNi ordering of fcc (L1_1), whose soft shear made a plain cell relaxation end in P1.
+    """
+    from pymatgen.core import Lattice, Structure
+
+    from matdx.engines.emt.core import EmtEngine
+    from matdx.generation.candidates import order
+    from matdx.generation.prototypes import PROTOTYPES
+
+    a = 2.55
+    hcp = Structure(Lattice.hexagonal(a, 1.55 * a), ["Cu", "Cu"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    l11 = next(c.structure for c in order(PROTOTYPES["fcc"], 2, ["Cu", "Ni"])
+               if "R-3m" in str(c.structure.get_space_group_info()))
+    for start, group in ((hcp, "P6_3/mmc"), (l11, "R-3m")):
+        emt = Structure.from_dict(EmtEngine().calculate(start, "vc-relax", {}, None, None).structure)
+        res = calculate(emt, "relax", {"potential": "CuNi.eam.alloy"}, profile=PROFILE)
+        assert res.converged and res.spacegroup_symbol == group and res.extra["symmetry_kept"]
+        bound = 0.5  # kbar: the stated bound; the default tolerance is 0.1 kbar
+        assert res.extra["residual_stress_kbar"] <= 0.1 < bound
+        # and from the stress in the result: no component above the bound
+        assert max(abs(x) for x in res.stress) / units.GPa * 10 < bound
+    # a looser tolerance stops earlier and says so in the result's residual
+    loose = calculate(emt, "relax", {"potential": "CuNi.eam.alloy", "stress_tol": 5.0}, profile=PROFILE)
+    assert loose.extra["residual_stress_kbar"] <= 5.0
+
+
+def test_npt_drift_flag_and_default_equilibration() -> None:
+    """Five barostat damping times of equilibration by default; a run whose volume still
+    moves between the halves of its production is flagged."""
+    start = bulk("Cu", "fcc", a=3.50, cubic=True)  # 3 % compressed
+    base = {"supercell": 3, "ensemble": "npt", "temperature": 300, "steps": 4000, "seed": 1,
+            "dump_interval": 0}
+    settled = calculate(start, "md", {**base, "pdamp": 500}, profile=PROFILE).extra
+    assert settled["equilibration_steps"] == 2500 and settled["volume_drifting"] is False
+    assert abs(settled["volume_relative_change"]) < 0.002
+    ringing = calculate(start, "md", {**base, "pdamp": 5000, "equilibration": 0}, profile=PROFILE).extra
+    assert ringing["volume_drifting"] is True
+    # averages come with standard errors
+    assert settled["standard_errors"]["volume_A3"] > 0

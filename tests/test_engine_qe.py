@@ -154,19 +154,52 @@ def test_default_inputs_from_the_pseudopotentials() -> None:
     assert params["pseudopotentials"] == {"Si": "Si.pbe-nl-rrkjus_psl.1.0.0.UPF"}  # PBE, pslibrary
     system = params["input_data"]["system"]
     assert (system["ecutwfc"], system["ecutrho"]) == (44.0, 176.0)  # the file's suggestion
+    # the default protocol, "moderate": Marzari-Vanderbilt 0.02 Ry, 0.15 Å⁻¹
     assert (system["occupations"], system["smearing"], system["degauss"]) == (
         "smearing",
         "mv",
-        0.01,
+        0.02,
     )
     control = params["input_data"]["control"]
     assert control["calculation"] == "vc-relax" and control["max_seconds"] == 600
     assert control["tprnfor"] and control["tstress"]
-    # |b| = 2π√3/a = 1.990 Å⁻¹ → ceil(1.990 / 0.25) = 8
-    assert params["kpts"] == [8, 8, 8] == kpoint_mesh(silicon().lattice, 0.25)
+    # |b| = 2π√3/a = 1.990 Å⁻¹ → ceil(1.990 / 0.15) = 14
+    assert params["kpts"] == [14, 14, 14] == kpoint_mesh(silicon().lattice, 0.15)
+    assert "nspin" not in system  # no magnetic element, no moments given: no spin
     fixed = build_parameters(silicon(), "scf", {"occupations": "fixed"})["input_data"]["system"]
     assert "smearing" not in fixed and fixed["nbnd"] == 8  # 4 occupied + 4 empty
     assert "Si" in QeEngine().supported_elements() and "Na" not in QeEngine().supported_elements()
+
+
+def test_protocols_set_mesh_smearing_and_cutoffs() -> None:
+    fast = build_parameters(silicon(), "scf", {"protocol": "fast"})
+    precise = build_parameters(silicon(), "scf", {"protocol": "precise"})
+    assert fast["kpts"] == [7, 7, 7] and precise["kpts"] == [20, 20, 20]
+    assert fast["input_data"]["system"]["degauss"] == 0.02
+    assert precise["input_data"]["system"]["degauss"] == 0.01
+    # precise: the file's suggested cutoffs (44/176 Ry) × 1.25
+    assert (precise["input_data"]["system"]["ecutwfc"], precise["input_data"]["system"]["ecutrho"]) == (55.0, 220.0)
+    # explicit settings win over the protocol's
+    mine = build_parameters(silicon(), "scf", {"protocol": "fast", "kspacing": 0.5, "degauss": 0.005})
+    assert mine["kpts"] == [4, 4, 4] and mine["input_data"]["system"]["degauss"] == 0.005
+    with pytest.raises(InputError, match=r"unknown pw\.x protocol 'sloppy'"):
+        build_parameters(silicon(), "scf", {"protocol": "sloppy"})
+
+
+def test_fcc_nickel_is_magnetic_by_default(tmp_path: Path) -> None:
+    """The Materials Project's initial moment (5 μB for Ni) without any setting; fcc Ni
+    ends near its measured 0.6 μB (LDA ultrasoft, experimental a = 3.52 Å)."""
+    ni = Structure(Lattice([[0, 1.76, 1.76], [1.76, 0, 1.76], [1.76, 1.76, 0]]), ["Ni"], [[0, 0, 0]])
+    settings = {"protocol": "fast", "pseudopotentials": {"Ni": "Ni.pz-nd-rrkjus.UPF"}}
+    params = build_parameters(ni, "scf", settings)
+    assert params["input_data"]["system"]["nspin"] == 2
+    assert params["starting_magnetization"] == [pytest.approx(0.5)]  # 5 μB / 10 electrons
+    result = calculate(ni, "static", settings, workdir=tmp_path, profile=one_rank())
+    assert 0.55 < result.extra["total_magnetization"] < 0.7
+    assert result.magmoms is not None and 0.5 < result.magmoms[0] < 0.75
+    # and without spin on request
+    off = build_parameters(ni, "scf", {**settings, "spin_polarized": False})
+    assert "nspin" not in off["input_data"]["system"]
 
 
 # --- 2. vc-relax ----------------------------------------------------------------------

@@ -147,12 +147,18 @@ ROWS = [
 ]
 
 
-def test_selection_ranks_compounds_and_adds_the_lowest_elemental_phases():
-    assert select_materials(ROWS, "prescreen", {"top": 2}) == ["cu3au", "cuau", "au-fcc", "cu-fcc"]
+def test_selection_ranks_compounds_and_adds_every_elemental_phase():
+    # a static, relax or vc-relax step computes every elemental phase (its own references)
+    assert select_materials(ROWS, "prescreen", {"top": 2}) == [
+        "cu3au", "cuau", "au-fcc", "cu-fcc", "cu-bcc"]
     assert select_materials(ROWS, "prescreen", {"max_energy_above_hull": 0.05}) == [
-        "cu3au", "cuau", "cuau3", "au-fcc", "cu-fcc"]
+        "cu3au", "cuau", "cuau3", "au-fcc", "cu-fcc", "cu-bcc"]
     assert select_materials(ROWS, "prescreen", {"max_sites": 2}) == [
-        "cuau", "cupt", "au-fcc", "cu-fcc", "pt-fcc"]
+        "cuau", "cupt", "au-fcc", "cu-fcc", "cu-bcc", "pt-fcc"]
+    # md and phonons take the input step's lowest phase of each element
+    for task in ("md", "phonons"):
+        assert select_materials(ROWS, "prescreen", {"top": 2}, task) == [
+            "cu3au", "cuau", "au-fcc", "cu-fcc"]
     # without references elements compete too (most negative formation energy first)
     assert select_materials(ROWS, "prescreen", {"top": 3, "references": False}) == [
         "cu3au", "cuau", "au-fcc"]
@@ -169,7 +175,8 @@ def test_selection_reads_a_later_steps_block():
         for i, r in enumerate(ROWS[:7])
     ]
     # values of the "dft" step count, not the pre-screen's: there bcc Cu is the lowest
-    assert select_materials(rows, "dft", {"top": 1}) == ["cuau3", "au-fcc", "cu-bcc"]
+    assert select_materials(rows, "dft", {"top": 1}, "md") == ["cuau3", "au-fcc", "cu-bcc"]
+    assert select_materials(rows, "dft", {"top": 1}) == ["cuau3", "au-fcc", "cu-bcc", "cu-fcc"]
 
 
 # --- chains on FerretDB -----------------------------------------------------------------
@@ -192,12 +199,13 @@ def test_emt_chain_static_phonons_md(db_uri, tmp_path, monkeypatch):
     db = db_of(db_uri)
     assert set(report.states["fireworks"]) == {"COMPLETED"}, report.states
     counts = calc_counts(db, "chain-emt")
-    # static: the 3 best compounds + Cu and Au references; phonons: the best <= 4-site
-    # compound of static + references; md: the best of static, no references
-    assert counts == {"prescreen": report.n_unique, "static": 5, "phonons": 3, "md": 1}
+    # static: the 3 best compounds + fcc, bcc and hcp Cu and Au (its own references);
+    # phonons: the best <= 4-site compound of static + static's lowest Cu and Au phases;
+    # md: the best of static, no references
+    assert counts == {"prescreen": report.n_unique, "static": 9, "phonons": 3, "md": 1}
     summaries = {d["material_id"]: unpack(d) for d in db.summaries.find({"campaign": "chain-emt"})}
     static = {m: s["steps"]["static"] for m, s in summaries.items() if "static" in (s.get("steps") or {})}
-    assert len(static) == 5
+    assert len(static) == 9
     # a static EMT calculation on the relaxed cell gives the pre-screen's energy back
     for mid, block in static.items():
         assert block["energy_per_atom"] == pytest.approx(summaries[mid]["energy_per_atom"], abs=1e-6)
@@ -213,6 +221,7 @@ def test_emt_chain_static_phonons_md(db_uri, tmp_path, monkeypatch):
         # large phonon arrays stay in files, the document keeps a summary
         files = c["output"]["extra"]["phonon_files"]
         assert Path(files["arrays"]).is_file()
+    check_step_views(db_uri, tmp_path, summaries)
     n_calcs = db.calculations.count_documents({})
 
     # running again computes nothing
@@ -226,39 +235,146 @@ def test_emt_chain_static_phonons_md(db_uri, tmp_path, monkeypatch):
         "name": "relaxed", "engine": "emt", "task": "vc-relax", "input": "static",
         "select": {"top": 2}}])
     submit_campaign(load_campaign(write(tmp_path, more, "more.yaml")), db_uri=db_uri)
-    assert calc_counts(db, "chain-emt") == {**counts, "relaxed": 4}
+    assert calc_counts(db, "chain-emt") == {**counts, "relaxed": 8}
+
+
+def check_step_views(db_uri, tmp_path, summaries):
+    """`results --step` and `export --step` in every format show the step's own values."""
+    import json
+
+    import pandas as pd
+    from ase.io import read
+
+    from matdx.cli.main import main
+
+    md_block = next(s["steps"]["md"] for s in summaries.values() if "md" in (s.get("steps") or {}))
+    n_md = md_block["mean_volume_A3"] / md_block["volume_per_atom"]
+    # MD: time averages per atom (with errors), no formation energy or hull of any step
+    assert n_md == pytest.approx(32)  # the 2x2x2 supercell of a 4-atom cell
+    assert md_block["energy_per_atom"] == pytest.approx(md_block["mean_potential_energy_eV"] / n_md)
+    assert md_block["energy_per_atom_stderr"] is not None and "volume_drifting" in md_block
+    for fmt, name in (("csv", "s.csv"), ("json", "s.json"), ("parquet", "s.parquet"),
+                      ("extxyz", "s.xyz"), ("optimade", "o.json")):
+        for step, n in (("md", 1), ("static", 9)):
+            out = tmp_path / f"{step}-{name}"
+            argv = ["export", "chain-emt", "--step", step, "--format", fmt, "-o", str(out)]
+            assert main([*argv, "--db", db_uri]) == 0
+            if fmt == "extxyz":
+                frames = read(out, index=":")
+                assert len(frames) == n and all(f.info["step"] == step for f in frames)
+                continue
+            if fmt == "optimade":
+                data = json.loads(out.read_text())["data"]
+                assert len(data) == n and all(d["attributes"]["_matdx_step"] == step for d in data)
+                continue
+            df = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](out)
+            assert len(df) == n and set(df["step"]) == {step}
+            for r in df.to_dict("records"):
+                block = summaries[r["material_id"]]["steps"][step]
+                assert r["energy_per_atom"] == pytest.approx(block["energy_per_atom"])
+                if step == "md":
+                    assert pd.isna(r["formation_energy_per_atom"]) and pd.isna(r["energy_above_hull"])
+                    assert r["stderr_volume_A3"] == pytest.approx(block["stderr_volume_A3"])
+                else:
+                    assert r["energy_above_hull"] == pytest.approx(block["energy_above_hull"])
+    # a step the campaign does not have: one line, nothing written
+    assert main(["export", "chain-emt", "--step", "nope", "-o", str(tmp_path / "x.csv"),
+                 "--format", "csv", "--db", db_uri]) != 0
+    assert not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.ferretdb
 @pytest.mark.slow
-def test_qe_campaign_end_to_end(db_uri):
-    """EMT pre-screen → QE vc-relax → QE static on Al-Cu, real pw.x with 2 MPI ranks."""
+def test_qe_campaign_end_to_end(db_uri, tmp_path):
+    """EMT pre-screen → QE vc-relax → QE static on Al-Cu, real pw.x with 2 MPI ranks, and
+    its numbers against independent pw.x runs at converged settings."""
     report = submit_campaign(load_campaign(QE_CAMPAIGN), db_uri=db_uri)
     db = db_of(db_uri)
     assert set(report.states["fireworks"]) == {"COMPLETED"}, report.states
-    check_qe_results(db)
+    check_qe_results(db, {"Al3Cu", "AlCu3"})
+    check_qe_against_hand_written_runs(db, tmp_path)
 
 
-def check_qe_results(db):
+def check_qe_results(db, compounds):
     counts = calc_counts(db, "qe-binaries")
-    assert counts["qe_relax"] == counts["qe_static"] == 4  # top 2 + Al and Cu references
+    # the top compounds + fcc, bcc and hcp Al and Cu, each step its own references
+    assert counts["qe_relax"] == counts["qe_static"] == len(compounds) + 6
     summaries = [unpack(d) for d in db.summaries.find({"campaign": "qe-binaries"})]
-    relax = {s["formula_pretty"]: s["steps"]["qe_relax"] for s in summaries if "qe_relax" in s.get("steps", {})}
-    static = {s["formula_pretty"]: s["steps"]["qe_static"] for s in summaries if "qe_static" in s.get("steps", {})}
-    assert set(relax) == set(static) == {"Al", "Cu", "AlCu3", "Al3Cu"}
-    # DFT (unlike EMT) binds Al-Cu: AlCu3 has a negative formation energy and is on the hull
-    assert static["AlCu3"]["formation_energy_per_atom"] < -0.1
-    assert static["AlCu3"]["energy_above_hull"] == pytest.approx(0.0, abs=1e-6)
-    for f in relax:
+    relax = {(s["formula_pretty"], s["material_id"]): s["steps"]["qe_relax"]
+             for s in summaries if "qe_relax" in s.get("steps", {})}
+    static = {(s["formula_pretty"], s["material_id"]): s["steps"]["qe_static"]
+              for s in summaries if "qe_static" in s.get("steps", {})}
+    assert set(relax) == set(static)
+    assert {f for f, _ in static} == {"Al", "Cu", *compounds}
+    # the lowest elemental phase at the QE level is fcc for both (EMT ranks hcp lower)
+    for el in ("Al", "Cu"):
+        phases = {b["spacegroup"]: b for (f, _), b in static.items() if f == el}
+        assert set(phases) == {"Fm-3m", "Im-3m", "P6_3/mmc"}
+        assert phases["Fm-3m"]["energy_above_hull"] == pytest.approx(0.0, abs=1e-9)
+        assert min(phases["Im-3m"]["energy_above_hull"], phases["P6_3/mmc"]["energy_above_hull"]) > 0.004
+    by_formula = {f: b for (f, _), b in static.items()}
+    # DFT (unlike EMT) binds Al-Cu: negative formation energies, AlCu3 on the hull
+    assert by_formula["Al3Cu"]["formation_energy_per_atom"] < -0.02
+    if "AlCu3" in compounds:
+        assert by_formula["AlCu3"]["formation_energy_per_atom"] < -0.15
+        assert by_formula["AlCu3"]["energy_above_hull"] == pytest.approx(0.0, abs=1e-6)
+    for key in relax:
         # the static run on the relaxed cell agrees with the relaxation's last energy
-        assert static[f]["energy_per_atom"] == pytest.approx(relax[f]["energy_per_atom"], abs=0.05)
-        assert relax[f]["converged"] and static[f]["converged"]
+        assert static[key]["energy_per_atom"] == pytest.approx(relax[key]["energy_per_atom"], abs=0.05)
+        assert relax[key]["converged"] and static[key]["converged"]
     files = set()
     for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"}):
         pseudo = c["output"]["parameters"]["pseudo"]
         assert pseudo["family"] == "debian"
         files.add(str(sorted((el, p["file"]) for el, p in pseudo["files"].items())))
     assert len(files) == 1  # the same pseudopotentials for every calculation of the hull
+
+
+def check_qe_against_hand_written_runs(db, tmp_path):
+    """Formation energies within 5 meV/atom of a 0.1 Å⁻¹ mesh; fcc lattice constants within
+    0.005 Å of a direct vc-relax; both from pw.x inputs written by the test."""
+    import numpy as np
+    from pymatgen.core import Structure
+
+    import heldout
+
+    pseudos = {"Al": "Al.pz-vbc.UPF", "Cu": "Cu.pz-d-rrkjus.UPF"}
+    summaries = {s["material_id"]: s for s in map(unpack, db.summaries.find({"campaign": "qe-binaries"}))}
+    fcc, compounds, energies = {}, {}, {}
+    for c in db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_static"}):
+        block = summaries[c["material_id"]]["steps"]["qe_static"]
+        s = Structure.from_dict(c["output"]["structure"])
+        if len(s.composition.elements) == 1:
+            if block["spacegroup"] == "Fm-3m":
+                fcc[s.composition.elements[0].symbol] = s
+            continue
+        compounds[s.composition.reduced_formula] = (s, block["formation_energy_per_atom"])
+    for label, s in [*fcc.items(), *((f, s) for f, (s, _) in compounds.items())]:
+        text = heldout.pw_input(
+            s.lattice.matrix, [x.specie.symbol for x in s], s.frac_coords, pseudos,
+            heldout.mesh(s.lattice.matrix, 0.1),
+        )
+        energies[label] = heldout.total_energy_ev(heldout.run_pw(text, tmp_path / label)) / len(s)
+    for formula, (s, stored) in compounds.items():
+        comp = s.composition
+        reference = energies[formula] - sum(
+            comp.get_atomic_fraction(el) * energies[el.symbol] for el in comp.elements
+        )
+        assert stored == pytest.approx(reference, abs=0.005), formula
+    # lattice constants: a direct vc-relax from the experimental cell (Al 4.05, Cu 3.61 Å)
+    relaxed = {
+        summaries[c["material_id"]]["formula_pretty"]: Structure.from_dict(c["output"]["structure"])
+        for c in db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_relax"})
+        if summaries[c["material_id"]]["steps"]["qe_relax"]["spacegroup"] == "Fm-3m"
+    }
+    for el, a0 in (("Al", 4.05), ("Cu", 3.61)):
+        cell = 0.5 * a0 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+        text = heldout.pw_input(cell, [el], np.zeros((1, 3)), pseudos,
+                                heldout.mesh(cell, 0.15), calculation="vc-relax")
+        direct = heldout.final_cell(heldout.run_pw(text, tmp_path / f"vc-{el}"))
+        a_direct = (4 * abs(np.linalg.det(direct))) ** (1 / 3)
+        a_ours = (4 * relaxed[el].volume / len(relaxed[el])) ** (1 / 3)
+        assert a_ours == pytest.approx(a_direct, abs=0.005), el
 
 
 @pytest.mark.ferretdb
@@ -272,7 +388,13 @@ def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
 
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     path = ROOT / "hpc_profiles" / "ci_slurm.yaml"  # pw.x as a 2-rank Slurm job step
-    report = submit(load_campaign(QE_CAMPAIGN), path, {"elapse": "20m"}, db_uri=db_uri)
+    # the route, not the numbers, is tested here: the fast protocol and the best compound
+    data = yaml.safe_load(QE_CAMPAIGN.read_text())
+    data["steps"][0]["select"]["top"] = 1
+    for step in data["steps"]:
+        step["settings"]["protocol"] = "fast"
+    campaign = write(tmp_path, data, "qe_fast.yaml")
+    report = submit(load_campaign(campaign), path, {"elapse": "20m"}, db_uri=db_uri)
     assert len(report.job_ids) == 1
     scheduler = scheduler_for(load_profile(path))
     deadline = time.monotonic() + 900
@@ -286,14 +408,14 @@ def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     db = db_of(db_uri)
     states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": "qe-binaries"})}
     assert states == {"COMPLETED"}
-    check_qe_results(db)
+    check_qe_results(db, {"Al3Cu"})
     # pw.x ran with 2 MPI ranks, in a directory per material and step (kept in provenance)
     outputs = [
         Path(c["provenance"]["work_dir"]) / "pw.out"
         for c in db.calculations.find({"campaign": "qe-binaries", "engine": "qe"})
     ]
-    assert len(outputs) == 8
-    assert len({p.parent for p in outputs}) == 8
+    assert len(outputs) == 14
+    assert len({p.parent for p in outputs}) == 14
     assert all(p.is_file() and (tmp_path / "data") in p.parents for p in outputs)
     ranks = {m for p in outputs for m in re.findall(r"running on\s+(\d+) processors",
                                                     p.read_text(errors="ignore"))}
@@ -359,8 +481,9 @@ def test_failed_calculations_fizzle_their_batch_and_a_rerun_retries_only_them(
     failed = list(db.calculations.find({"status": "failed"}))
     assert len(failed) == 4
     assert all("lmp' not found" in c["error"] and "\n" not in c["error"] for c in failed)
-    # the rest of the campaign went on: the analysis of md and the next step ran
-    assert db.calculations.count_documents({"settings.step": "static", "status": "completed"}) == 3
+    # the rest of the campaign went on: the analysis of md and the next step ran (the
+    # best compound and fcc, bcc and hcp Cu and Ni)
+    assert db.calculations.count_documents({"settings.step": "static", "status": "completed"}) == 7
     # fix the cause, rerun the FIZZLED batch
     monkeypatch.delenv("MATDX_LAMMPS_COMMAND")
     _, backend = open_store(db_uri)

@@ -85,6 +85,51 @@ def energy_drift(time_ps: np.ndarray, energy: np.ndarray, n_atoms: int) -> float
     return float(np.polyfit(t, e, 1)[0] / n_atoms)
 
 
+DRIFT_FRACTION = 0.002
+"""A change of the mean between the halves of a run's production larger than this fraction
+of the mean flags the quantity as still drifting (or ringing slower than the run)."""
+
+
+def half_difference(values: Sequence[float] | np.ndarray, n_blocks: int = 5) -> dict[str, Any]:
+    """Whether a series still drifts: its second half's mean against its first half's.
+
+    Parameters
+    ----------
+    values
+        Time series (the production part of a run).
+    n_blocks
+        Blocks per half for the standard errors.
+
+    Returns
+    -------
+    dict
+        ``change`` (second minus first half), ``change_stderr`` (from the block errors of
+        the halves), ``relative_change`` and ``drifting``: the change is larger than
+        :data:`DRIFT_FRACTION` of the mean (``None`` with too few samples). A barostat
+        still ringing over the production part moves its halves' means apart by more
+        than that, an equilibrated solid's by less: 0.02-0.11 % for fcc Cu (108 atoms,
+        300 K, 4 ps), 0.24 % for the same run started 3 % compressed with a 5 ps damping
+        time and no equilibration.
+    """
+    x = np.asarray(values, dtype=float)
+    half = x.size // 2
+    if half < 2:
+        return {"change": None, "change_stderr": None, "relative_change": None, "drifting": None}
+    m1, e1 = block_average(x[:half], n_blocks)
+    m2, e2 = block_average(x[half:], n_blocks)
+    err = float(np.hypot(e1 or 0.0, e2 or 0.0))
+    change = m2 - m1
+    mean = float(x.mean())
+    relative = change / mean if mean else None
+    drifting = relative is not None and abs(relative) > DRIFT_FRACTION
+    return {
+        "change": float(change),
+        "change_stderr": err,
+        "relative_change": relative,
+        "drifting": bool(drifting),
+    }
+
+
 def summarize_thermo(
     table: Mapping[str, np.ndarray], n_atoms: int, n_blocks: int = 5
 ) -> dict[str, Any]:
@@ -105,11 +150,21 @@ def summarize_thermo(
     dict
         ``averages`` and ``standard_errors`` of the :data:`AVERAGED` columns,
         ``n_samples``, ``energy_drift_eV_per_atom_ps`` (linear fit of the conserved
-        energy) and ``conserved_energy_max_deviation_eV_per_atom``.
+        energy), ``conserved_energy_max_deviation_eV_per_atom`` and, with a volume
+        column, ``volume_relative_change`` (second half of the run against the first)
+        and ``volume_drifting`` (:func:`half_difference`).
     """
     means, errors = thermo_averages(table, AVERAGED, n_blocks)
     conserved = np.asarray(table["conserved_energy_eV"], dtype=float)
+    drift: dict[str, Any] = {}
+    if "volume_A3" in table and len(table["volume_A3"]):
+        half = half_difference(table["volume_A3"], n_blocks)
+        drift = {
+            "volume_relative_change": half["relative_change"],
+            "volume_drifting": half["drifting"],
+        }
     return {
+        **drift,
         "averages": means,
         "standard_errors": errors,
         "n_samples": int(conserved.size),

@@ -68,6 +68,7 @@ def _root(
 
 def _register_subcommands() -> None:
     from matdx.cli.campaign import campaign_app
+    from matdx.cli.converge import converge
     from matdx.cli.data import data_app, query
     from matdx.cli.doctor import doctor
     from matdx.cli.hpc import farm, recover, submit, sync
@@ -81,6 +82,7 @@ def _register_subcommands() -> None:
     app.command()(serve)
     app.command()(query)
     app.command()(doctor)
+    app.command()(converge)
     for command in (submit, farm, sync, recover):
         app.command()(command)
 
@@ -182,19 +184,19 @@ RANK_KEYS = ("energy_above_hull", "formation_energy_per_atom", "energy_per_atom"
 
 
 def _step_rows(rows: list[dict[str, Any]], step: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Summaries with the values of ``step`` in place of the pre-screen's."""
+    """Summaries with the values of ``step`` only (none of the pre-screen's)."""
+    from matdx.store.export import step_rows
+
+    _check_step(step, spec)
+    return step_rows(rows, step)
+
+
+def _check_step(step: str, spec: dict[str, Any]) -> None:
     names = [s.get("name") for s in spec.get("steps") or []]
     if step not in names:
         raise InputError(
             f"campaign has no step {step!r} (steps: {', '.join(map(str, names)) or 'none'})"
         )
-    out = []
-    for r in rows:
-        block = (r.get("steps") or {}).get(step)
-        if block:
-            sym = {"symbol": block.get("spacegroup"), "number": block.get("spacegroup_number")}
-            out.append({**r, **block, "symmetry": sym})
-    return out
 
 
 @app.command()
@@ -300,6 +302,10 @@ def export(
         bool,
         typer.Option("--allow-export-controlled", help="Include export-controlled records."),
     ] = False,
+    step: Annotated[
+        str | None,
+        typer.Option("--step", help="Export the results of this later step (default: pre-screen)."),
+    ] = None,
     db: DbOption = None,
     user: UserOption = None,
     group: GroupOption = None,
@@ -319,14 +325,19 @@ def export(
 
         spec = validate_campaign(doc.spec, {}, f"stored campaign {campaign}")
         loaded = LoadedCampaign(spec, Path(campaign), doc.spec)
+        if step is not None:
+            _check_step(step, doc.spec)
+        plan = {s["name"]: s for s in loaded.step_plan()}
+        settings_hash = plan[step]["settings_hash"] if step else loaded.settings_hash
         n = do_export(
             store,
             campaign,
             caller_of(user, group),
             fmt,
             output,
-            loaded.settings_hash,
+            settings_hash,
             allow_export_controlled,
+            step=step,
         )
     console.print(f"wrote {n} records to {output} ({fmt})")
 

@@ -152,8 +152,11 @@ class Selection(StrictModel):
     max_sites: int | None = Field(None, ge=1, le=500, description="Skip larger cells.")
     references: bool = Field(
         True,
-        description="Also take the lowest-energy elemental phase of each element involved, "
-        "so that the step has its own formation energies and hull.",
+        description="Also compute the elemental phases of each element involved: every "
+        "one the input step has (fcc, bcc, hcp and those the campaign generated) for a "
+        "relax, vc-relax or static step, whose formation energies and hull take the lowest "
+        "of them at the step's own level of theory; the input step's lowest for md and "
+        "phonons.",
     )
 
 

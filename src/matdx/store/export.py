@@ -35,9 +35,93 @@ OPTIMADE_CONTEXT = ("campaign", "tier", "rights")
 summary's quantities (its ``property`` fields with a query range)."""
 
 
+STEP_IDENTITY = (
+    "material_id",
+    "campaign",
+    "formula_pretty",
+    "chemsys",
+    "elements",
+    "nelements",
+    "nsites",
+    "formula_anonymous",
+    "composition",
+    "composition_reduced",
+    "tier",
+    "owner",
+    "groups",
+    "rights",
+    "export_control",
+    "derived_access",
+    "derived_hidden",
+)
+"""Summary fields a later step's rows keep: what the material is and who may read it."""
+
+STEP_FIELDS = (
+    "energy_per_atom",
+    "formation_energy_per_atom",
+    "energy_above_hull",
+    "is_stable",
+    "decomposes_to",
+    "volume_per_atom",
+    "converged",
+)
+"""Summary fields a later step's block fills (absent in the block: empty, never the
+pre-screen's value; so are the pre-screen structure's volume, density and crystal system)."""
+
+_BLOCK_ONLY = frozenset({*STEP_FIELDS, "spacegroup", "spacegroup_number", "engine", "calc_id"})
+
+
+def step_rows(rows: list[dict[str, Any]], step: str) -> list[dict[str, Any]]:
+    """The summaries as one later step sees them: its own values, none of the pre-screen's.
+
+    Parameters
+    ----------
+    rows
+        Summary documents (with their ``steps`` blocks).
+    step
+        Step name.
+
+    Returns
+    -------
+    list of dict
+        One row per material the step computed, shaped like a summary (identity and
+        governance from the summary; energies, hull, volume, symmetry and method from the
+        step's block) plus the block's other values (e.g. MD averages and their standard
+        errors) under their own names.
+    """
+    out = []
+    for r in rows:
+        block = (r.get("steps") or {}).get(step)
+        if not block:
+            continue
+        row = {k: r[k] for k in STEP_IDENTITY if k in r}
+        row.update({k: block.get(k) for k in STEP_FIELDS})
+        row["symmetry"] = {
+            "symbol": block.get("spacegroup"),
+            "number": block.get("spacegroup_number"),
+        }
+        row["method"] = {"engine": block.get("engine"), "settings_hash": block.get("settings_hash")}
+        row["step"] = step
+        row.update({k: v for k, v in block.items() if k not in _BLOCK_ONLY and k not in row})
+        out.append(row)
+    return out
+
+
 def flatten(row: dict[str, Any]) -> dict[str, Any]:
     """One summary document as a flat record with the :data:`COLUMNS`."""
     return SUMMARY.flatten(row)
+
+
+def step_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Table columns of a step's rows: the summary's, then the step's own values."""
+    extra = sorted(
+        {k for r in rows for k, v in r.items() if k not in SUMMARY.fields and _scalar(v)}
+    )
+    return [*COLUMNS, *(k for k in extra if k not in COLUMNS)]
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def results_frame(
@@ -76,8 +160,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _columns(records: list[dict[str, Any]]) -> list[str]:
+    """:data:`EXPORT_COLUMNS`, then any further ones of the records (a step's own values)."""
+    extra = sorted({k for r in records for k in r} - set(EXPORT_COLUMNS))
+    return [*EXPORT_COLUMNS, *extra]
+
+
 def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
-    pd.DataFrame(records, columns=EXPORT_COLUMNS).to_csv(path, index=False)
+    pd.DataFrame(records, columns=_columns(records)).to_csv(path, index=False)
 
 
 def parquet_types() -> dict[str, Any]:
@@ -102,13 +192,14 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
 
     types = parquet_types()
     arrays = []
-    for col in EXPORT_COLUMNS:
+    columns = _columns(records)
+    for col in columns:
         values = [r.get(col) for r in records]
         if col in types and types[col] == pa.map_(pa.string(), pa.float64()):
             values = [None if v is None else list(v.items()) for v in values]
         arrays.append(pa.array(values, type=types.get(col)))
     units = {n: a.unit for n, a in SUMMARY.about.items() if a.unit}
-    table = pa.table(arrays, names=EXPORT_COLUMNS).replace_schema_metadata(
+    table = pa.table(arrays, names=columns).replace_schema_metadata(
         {"matdx.units": json.dumps(units, ensure_ascii=False)}
     )
     pq.write_table(table, path)
@@ -191,6 +282,9 @@ def write_extxyz(
         )
         if r.get("formation_energy_per_atom") is not None:
             atoms.info["formation_energy_per_atom"] = r["formation_energy_per_atom"]
+        atoms.info.update(
+            {k: v for k, v in r.items() if k not in SUMMARY.fields and _scalar(v) and v is not None}
+        )
         frames.append(atoms)
     with atomic_path(path) as tmp:
         write(tmp, frames, format="extxyz")
@@ -229,6 +323,10 @@ def optimade_entry(
     attributes = structure_attributes(structure, when if isinstance(when, datetime) else None)
     for key in (*SUMMARY.quantities, *OPTIMADE_CONTEXT):
         attributes[f"_matdx_{key}"] = row.get(key)
+    # a later step's own values (its name, MD averages and errors, magnetisation, ...)
+    for key, value in row.items():
+        if key not in SUMMARY.fields and _scalar(value):
+            attributes[f"_matdx_{key}"] = value
     attributes["_matdx_space_group_number"] = (row.get("symmetry") or {}).get("number")
     return {"id": row["material_id"], "type": "structures", "attributes": attributes}
 
@@ -283,8 +381,25 @@ def export(
     path: Path,
     settings_hash: str,
     allow_export_controlled: bool = False,
+    step: str | None = None,
 ) -> int:
     """Write a campaign's results in format ``fmt`` to ``path``, atomically.
+
+    Parameters
+    ----------
+    store, campaign, caller
+        Where the results are, whose, and who reads them.
+    fmt
+        Key of :data:`FORMATS`.
+    path
+        File to write.
+    settings_hash
+        Settings hash of the calculations whose structures (extxyz, optimade) are written:
+        the pre-screen's, or ``step``'s.
+    allow_export_controlled
+        Write export-controlled records too.
+    step
+        A later step: its own values (:func:`step_rows`), not the pre-screen's.
 
     Returns
     -------
@@ -299,6 +414,8 @@ def export(
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
     summaries = store.summaries(campaign, caller)
+    if step is not None:
+        summaries = step_rows(summaries, step)
     controlled = sum(bool(r.get("export_control")) for r in summaries)
     if controlled and not allow_export_controlled:
         raise InputError(
@@ -315,6 +432,11 @@ def export(
         for c in _visible_calculations(store, rows, caller, settings_hash)
     }
     records = export_records(summaries, structures, fmt)
+    if step is not None:
+        # a step's own values (MD averages and errors, magnetisation, ...) after the rest
+        extra = [c for c in step_columns(summaries) if c not in COLUMNS]
+        for rec, r in zip(records, summaries, strict=True):
+            rec.update({k: r.get(k) for k in extra})
     with atomic_path(path) as tmp:
         TABLE_WRITERS[fmt](records, tmp)
     return len(records)

@@ -149,10 +149,12 @@ def _summary_row(
 
 def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:
     out = calc["output"]
+    extra = out.get("extra") or {}
     block: dict[str, Any] = {
         "engine": calc["engine"],
         "task": calc["task"],
         "calc_id": calc["calc_id"],
+        "settings_hash": calc["settings_hash"],
         "energy_per_atom": out.get("energy_per_atom"),
         "volume_per_atom": out.get("volume_per_atom"),
         "converged": out.get("converged"),
@@ -160,6 +162,16 @@ def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:
         "spacegroup": out.get("spacegroup_symbol"),
         "spacegroup_number": out.get("spacegroup_number"),
     }
+    magnetisation = extra.get("total_magnetization")
+    if magnetisation is not None:
+        n = len((out.get("structure") or {}).get("sites") or []) or 1
+        block.update(
+            total_magnetization=magnetisation,
+            magnetization_per_atom=magnetisation / n,
+            magmoms=out.get("magmoms"),
+        )
+    if "residual_stress_kbar" in extra:
+        block["residual_stress_kbar"] = extra["residual_stress_kbar"]
     if thermo is not None:
         block.update(
             formation_energy_per_atom=thermo.formation_energy_per_atom,
@@ -167,7 +179,6 @@ def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:
             is_stable=thermo.is_stable,
             decomposes_to=thermo.decomposes_to,
         )
-    extra = out.get("extra") or {}
     ph = extra.get("phonons")
     if ph:
         block.update(
@@ -176,10 +187,27 @@ def _step_block(calc: dict[str, Any], thermo: Any) -> dict[str, Any]:
             zero_point_energy_kj_mol=ph.get("zero_point_energy"),
         )
     if calc["task"] == "md":
-        block.update({k: v for k, v in extra.items() if isinstance(v, int | float)})
-        means = extra.get("averages") or {}
-        block.update({f"mean_{k}": v for k, v in means.items() if isinstance(v, int | float)})
+        block.update(_md_values(out, extra))
     return block
+
+
+def _md_values(out: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """An MD run's time averages with their standard errors, never its final frame.
+
+    ``energy_per_atom`` and ``volume_per_atom`` are the production averages of the
+    potential energy and volume per atom (``None`` if the run recorded none).
+    """
+    n = len((out.get("structure") or {}).get("sites") or []) or 1
+    means = extra.get("averages") or {}
+    errors = extra.get("standard_errors") or {}
+    values: dict[str, Any] = {k: v for k, v in extra.items() if isinstance(v, int | float)}
+    values.update({f"mean_{k}": v for k, v in means.items() if isinstance(v, int | float)})
+    values.update({f"stderr_{k}": v for k, v in errors.items() if isinstance(v, int | float)})
+    for key, name in (("potential_energy_eV", "energy_per_atom"), ("volume_A3", "volume_per_atom")):
+        mean, err = means.get(key), errors.get(key)
+        values[name] = mean / n if mean is not None else None
+        values[f"{name}_stderr"] = err / n if err is not None else None
+    return values
 
 
 def _plain(block: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,15 @@ def _order(row: dict[str, Any], source: str) -> tuple[bool, float, float, str]:
     )
 
 
-def select_materials(rows: list[dict[str, Any]], source: str, select: dict[str, Any]) -> list[str]:
+REFERENCE_TASKS = frozenset({"relax", "vc-relax", "static"})
+"""Tasks that compute every elemental phase of the elements involved (their hull's
+references, at the step's own level of theory); other tasks (md, phonons) take the lowest
+phase of their input step."""
+
+
+def select_materials(
+    rows: list[dict[str, Any]], source: str, select: dict[str, Any], task: str = "static"
+) -> list[str]:
     """The materials a step computes, from the summaries of its campaign.
 
     Parameters
@@ -50,13 +58,18 @@ def select_materials(rows: list[dict[str, Any]], source: str, select: dict[str, 
         Input step (:data:`~matdx.schemas.names.PRESCREEN` or a step name).
     select
         :class:`~matdx.schemas.campaign.Selection` fields.
+    task
+        The step's task: a relaxation or static step (:data:`REFERENCE_TASKS`) computes
+        every elemental phase of the elements involved, so that its formation energies
+        and hull take the lowest of them at its own level of theory, whatever the input
+        step ranked lowest; other tasks take the input step's lowest phase.
 
     Returns
     -------
     list of str
-        Material ids, best first, elemental references last. With ``references`` the
-        ranking is over compounds, and each element involved adds its lowest-energy phase;
-        a space without compounds ranks its elemental phases.
+        Material ids, best first, elemental phases last (lowest at the input step first).
+        With ``references`` the ranking is over compounds; a space without compounds ranks
+        its elemental phases.
     """
     have = [r for r in rows if _block_value(r, source, "energy_per_atom") is not None]
     pool = have
@@ -77,14 +90,15 @@ def select_materials(rows: list[dict[str, Any]], source: str, select: dict[str, 
     if select.get("top") is not None:
         pool = pool[: select["top"]]
     chosen = [r["material_id"] for r in pool]
-    if select.get("references", True):
+    if select.get("references", True) and compounds:
+        every_phase = task in REFERENCE_TASKS
         elements = sorted({el for r in pool for el in r["elements"]})
         for el in elements:
             refs = [r for r in have if r["nelements"] == 1 and r["elements"] == [el]]
-            if refs:
-                best = min(refs, key=lambda r: _block_value(r, source, "energy_per_atom"))
-                if best["material_id"] not in chosen:
-                    chosen.append(best["material_id"])
+            refs.sort(key=lambda r: (_block_value(r, source, "energy_per_atom"), r["material_id"]))
+            for ref in refs if every_phase else refs[:1]:
+                if ref["material_id"] not in chosen:
+                    chosen.append(ref["material_id"])
     return chosen
 
 
@@ -122,7 +136,7 @@ def stage_step(
         "steps",
     )
     rows = store.summary_rows(campaign, list(projection))
-    selected = select_materials(rows, step["input"], step["select"])
+    selected = select_materials(rows, step["input"], step["select"], step["task"])
     inputs = {c["material_id"]: c for c in store.calculations(selected, step["input_hash"])}
     done = store.completed(selected, step["settings_hash"])
     todo = [m for m in selected if m in inputs and m not in done]
@@ -149,4 +163,4 @@ def stage_step(
     return summary
 
 
-__all__ = ["select_materials", "stage_step"]
+__all__ = ["REFERENCE_TASKS", "select_materials", "stage_step"]

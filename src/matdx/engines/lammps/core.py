@@ -240,7 +240,50 @@ class LammpsEngine(Engine):
         workdir: str | Path | None,
         deadline: float | None,
     ) -> CalcResult:
-        """Run LAMMPS.
+        """Run LAMMPS; a cell relaxation that lost symmetry runs again from the symmetrised cell.
+
+        See :meth:`run_once` for the parameters. LAMMPS's cell relaxation moves the six
+        cell parameters of its own (upper-triangular) frame, which need not keep the
+        crystal's point group: along a soft shear a cell can end, stress-free, slightly
+        distorted (R-3m → P1). When the relaxed structure's space group (tolerance
+        :data:`~matdx.core.symmetry.SYMPREC`) is lower than the input's, it is symmetrised
+        back to the input's group (ASE's ``refine_symmetry``, the smallest tolerance of
+        :data:`SYMMETRISE_TOLERANCES` that finds it) and relaxed again, in the
+        subdirectory ``symmetrised`` of ``workdir``; that result is kept if it has the
+        input's group. ``extra["symmetry_kept"]`` says whether the result has it.
+        """
+        result = self.run_once(structure, task, settings, workdir, deadline)
+        if task != "relax" or not settings.get("relax_cell", True):
+            return result
+        start = to_structure(_initial_atoms(structure, settings.get("supercell")))
+        wanted = spacegroup(start)[1]
+        if wanted is None or (result.spacegroup_number or 0) >= wanted:
+            result.extra["symmetry_kept"] = result.spacegroup_number == wanted
+            return result
+        refined = _symmetrised(Structure.from_dict(result.structure), wanted)
+        if refined is not None:
+            where = Path(workdir) / "symmetrised" if workdir is not None else None
+            again = self.run_once(refined, task, {**settings, "supercell": None}, where, deadline)
+            if again.spacegroup_number == wanted:
+                again.corrections = [
+                    *result.corrections,
+                    {"handler": "SymmetryRestore", "from": result.spacegroup_number},
+                    *again.corrections,
+                ]
+                again.extra["symmetry_kept"] = True
+                return again
+        result.extra["symmetry_kept"] = False
+        return result
+
+    def run_once(
+        self,
+        structure: Structure | Atoms,
+        task: str,
+        settings: dict[str, Any],
+        workdir: str | Path | None,
+        deadline: float | None,
+    ) -> CalcResult:
+        """Run LAMMPS once.
 
         Parameters
         ----------
@@ -251,7 +294,8 @@ class LammpsEngine(Engine):
         settings
             Task settings; see :data:`matdx.engines.lammps.inputs.TASK_DEFAULTS`. MD:
             ``ensemble`` (nve, nvt, npt, langevin), ``temperature`` (K), ``pressure`` (bar),
-            ``timestep`` (fs), ``steps``, ``equilibration`` (steps before production),
+            ``timestep`` (fs), ``steps``, ``equilibration`` (steps before production; default
+            five damping times of the thermostat, of the barostat for NPT),
             ``thermo_interval``, ``dump_interval`` (0: no trajectory), ``seed``,
             ``checkpoint_interval`` (steps between checkpoints, default 1000; 0: none). All
             tasks: ``potential`` (file), ``potentials_dir``, ``supercell``.
@@ -364,6 +408,38 @@ def _stress(row: dict[str, float], cell: np.ndarray) -> list[float]:
     ]
 
 
+SYMMETRISE_TOLERANCES = (0.01, 0.03, 0.1, 0.2)
+"""Tolerances (Å) tried, in order, to find a relaxed cell's lost space group."""
+
+
+def _symmetrised(structure: Structure, number: int) -> Structure | None:
+    """``structure`` made exactly symmetric in space group ``number`` (same frame), if found."""
+    from ase.spacegroup.symmetrize import check_symmetry, refine_symmetry
+
+    atoms = to_atoms(structure)
+    for tol in SYMMETRISE_TOLERANCES:
+        if check_symmetry(atoms, tol).number == number:
+            refine_symmetry(atoms, tol)
+            return to_structure(atoms)
+    return None
+
+
+def _residual_stress_kbar(row: dict[str, float], pressure_bar: float) -> float:
+    """Largest principal stress (kbar, magnitude) away from the target pressure.
+
+    The spectral norm of the stress tensor minus the target: the same in every frame, and
+    no component is larger.
+    """
+    p = np.array(
+        [
+            [row["pxx_bar"], row["pxy_bar"], row["pxz_bar"]],
+            [row["pxy_bar"], row["pyy_bar"], row["pyz_bar"]],
+            [row["pxz_bar"], row["pyz_bar"], row["pzz_bar"]],
+        ]
+    ) - pressure_bar * np.eye(3)
+    return float(np.max(np.abs(np.linalg.eigvalsh(p))) / 1000.0)
+
+
 def _md_extra(params: dict[str, Any], n: int, d: Path) -> dict[str, Any]:
     traj = d / TRAJECTORY_FILE
     run = params.get("run") or {}
@@ -406,16 +482,22 @@ def _result(
     row = {k: float(v[-1]) for k, v in last.items()}
     n = len(final)
     converged = True
+    residual = None
     if task == "relax":
         converged = log.stopping_criterion not in _UNFINISHED_CRITERIA and bool(
             np.max(np.linalg.norm(forces, axis=1)) <= params["fmax"] * 1.001
         )
+        if params["relax_cell"]:
+            residual = _residual_stress_kbar(row, float(params["pressure"]))
+            converged = converged and residual <= float(params["stress_tol"]) * 1.001
     symbol, number = spacegroup(final) if task != "md" else (None, None)
     extra: dict[str, Any] = {
         "workdir": str(d),
         "potential": params["potential"],
         "stopping_criterion": log.stopping_criterion,
     }
+    if residual is not None:
+        extra["residual_stress_kbar"] = residual
     if task == "md":
         extra.update(_md_extra(params, n, d))
     return CalcResult(

@@ -16,6 +16,7 @@ instead of the data file and run the remaining steps only (``run N upto``). See
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ MIN_STYLES: dict[str, str] = {"BFGS": "cg", "CG": "cg", "SD": "sd", "FIRE": "fir
 
 _CELL_MIN_STYLES = frozenset({"cg", "sd"})  # the styles fix box/relax works with
 
+EQUILIBRATION_DAMPING_TIMES = 5
+"""Default equilibration of an MD run: this many of its thermostat's damping times (its
+barostat's for NPT)."""
+
 COMMON_DEFAULTS: dict[str, Any] = {"potential": None, "potentials_dir": None, "supercell": None}
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "md": {
@@ -75,7 +80,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "pressure": 0.0,
         "timestep": 1.0,
         "steps": 1000,
-        "equilibration": 0,
+        "equilibration": None,
         "thermo_interval": 10,
         "dump_interval": 100,
         "seed": 12345,
@@ -89,6 +94,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "relax_cell": True,
         "optimizer": "BFGS",
         "fmax": 0.05,
+        "stress_tol": 0.1,
+        "cycles": 20,
         "steps": 300,
         "pressure": 0.0,
         "thermo_interval": 10,
@@ -266,6 +273,12 @@ def _resolve_md(p: dict[str, Any]) -> None:
     # thermostat/barostat times are fixed now, so that a smaller timestep keeps them
     p["tdamp"] = p["tdamp"] or 100 * p["timestep"]
     p["pdamp"] = p["pdamp"] or 1000 * p["timestep"]
+    if p["equilibration"] is None:
+        # several damping times of the slowest coupling before anything is averaged
+        damping = {"nve": 0.0, "npt": max(p["pdamp"], p["tdamp"])}.get(p["ensemble"], p["tdamp"])
+        p["equilibration"] = math.ceil(EQUILIBRATION_DAMPING_TIMES * damping / p["timestep"])
+    if int(p["equilibration"]) < 0:
+        raise EngineError("equilibration must be a number of steps (0: none)")
     p["barostat"] = p["barostat"] or ("tri" if p["triclinic"] else "aniso")
     if p["barostat"] not in ("iso", "aniso", "tri") or (
         p["barostat"] == "tri" and not p["triclinic"]
@@ -286,6 +299,8 @@ def _resolve_min(p: dict[str, Any]) -> None:
         style = "cg"
     p["min_style"] = style
     p["box_relax"] = ("tri" if p["triclinic"] else "aniso") if p["relax_cell"] else None
+    if not float(p["stress_tol"]) > 0 or int(p["cycles"]) < 1:
+        raise EngineError("stress_tol (kbar) and cycles must be positive")
 
 
 def _stop_check(target: int) -> str:
@@ -332,11 +347,43 @@ def _md_commands(p: dict[str, Any]) -> list[str]:
 
 
 def _min_commands(p: dict[str, Any]) -> list[str]:
+    """Minimise; with the cell, repeat until every stress component is within tolerance.
+
+    A minimisation with ``fix box/relax`` stops when the largest force, the cell's
+    generalised forces included, is below the force tolerance: for a small cell those are
+    small at stresses of several kbar, and the line search may stop with the cell still
+    strained. So the force tolerance is tight (``fmax`` / 1000) and minimisations, each
+    starting from the cell the last one left (box/relax's reference cell reset), repeat
+    up to ``cycles`` times until the largest relaxable component of the
+    stress (from the target ``pressure``) is below half of ``stress_tol`` kbar. The
+    result is converged when the largest principal stress (from the target) is below
+    ``stress_tol``.
+    """
     out = [f"min_style {p['min_style']}", "min_modify norm max"]
-    if p["box_relax"]:
-        out.append(f"fix relax all box/relax {p['box_relax']} {p['pressure']} vmax 0.001")
     steps = int(p["steps"])
-    out.append(f"minimize 0.0 {p['fmax']} {steps} {10 * steps}")
+    if not p["box_relax"]:
+        out.append(f"minimize 0.0 {p['fmax']} {steps} {10 * steps}")
+        return out
+    target = float(p["pressure"])
+    # the components the cell can relax: an orthogonal box (aniso) keeps its angles
+    parts = [f"abs(p{c}-{target:.12g})" for c in ("xx", "yy", "zz")]
+    if p["box_relax"] == "tri":
+        parts += ["abs(pxy)", "abs(pxz)", "abs(pyz)"]
+    tol_bar = 500.0 * float(p["stress_tol"])  # half the tolerance, kbar → bar
+    within = " && ".join(f"{part}<{tol_bar:.12g}" for part in parts)
+    out += [
+        f'variable matdx_relaxed equal "{within}"',
+        f"fix relax all box/relax {p['box_relax']} {p['pressure']} vmax 0.001",
+        f"variable matdx_cycle loop {int(p['cycles'])}",
+        "label matdx_relax",
+        f"minimize 0.0 {float(p['fmax']) / 1000:.6g} {steps} {10 * steps}",
+        'if "${matdx_relaxed} == 1" then "jump SELF matdx_relax_done"',
+        "next matdx_cycle",
+        "jump SELF matdx_relax",
+        "label matdx_relax_done",
+        "unfix relax",
+        "run 0",
+    ]
     return out
 
 

@@ -10,9 +10,12 @@ Settings are pw.x keywords, flat (``ecutwfc=30``, ``mixing_beta=0.3``, ``max_sec
 ``restart_mode="restart"``, ``occupations="fixed"``; sorted into their namelist with ASE's
 keyword table) or nested (``input_data={"system": {...}}``), plus the engine's own:
 
+``protocol``
+    Accuracy protocol (:data:`~matdx.engines.qe.protocols.PROTOCOLS`: ``fast``,
+    ``moderate``, ``precise``; default ``moderate``): k-point spacing, smearing and cutoffs.
 ``kspacing``
     Largest distance between k-points in Å⁻¹, 2π included (VASP's ``KSPACING``):
-    Monkhorst–Pack divisions ``ceil(|b_i| / kspacing)``; default 0.25.
+    Monkhorst–Pack divisions ``ceil(|b_i| / kspacing)``; default the protocol's.
 ``kpts``, ``koffset``
     Explicit mesh (three integers) and offsets (0 or 1 each), instead of ``kspacing``.
 ``pseudo_family``, ``pseudo_dir``, ``pseudopotentials``
@@ -25,12 +28,14 @@ keyword table) or nested (``input_data={"system": {...}}``), plus the engine's o
     given work directory; by default it is removed (it is only needed for restarts).
 ``magmoms``, ``spin_polarized``
     Initial moments in μB (per element or per site; else the structure's ``magmom``
-    site property; ``spin_polarized=True`` alone gives 1 μB per atom), converted to
-    pw.x's ``starting_magnetization`` (fraction of the valence charge).
+    site property; else the Materials Project's initial moments of the magnetic elements,
+    :func:`~matdx.engines.qe.protocols.default_magmoms`; ``spin_polarized=True`` alone
+    gives 1 μB per atom, ``spin_polarized=False`` no spin), converted to pw.x's
+    ``starting_magnetization`` (fraction of the valence charge).
 
-Defaults: cutoffs from the pseudopotentials (:meth:`PseudoSelection.cutoffs`; a given
-``ecutwfc`` alone keeps their ``ecutrho``/``ecutwfc`` ratio),
-Marzari–Vanderbilt smearing of 0.01 Ry (``occupations="fixed"`` for insulators, with four
+Defaults: cutoffs from the pseudopotentials (:meth:`PseudoSelection.cutoffs`, scaled by the
+protocol; a given ``ecutwfc`` alone keeps their ``ecutrho``/``ecutwfc`` ratio), the
+protocol's Marzari–Vanderbilt smearing (``occupations="fixed"`` for insulators, with four
 empty bands so that the gap is printed), ``conv_thr`` 1e-9 Ry per atom, forces and stress
 on, ``verbosity="high"`` (eigenvalues at every k-point, for the band gap).
 """
@@ -50,17 +55,17 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from matdx.core.errors import InputError
+from matdx.engines.qe.protocols import Protocol, default_magmoms, protocol
 from matdx.engines.qe.pseudo import PseudoSelection, select
 
 TASKS: dict[str, str] = {"scf": "scf", "static": "scf", "relax": "relax", "vc-relax": "vc-relax"}
 """Task name → pw.x ``calculation``."""
 
-DEFAULT_KSPACING = 0.25
-"""Default k-point spacing (Å⁻¹, 2π included)."""
 
 _SECTIONS = ("control", "system", "electrons", "ions", "cell")
 _ENGINE_KEYS = frozenset(
     {
+        "protocol",
         "kspacing",
         "kpts",
         "koffset",
@@ -121,6 +126,9 @@ def _site_moments(structure: Structure, settings: Mapping[str, Any]) -> list[flo
         moments = [float(m or 0.0) for m in structure.site_properties["magmom"]]
     elif settings.get("spin_polarized"):
         moments = [1.0] * len(structure)
+    elif settings.get("spin_polarized") is None:
+        table = default_magmoms()
+        moments = [table.get(site.specie.symbol, 0.0) for site in structure]
     else:
         return None
     if not any(moments) and not settings.get("spin_polarized"):
@@ -128,10 +136,16 @@ def _site_moments(structure: Structure, settings: Mapping[str, Any]) -> list[flo
     return moments
 
 
+def _cutoffs(selection: PseudoSelection, proto: Protocol) -> tuple[float, float]:
+    """``(ecutwfc, ecutrho)`` of a protocol: the files' suggestions, scaled (whole Ry)."""
+    wfc, rho = selection.cutoffs(proto.fallback_wfc)
+    return float(math.ceil(wfc * proto.cutoff_scale)), float(math.ceil(rho * proto.cutoff_scale))
+
+
 def _defaults(
-    structure: Structure, task: str, selection: PseudoSelection
+    structure: Structure, task: str, selection: PseudoSelection, proto: Protocol
 ) -> dict[str, dict[str, Any]]:
-    ecutwfc, ecutrho = selection.cutoffs()
+    ecutwfc, ecutrho = _cutoffs(selection, proto)
     return {
         "control": {
             "calculation": TASKS[task],
@@ -147,8 +161,8 @@ def _defaults(
             "ecutwfc": ecutwfc,
             "ecutrho": ecutrho,
             "occupations": "smearing",
-            "smearing": "mv",
-            "degauss": 0.01,
+            "smearing": proto.smearing,
+            "degauss": proto.degauss,
         },
         "electrons": {
             "conv_thr": 1e-9 * len(structure),
@@ -211,10 +225,11 @@ def build_parameters(
         directory=Path(directory) if directory else None,
         overrides=settings.get("pseudopotentials"),
     )
-    input_data = _defaults(structure, task, selection)
+    proto = protocol(settings.get("protocol"))
+    input_data = _defaults(structure, task, selection, proto)
     user_system = user.get("system", {})
     if "ecutwfc" in user_system and "ecutrho" not in user_system:
-        wfc, rho = selection.cutoffs()
+        wfc, rho = _cutoffs(selection, proto)
         user_system["ecutrho"] = float(math.ceil(user_system["ecutwfc"] * rho / wfc))
     _merge(input_data, user)
     input_data["control"]["calculation"] = TASKS[task]
@@ -234,7 +249,7 @@ def build_parameters(
         if len(kpts) != 3 or min(kpts) < 1:
             raise InputError(f"kpts must be three positive integers, not {settings['kpts']!r}")
     else:
-        kpts = kpoint_mesh(structure.lattice, float(settings.get("kspacing", DEFAULT_KSPACING)))
+        kpts = kpoint_mesh(structure.lattice, float(settings.get("kspacing", proto.kspacing)))
     koffset = settings.get("koffset", (0, 0, 0))
     koffset = [int(koffset)] * 3 if isinstance(koffset, (int, bool)) else [int(k) for k in koffset]
     moments = _site_moments(structure, settings)
@@ -285,7 +300,6 @@ def write_input(parameters: Mapping[str, Any], path: str | Path) -> None:
 
 
 __all__ = [
-    "DEFAULT_KSPACING",
     "TASKS",
     "build_parameters",
     "kpoint_mesh",
