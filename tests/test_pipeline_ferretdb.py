@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,12 @@ def test_workflows_stay_normal_fireworks_workflows(ran, tmp_path):
 
 def test_cli_results_export_and_plot(ran, tmp_path, capsys):
     uri, db, _ = ran
-    assert main(["results", "cu-au-pt", "--top", "5", "--db", uri]) == 0
+    assert main(["results", "cu-au-pt", "--top", "5", "--format", "table", "--db", uri]) == 0
     table = capsys.readouterr().out
     assert "top 5 by energy_above_hull" in table
+    assert main(["results", "cu-au-pt", "--top", "5", "--db", uri]) == 0  # a pipe: CSV
+    piped = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(piped) == 5 and piped["energy_above_hull"].is_monotonic_increasing
     assert main(["status", "cu-au-pt", "--db", uri]) == 0
     assert "COMPLETED" in capsys.readouterr().out
 
