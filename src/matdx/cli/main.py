@@ -97,13 +97,23 @@ def run(
     no_launch: Annotated[
         bool, typer.Option("--no-launch", help="Only queue the Fireworks; workers run them.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes computing the pre-screen (default: every core; 1: this one).",
+        ),
+    ] = None,
 ) -> None:
     """Generate, deduplicate, queue and run a campaign, then show the top results."""
     from matdx.workflows.campaign import load_campaign
     from matdx.workflows.runner import submit_campaign
 
     loaded = load_campaign(campaign_file)
-    report = submit_campaign(loaded, RichProgress(), launch=not no_launch, db_uri=db)
+    report = submit_campaign(
+        loaded, RichProgress(), launch=not no_launch, db_uri=db, workers=workers
+    )
     c = report.states.get("candidates", {})
     console.print(
         f"[bold]{report.campaign}[/]: {report.n_raw} raw candidates → {report.n_unique} unique "

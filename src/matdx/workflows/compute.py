@@ -17,8 +17,9 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from pymatgen.core import Structure
 from matdx.core.errors import DeadlineReachedError
 from matdx.engines.registry import get_engine
 from matdx.schemas.results import CalcResult
-from matdx.workflows.sinks import open_sink
+from matdx.workflows.pool import ComputePool, active_pool
+from matdx.workflows.sinks import Sink, open_sink
 
 PHONON_KEYS = ("supercell", "displacement", "mesh")
 """Settings of a phonon step that go to phonopy; the others go to the force engine."""
@@ -98,17 +100,10 @@ def compute_batch(
         Counts of completed, failed, skipped and requeued materials.
     """
     step = plan_entry(step)
-    engine, task, options = get_engine(step["engine"]), step["task"], dict(step["options"])
     resumable = bool(step["resumable"])
 
     def workdir(item: dict[str, Any]) -> Path | None:
         return _workdir(campaign, step["name"], item["material_id"]) if resumable else None
-
-    def compute(structure: Structure, item: dict[str, Any]) -> CalcResult:
-        where, until = workdir(item), deadline() if resumable else None
-        if task == "phonons":
-            return _phonon_calculation(step["engine"], options, structure, where)
-        return engine.calculate(structure, task, options, where, until)
 
     counts = run_items(
         campaign,
@@ -116,8 +111,8 @@ def compute_batch(
         step["settings_hash"],
         items,
         governance,
-        compute,
-        task=task,
+        partial(compute_one, campaign, step),
+        task=step["task"],
         fw_id=fw_id,
         use_deadline=resumable,
         workdir=workdir if resumable else None,
@@ -134,6 +129,112 @@ def compute_batch(
     return counts
 
 
+def compute_one(
+    campaign: str, step: dict[str, Any], structure: Structure, item: dict[str, Any]
+) -> CalcResult:
+    """One material's calculation in one step (what :func:`compute_batch` runs per item).
+
+    A module-level function, so that a worker process of
+    :mod:`matdx.workflows.pool` can run it.
+    """
+    resumable = bool(step["resumable"])
+    where = _workdir(campaign, step["name"], item["material_id"]) if resumable else None
+    options = dict(step["options"])
+    if step["task"] == "phonons":
+        return _phonon_calculation(step["engine"], options, structure, where)
+    until = deadline() if resumable else None
+    return get_engine(step["engine"]).calculate(structure, step["task"], options, where, until)
+
+
+@dataclass
+class Outcome:
+    """What one attempt at a calculation gave: its output or the reason it failed."""
+
+    output: dict[str, Any] | None
+    error: str | None
+    started: datetime
+    ended: datetime
+    wall_time_s: float
+    pid: int
+
+
+def attempt(
+    compute: Callable[[Structure, dict[str, Any]], Any],
+    structure: Structure | dict[str, Any] | str | None,
+    item: dict[str, Any],
+) -> Outcome:
+    """Run ``compute`` on one item, in this process or a worker's.
+
+    Raises
+    ------
+    DeadlineReachedError
+        As raised by the engine (the caller requeues the item).
+    """
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    output, error = None, None
+    try:
+        if structure is None:
+            raise LookupError(f"material {item['material_id']} is not in the store")
+        output = compute(_structure(structure), item).model_dump()
+    except DeadlineReachedError:
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    wall = time.perf_counter() - t0
+    return Outcome(output, error, started, datetime.now(UTC), wall, os.getpid())
+
+
+def prefetch_batch(
+    campaign: str,
+    step: dict[str, Any] | str,
+    items: list[dict[str, Any]],
+    governance: dict[str, Any],
+    fw_id: int | None = None,
+) -> None:
+    """Hand a batch's calculations to the worker pool before the batch runs.
+
+    Takes :func:`compute_batch`'s arguments. Outside a :func:`~matdx.workflows.pool.
+    compute_pool` block, and for resumable steps (which run one at a time, each engine
+    with its own parallelism), nothing happens; the batch computes when it runs.
+    """
+    pool = active_pool()
+    step = plan_entry(step)
+    if pool is None or step["resumable"]:
+        return
+    sink = open_sink()
+    done = sink.completed([it["material_id"] for it in items], step["settings_hash"])
+    todo = [it for it in items if it["material_id"] not in done]
+    _submit(pool, sink, partial(compute_one, campaign, step), step["settings_hash"], todo)
+
+
+def _submit(
+    pool: ComputePool,
+    sink: Sink,
+    compute: Callable[[Structure, dict[str, Any]], Any],
+    settings_hash: str,
+    items: list[dict[str, Any]],
+) -> None:
+    """Submit the items the pool does not hold yet, with their structures."""
+    new = [it for it in items if not pool.holds((settings_hash, it["material_id"]))]
+    stored = sink.structures([it["material_id"] for it in new if "structure" not in it])
+    for it in new:
+        structure = it.get("structure") or stored.get(it["material_id"])
+        pool.submit((settings_hash, it["material_id"]), attempt, compute, structure, it)
+
+
+def _take(pool: ComputePool, key: tuple[str, str]) -> Outcome:
+    """The pool's outcome of ``key``; a failure if the worker died computing it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    now = datetime.now(UTC)
+    try:
+        return pool.take(key)
+    except BrokenProcessPool as exc:
+        error = f"WorkerDied: the worker process computing it ended abruptly ({exc})"
+        return Outcome(None, error[:2000], now, datetime.now(UTC), 0.0, -1)
+
+
 def run_items(
     campaign: str,
     settings: dict[str, Any],
@@ -147,6 +248,11 @@ def run_items(
     workdir: Callable[[dict[str, Any]], Path] | None = None,
 ) -> dict[str, Any]:
     """Compute each item not yet done with these settings and keep its record.
+
+    Within a :func:`~matdx.workflows.pool.compute_pool` block, calculations without a
+    deadline run in the pool's worker processes (``compute`` must then be picklable, a
+    module-level function or a ``partial`` of one), each perhaps already handed out by
+    :func:`prefetch_batch`; records are built and written here, in the same order.
 
     Parameters
     ----------
@@ -171,8 +277,17 @@ def run_items(
     """
     sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], settings_hash)
-    by_id = [it["material_id"] for it in items if "structure" not in it]
-    stored = sink.structures([m for m in by_id if m not in done])
+    pool = None if use_deadline else active_pool()
+    if pool is not None:
+        for it in items:
+            if it["material_id"] in done:  # done elsewhere since it was handed out
+                pool.discard((settings_hash, it["material_id"]))
+        _submit(pool, sink, compute, settings_hash,
+                [it for it in items if it["material_id"] not in done])
+        stored: dict[str, Any] = {}
+    else:
+        by_id = [it["material_id"] for it in items if "structure" not in it]
+        stored = sink.structures([m for m in by_id if m not in done])
     versions = dict(_versions())
     host = socket.gethostname()
     machine = platform.machine()  # the compute node's architecture (x86_64, aarch64)
@@ -183,13 +298,20 @@ def run_items(
     for index, it in enumerate(items):
         if it["material_id"] in done:
             continue
-        if use_deadline and _past_deadline():
+        try:
+            if pool is not None:
+                outcome = _take(pool, (settings_hash, it["material_id"]))
+            elif use_deadline and _past_deadline():
+                raise DeadlineReachedError("the job's deadline has passed")
+            else:
+                structure = it.get("structure") or stored.get(it["material_id"])
+                outcome = attempt(compute, structure, it)
+        except DeadlineReachedError:
+            # stopped cleanly, resumable in its directory: it and the rest go to a new batch
             counts["unfinished"] = [
                 x["material_id"] for x in items[index:] if x["material_id"] not in done
             ]
             break
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
         record: dict[str, Any] = {
             "material_id": it["material_id"],
             "campaign": campaign,
@@ -199,36 +321,26 @@ def run_items(
             "settings_hash": settings_hash,
             **governance,
         }
-        try:
-            structure = it.get("structure") or stored.get(it["material_id"])
-            if structure is None:
-                raise LookupError(f"material {it['material_id']} is not in the store")
-            result = compute(_structure(structure), it)
-            record.update(status="completed", output=result.model_dump())
+        if outcome.error is None:
+            record.update(status="completed", output=outcome.output)
             counts["completed"] += 1
-        except DeadlineReachedError:
-            # stopped cleanly, resumable in its directory: it and the rest go to a new batch
-            counts["unfinished"] = [
-                x["material_id"] for x in items[index:] if x["material_id"] not in done
-            ]
-            break
-        except Exception as exc:
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        else:
+            record.update(status="failed", error=outcome.error)
             counts["failed"] += 1
             if len(counts.setdefault("errors", [])) < 3:
-                counts["errors"].append(f"{it['material_id']}: {record['error'][:300]}")
-        ended = datetime.now(UTC)
+                counts["errors"].append(f"{it['material_id']}: {outcome.error[:300]}")
         record["provenance"] = {
             "matdx_version": versions["matdx"],
             "code_versions": versions,
             "host": host,
             "machine": machine,
+            "pid": outcome.pid,
             "launch_dir": launch_dir,
             "work_dir": str(workdir(it)) if workdir else None,
             "fw_id": fw_id,
-            "started_at": started.isoformat(),
-            "ended_at": ended.isoformat(),
-            "wall_time_s": time.perf_counter() - t0,
+            "started_at": outcome.started.isoformat(),
+            "ended_at": outcome.ended.isoformat(),
+            "wall_time_s": outcome.wall_time_s,
         }
         if it.get("input_calc_id"):
             record["provenance"]["input_calc_id"] = it["input_calc_id"]
@@ -291,4 +403,13 @@ def _phonon_calculation(
     return base.model_copy(update={"task": "phonons", "extra": extra})
 
 
-__all__ = ["compute_batch", "deadline", "plan_entry", "run_items"]
+__all__ = [
+    "Outcome",
+    "attempt",
+    "compute_batch",
+    "compute_one",
+    "deadline",
+    "plan_entry",
+    "prefetch_batch",
+    "run_items",
+]

@@ -28,6 +28,7 @@ from matdx.schemas.names import (
     ANALYSE,
     CAMPAIGN,
     COMPUTE,
+    KIND,
     SPEC,
     STAGE,
     firework_meta,
@@ -438,6 +439,7 @@ def run_fireworks(
     run_dir: Path,
     on_progress: Callable[[int], None] | None = None,
     kinds: tuple[str, ...] | None = None,
+    ahead: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Run this campaign's READY Fireworks in this process until none is left.
 
@@ -456,21 +458,49 @@ def run_fireworks(
         Called with the number of candidates whose Firework reached a final state.
     kinds
         Only run Fireworks of these kinds (:mod:`matdx.schemas.names`).
+    ahead
+        Called with the arguments of each batch Firework as soon as it is claimed; with
+        it, the next Firework is claimed before the current one runs (so that its
+        calculations can start while this process records the current one's end; see
+        :func:`matdx.workflows.compute.prefetch_batch`).
     """
     import os
     import socket
     from datetime import UTC, datetime
 
-    from matdx.workflows.coordination import claim_next
+    from matdx.workflows.coordination import claim_next, release_unstarted
 
     run_dir.mkdir(parents=True, exist_ok=True)
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    while (fw_id := claim_next(lp, campaign, owner, kinds=kinds)) is not None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
-        run_one(lp, fw_id, campaign, run_dir / f"launcher_{stamp}_{fw_id}")
-        if on_progress is not None:
-            counts = state_counts(lp, campaign)["candidates"]
-            on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))
+    claimed: list[int] = []
+
+    def top_up() -> None:
+        while len(claimed) < (2 if ahead is not None else 1):
+            fw_id = claim_next(lp, campaign, owner, exclude=set(claimed), kinds=kinds)
+            if fw_id is None:
+                return
+            claimed.append(fw_id)
+            if ahead is not None:
+                doc = lp.fireworks.find_one({"fw_id": fw_id}, {"spec": 1}) or {}
+                spec = doc.get("spec", {})
+                if spec.get(SPEC, {}).get(KIND) == COMPUTE:
+                    ahead(dict(spec["_tasks"][0]["kwargs"]))
+
+    try:
+        while True:
+            top_up()
+            if not claimed:
+                return
+            fw_id = claimed.pop(0)
+            top_up()
+            stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
+            run_one(lp, fw_id, campaign, run_dir / f"launcher_{stamp}_{fw_id}")
+            if on_progress is not None:
+                counts = state_counts(lp, campaign)["candidates"]
+                on_progress(sum(counts.get(s, 0) for s in FINAL_STATES))
+    finally:
+        if claimed:  # claimed ahead, never started: free for other workers at once
+            release_unstarted(lp, set(claimed))
 
 
 __all__ = [  # the queries are re-exported: callers use them with the adapter

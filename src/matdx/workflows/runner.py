@@ -161,6 +161,7 @@ def submit_campaign(
     launch: bool = True,
     db_uri: str | None = None,
     plan: Plan | None = None,
+    workers: int | None = None,
 ) -> RunReport:
     """Plan a campaign, store its materials, add a workflow for what is left, and run it.
 
@@ -176,6 +177,9 @@ def submit_campaign(
         Database URI overriding ``MATDX_DB_URI`` and the campaign's ``store.uri``.
     plan
         Materials already planned with :func:`plan_materials` (planned here if omitted).
+    workers
+        Processes that compute the pre-screen when launched here (default: every core;
+        see :mod:`matdx.workflows.pool`). The results are the same with any number.
 
     Returns
     -------
@@ -184,6 +188,10 @@ def submit_campaign(
     """
     progress = progress or NullProgress()
     spec = loaded.spec
+    if launch and (workers is None or workers > 1):
+        from matdx.workflows.pool import start_server
+
+        start_server()  # the workers' imports run beside the planning
     settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
     store, backend = open_store(settings.db_uri)
     from matdx.workflows import fireworks_adapter as fwa
@@ -221,7 +229,7 @@ def submit_campaign(
     backend.flush()
     if launch:
         runs = settings.runs_dir / spec.name
-        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later)
+        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later, workers)
         if not todo and not queued and not later:
             from matdx.workflows.analyse import analyse_step
 
@@ -239,8 +247,14 @@ def run_in_process(
     run_dir: Path,
     progress: ProgressSink,
     report_steps: bool = False,
+    workers: int | None = 1,
 ) -> None:
     """Run the campaign's READY Fireworks here, with a progress bar of its candidates.
+
+    The Fireworks run one at a time in this process, which alone reads and writes the
+    database; with ``workers`` > 1 the pre-screen's calculations run in that many worker
+    processes (:mod:`matdx.workflows.pool`), the next batch's handed out before the
+    current one's records are written.
 
     Parameters
     ----------
@@ -256,13 +270,21 @@ def run_in_process(
         Where to show progress.
     report_steps
         Also report, one message each time, the materials later steps have finished.
+    workers
+        Worker processes for the pre-screen (``None``: every core; 1: none, all here).
     """
     from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.compute import prefetch_batch
+    from matdx.workflows.pool import compute_pool
 
     base = fwa.state_counts(lp, campaign)["candidates"]
     already = sum(base.get(s, 0) for s in fwa.FINAL_STATES)
     pending = sum(base.get(s, 0) for s in fwa.ACTIVE_STATES)
-    with default_db(db_uri), progress.stage("calculate", pending) as advance:
+    with (
+        default_db(db_uri),
+        compute_pool(workers) as pool,
+        progress.stage("calculate", pending) as advance,
+    ):
         shown = [already]
         reported: dict[str, int] = {}
 
@@ -272,7 +294,8 @@ def run_in_process(
             if report_steps:
                 _report_steps(progress, fwa.state_counts(lp, campaign)["steps"], reported)
 
-        fwa.run_fireworks(lp, campaign, run_dir, on_progress)
+        ahead = (lambda kwargs: prefetch_batch(**kwargs)) if pool is not None else None
+        fwa.run_fireworks(lp, campaign, run_dir, on_progress, ahead=ahead)
 
 
 def queue_materials(

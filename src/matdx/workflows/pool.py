@@ -1,0 +1,168 @@
+"""Worker processes that compute a run's calculations on every core of the machine.
+
+``matdx run`` computes in the process that owns the database connection (and, with the
+embedded store, the store file), which would leave all cores but one idle. Within
+:func:`compute_pool` the pre-screen's calculations go to worker processes instead: a
+worker receives a structure and the step's settings, computes, and hands back the result;
+reading inputs, building records and every write stay in the calling process. Workers
+are forked from a server process that imported the engines once
+(``multiprocessing``'s ``forkserver``), so a worker starts in milliseconds and inherits
+no open file or database connection of the caller; a worker whose caller is gone exits.
+
+Work is keyed by ``(settings hash, material id)``: a batch that is about to run can be
+handed out ahead (:meth:`ComputePool.submit`) and collected when it runs
+(:meth:`ComputePool.take`), so that the workers never wait for the caller's bookkeeping
+between batches.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any
+
+PRELOAD = ["matdx.workflows.compute", "matdx.engines.emt.core"]
+"""Modules the worker server imports once, before it forks workers."""
+
+PARENT_CHECK_S = 1.0
+"""How often a worker checks that its caller is still there."""
+
+_active: list[ComputePool] = []
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: exit when the process that made the pool is gone."""
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - pid reused by another user
+                os._exit(1)
+
+    threading.Thread(target=watch, name="matdx-pool-parent", daemon=True).start()
+
+
+class ComputePool:
+    """``workers`` processes that run calculations, with results kept by key until taken.
+
+    Parameters
+    ----------
+    workers
+        Number of worker processes.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor = self._new_executor()
+        self._work: dict[tuple[str, str], tuple[Future[Any], Callable[..., Any], tuple]] = {}
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+        )
+
+    def submit(self, key: tuple[str, str], fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` in a worker, unless work under ``key`` is already held."""
+        if key not in self._work:
+            self._work[key] = (self._executor.submit(fn, *args), fn, args)
+
+    def holds(self, key: tuple[str, str]) -> bool:
+        """Whether work under ``key`` was submitted and not yet taken."""
+        return key in self._work
+
+    def take(self, key: tuple[str, str]) -> Any:
+        """The result of the work under ``key`` (waiting for it); it is forgotten then.
+
+        Raises
+        ------
+        BrokenProcessPool
+            If a worker died (killed, or crashed in native code) while this work was
+            held. New workers then take over the rest of the held work.
+        """
+        fut, _, _ = self._work.pop(key)
+        try:
+            return fut.result()
+        except BrokenProcessPool:
+            if self._executor._broken:  # type: ignore[attr-defined]
+                self._restart()
+            raise
+
+    def _restart(self) -> None:
+        """New workers, running again all work held (the old workers' results are lost)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._new_executor()
+        for key, (_, fn, args) in list(self._work.items()):
+            self._work[key] = (self._executor.submit(fn, *args), fn, args)
+
+    def discard(self, key: tuple[str, str]) -> None:
+        """Forget the work under ``key`` (cancelled if it has not started)."""
+        held = self._work.pop(key, None)
+        if held is not None:
+            held[0].cancel()
+
+    def close(self) -> None:
+        """Stop the workers (work not yet started is cancelled)."""
+        self._work.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def start_server() -> None:
+    """Start the worker server now, so that it imports the engines while the caller plans.
+
+    Optional: the first :class:`ComputePool` starts it otherwise.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+
+
+@contextmanager
+def compute_pool(workers: int | None) -> Iterator[ComputePool | None]:
+    """Within the block, the pre-screen computes on ``workers`` processes.
+
+    ``None`` means every core (:func:`default_workers`); with one worker nothing changes
+    (calculations run in this process) and the block yields ``None``.
+    """
+    n = default_workers() if workers is None else workers
+    if n < 2:
+        yield None
+        return
+    pool = ComputePool(n)
+    _active.append(pool)
+    try:
+        yield pool
+    finally:
+        _active.remove(pool)
+        pool.close()
+
+
+def active_pool() -> ComputePool | None:
+    """The pool of the innermost :func:`compute_pool` block, if any."""
+    return _active[-1] if _active else None
+
+
+__all__ = ["ComputePool", "active_pool", "compute_pool", "default_workers", "start_server"]

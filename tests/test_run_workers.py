@@ -1,0 +1,103 @@
+"""``matdx run`` on several worker processes stores what a one-process run stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CAMPAIGN = """\
+name: workers
+seed: 5
+chemical_space:
+  elements: [Cu, Au, Pd]
+  max_components: 2
+  orderings: {parents: [fcc], sizes: [2, 3]}
+prescreen: {engine: emt, relax_cell: true, optimizer: BFGS, fmax: 0.05, steps: 300}
+batch_size: 4
+max_candidates: 22
+"""
+
+DUMP = """\
+import json, sys
+from matdx.core.settings import get_settings
+from matdx.store.access import Caller
+from matdx.store.codec import unpack
+from matdx.store.documents import CalculationDoc, MaterialDoc
+from matdx.store.export import results_frame
+from matdx.workflows.context import open_store
+
+store, _ = open_store(sys.argv[1] if len(sys.argv) > 1 else None)
+calcs, pids = [], set()
+for doc in CalculationDoc._get_collection().find({}):
+    doc = unpack(doc)
+    doc["output"].pop("wall_time_s", None)
+    pids.add(doc["provenance"]["pid"])
+    calcs.append({k: doc.get(k) for k in ("_id", "material_id", "settings_hash", "status",
+                                          "error", "output", "campaign", "tier", "owner")})
+ranked = results_frame(store, "workers", Caller(get_settings().user, ()),
+                       sort="energy_above_hull")
+print(json.dumps({
+    "materials": sorted(d["_id"] for d in MaterialDoc._get_collection().find({}, {"_id": 1})),
+    "calculations": sorted(calcs, key=lambda c: c["_id"]),
+    "pids": len(pids),
+    "ranking": ranked[["material_id", "energy_above_hull", "formation_energy_per_atom",
+                       "spacegroup_number"]].values.tolist(),
+}))
+"""
+
+
+def campaign_file(directory: Path) -> Path:
+    path = directory / "workers.yaml"
+    path.write_text(CAMPAIGN)
+    return path
+
+
+def run_and_dump(path: Path, data: Path, workers: int, db: str | None = None) -> dict:
+    env = {**os.environ, "MATDX_DATA_DIR": str(data)}
+    db_args = ["--db", db] if db else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "matdx.cli.main", "run", str(path), "--workers", str(workers),
+         *db_args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "candidates by state: COMPLETED 22" in proc.stdout
+    dump = subprocess.run([sys.executable, "-c", DUMP, *([db] if db else [])], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert dump.returncode == 0, dump.stderr[-3000:]
+    return json.loads(dump.stdout)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("one")
+    return run_and_dump(campaign_file(tmp), tmp / "data", workers=1)
+
+
+def check_same(got: dict, want: dict) -> None:
+    assert len(want["materials"]) == 22
+    assert got["materials"] == want["materials"]
+    assert [c["_id"] for c in got["calculations"]] == [c["_id"] for c in want["calculations"]]
+    assert {c["status"] for c in want["calculations"]} == {"completed"}
+    assert got["calculations"] == want["calculations"]
+    assert len(want["ranking"]) == 22
+    assert got["ranking"] == want["ranking"]
+    assert want["pids"] == 1
+    assert got["pids"] == 2  # computed by two worker processes
+
+
+def test_two_workers_on_the_embedded_store_store_what_one_process_stores(one_process, tmp_path):
+    got = run_and_dump(campaign_file(tmp_path), tmp_path / "data", workers=2)
+    check_same(got, one_process)
+
+
+@pytest.mark.ferretdb
+def test_two_workers_on_a_server_store_what_one_process_stores(one_process, db_uri, tmp_path):
+    got = run_and_dump(campaign_file(tmp_path), tmp_path / "data", workers=2,
+                       db=db_uri)
+    check_same(got, one_process)
