@@ -4,10 +4,10 @@
 embedded store, the store file), which would leave all cores but one idle. Within
 :func:`compute_pool` the pre-screen's calculations go to worker processes instead: a
 worker receives a structure and the step's settings, computes, and hands back the result;
-reading inputs, building records and every write stay in the calling process. Workers
-are forked from a server process that imported the engines once
-(``multiprocessing``'s ``forkserver``), so a worker starts in milliseconds and inherits
-no open file or database connection of the caller; a worker whose caller is gone exits.
+reading inputs, building records and every write stay in the calling process. The
+workers are forked when the block starts (``matdx run`` starts it before planning, so
+that they import the engines while the caller plans and inherit no database connection);
+they never touch the store, and a worker whose caller is gone exits within a second.
 
 Work is keyed by ``(settings hash, material id)``: a batch that is about to run can be
 handed out ahead (:meth:`ComputePool.submit`) and collected when it runs
@@ -25,8 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
-PRELOAD = ["matdx.workflows.compute", "matdx.engines.emt.core"]
-"""Modules the worker server imports once, before it forks workers."""
+PRELOAD = ("matdx.workflows.compute", "matdx.engines.emt.core")
+"""Modules each worker imports as soon as it starts."""
 
 PARENT_CHECK_S = 1.0
 """How often a worker checks that its caller is still there."""
@@ -42,7 +42,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _exit_with_parent(parent: int) -> None:
+def _start_worker(parent: int) -> None:
     """Worker initialiser: exit when the process that made the pool is gone."""
 
     def watch() -> None:
@@ -60,6 +60,14 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="matdx-pool-parent", daemon=True).start()
 
 
+def _warm_up(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` (the first task of each worker)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
 class ComputePool:
     """``workers`` processes that run calculations, with results kept by key until taken.
 
@@ -75,13 +83,18 @@ class ComputePool:
         self._work: dict[tuple[str, str], tuple[Future[Any], Callable[..., Any], tuple]] = {}
 
     def _new_executor(self) -> ProcessPoolExecutor:
+        """Fork the workers now (the first task starts all of them) and warm them up."""
         import multiprocessing
 
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        return ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+        ex = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
         )
+        for _ in range(self.workers):
+            ex.submit(_warm_up, PRELOAD)
+        return ex
 
     def submit(self, key: tuple[str, str], fn: Callable[..., Any], *args: Any) -> None:
         """Start ``fn(*args)`` in a worker, unless work under ``key`` is already held."""
@@ -128,25 +141,17 @@ class ComputePool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def start_server() -> None:
-    """Start the worker server now, so that it imports the engines while the caller plans.
-
-    Optional: the first :class:`ComputePool` starts it otherwise.
-    """
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
-
-
 @contextmanager
 def compute_pool(workers: int | None) -> Iterator[ComputePool | None]:
     """Within the block, the pre-screen computes on ``workers`` processes.
 
     ``None`` means every core (:func:`default_workers`); with one worker nothing changes
-    (calculations run in this process) and the block yields ``None``.
+    (calculations run in this process) and the block yields ``None``. Within a block
+    already open, the block's pool is used again.
     """
+    if _active:
+        yield _active[-1]
+        return
     n = default_workers() if workers is None else workers
     if n < 2:
         yield None
@@ -165,4 +170,4 @@ def active_pool() -> ComputePool | None:
     return _active[-1] if _active else None
 
 
-__all__ = ["ComputePool", "active_pool", "compute_pool", "default_workers", "start_server"]
+__all__ = ["ComputePool", "active_pool", "compute_pool", "default_workers"]

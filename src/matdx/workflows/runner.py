@@ -186,12 +186,22 @@ def submit_campaign(
     RunReport
         Counts and final states.
     """
-    progress = progress or NullProgress()
-    spec = loaded.spec
-    if launch and (workers is None or workers > 1):
-        from matdx.workflows.pool import start_server
+    from matdx.workflows.pool import compute_pool
 
-        start_server()  # the workers' imports run beside the planning
+    # the workers start (and import the engines) while this process plans
+    with compute_pool(workers if launch else 1):
+        return _submit(loaded, progress or NullProgress(), launch, db_uri, plan)
+
+
+def _submit(
+    loaded: LoadedCampaign,
+    progress: ProgressSink,
+    launch: bool,
+    db_uri: str | None,
+    plan: Plan | None,
+) -> RunReport:
+    """:func:`submit_campaign`, within its worker pool (if any)."""
+    spec = loaded.spec
     settings = get_settings(db_uri=db_uri or campaign_db_uri(loaded))
     store, backend = open_store(settings.db_uri)
     from matdx.workflows import fireworks_adapter as fwa
@@ -229,7 +239,7 @@ def submit_campaign(
     backend.flush()
     if launch:
         runs = settings.runs_dir / spec.name
-        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later, workers)
+        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later)
         if not todo and not queued and not later:
             from matdx.workflows.analyse import analyse_step
 
@@ -252,9 +262,9 @@ def run_in_process(
     """Run the campaign's READY Fireworks here, with a progress bar of its candidates.
 
     The Fireworks run one at a time in this process, which alone reads and writes the
-    database; with ``workers`` > 1 the pre-screen's calculations run in that many worker
-    processes (:mod:`matdx.workflows.pool`), the next batch's handed out before the
-    current one's records are written.
+    database; with ``workers`` > 1 (or within a :func:`~matdx.workflows.pool.compute_pool`
+    block) the pre-screen's calculations run in worker processes, the next batch's handed
+    out before the current one's records are written.
 
     Parameters
     ----------
@@ -271,7 +281,8 @@ def run_in_process(
     report_steps
         Also report, one message each time, the materials later steps have finished.
     workers
-        Worker processes for the pre-screen (``None``: every core; 1: none, all here).
+        Worker processes for the pre-screen (``None``: every core; 1: none, all here),
+        unless a pool is open already.
     """
     from matdx.workflows import fireworks_adapter as fwa
     from matdx.workflows.compute import prefetch_batch
