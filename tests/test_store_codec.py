@@ -99,3 +99,34 @@ def test_document_fields_refuses_what_the_document_refuses(data, error, field):
         _mongoengine_form(CalculationDoc, data)
     with pytest.raises(error, match=field):
         document_fields(CalculationDoc, data)
+
+
+def test_embedded_store_file_text_reads_back_as_json_util_writes_it():
+    import math
+    import uuid
+
+    from bson import Binary, ObjectId, json_util
+
+    from matdx.store.backend import encode_store
+
+    doc = {
+        "_id": ObjectId(),
+        "created_on": datetime(2026, 12, 7, 0, 30, 1, 123000),
+        "blob": Binary(b"\x00\x01chunk"),
+        "raw": b"bytes",
+        "uuid": Binary.from_uuid(uuid.UUID(int=7)),
+        "floats": [1.5, -0.0, 1e-300, float("inf"), float("-inf")],
+        "nested": {"a": [[1, 2], [3, {"b": None, "c": True}]], "s": "é\n\""},
+        "big": 2**62,
+        **_record(),
+    }
+    data = {"db": {"coll": {"documents": [doc, {"_id": "x", "nan": float("nan")}]}}}
+    want = json_util.loads(json_util.dumps(data))
+    got = json_util.loads(encode_store(data))
+    assert math.isnan(got["db"]["coll"]["documents"][1].pop("nan"))
+    assert math.isnan(want["db"]["coll"]["documents"][1].pop("nan"))
+    assert got == want
+    for key in ("_id", "created_on", "blob", "raw", "uuid"):
+        assert type(got["db"]["coll"]["documents"][0][key]) is type(
+            want["db"]["coll"]["documents"][0][key]
+        )

@@ -101,7 +101,7 @@ def analyse_step(
             campaign, step["name"], blocks, {mid: access[mats[mid]["chemsys"]] for mid in blocks}
         )
         stable = sum(bool(b.get("is_stable")) for b in blocks.values())
-    backend.flush()
+    backend.checkpoint()
     return {"summarised": len(calcs), "stable": stable}
 
 
