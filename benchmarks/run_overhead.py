@@ -99,11 +99,11 @@ def plan_cells(campaign: Path) -> list[dict]:
     ]
 
 
-def timed(cmds: list[list[str]], env: dict[str, str]) -> float:
-    """Wall seconds to run the commands at once until the last one ends."""
+def timed(cmds: list[list[str]], env: dict[str, str], cwd: Path) -> float:
+    """Wall seconds to run the commands at once (in ``cwd``) until the last one ends."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for c in cmds]
+    procs = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in cmds]
     for p, c in zip(procs, cmds, strict=True):
         out, err = p.communicate()
         if p.returncode:
@@ -162,15 +162,15 @@ def main() -> None:
 
     bare: list[float] = []
     times: dict[str, list[float]] = {k: [] for k in variants}
-    bare.append(timed(parts(BARE), env))
+    bare.append(timed(parts(BARE), env, work))
     print(f"bare ASE loop, {n} processes: {bare[-1]:6.1f} s", flush=True)
     for r in range(args.rounds):
         for name, cmds in variants.items():
-            times[name].append(timed(cmds(), env))  # type: ignore[operator]
+            times[name].append(timed(cmds(), env, work))  # type: ignore[operator]
             tail = timed.last_output.strip().splitlines()  # type: ignore[attr-defined]
             state = next((x for x in tail if x.startswith("candidates by state")), "")
             print(f"round {r + 1}: {name:34s} {times[name][-1]:6.1f} s  {state}", flush=True)
-            bare.append(timed(parts(BARE), env))
+            bare.append(timed(parts(BARE), env, work))
             print(f"round {r + 1}: bare ASE loop, {n} processes   {bare[-1]:6.1f} s  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
     # bare runs: one before each variant run and one after the last
