@@ -22,6 +22,7 @@ import httpx
 import pymongo
 import pytest
 
+from campaigns import loaded
 from matdx.cli.main import main
 from matdx.store.access import Caller
 
@@ -64,16 +65,6 @@ def wait_for(check, what: str, seconds: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{what} did not come up")
-
-
-def loaded(name, elements, data):
-    from matdx.workflows.campaign import LoadedCampaign, validate_campaign
-
-    raw = {"name": name, "chemical_space": {"elements": elements, "max_components": 2,
-                                             "prototypes": ["fcc", "bcc", "L1_2", "L1_0", "B2"],
-                                             "orderings": None},
-           "batch_size": 50, "data": data}
-    return LoadedCampaign(validate_campaign(raw, {}, name), Path(name), raw)
 
 
 @pytest.fixture(scope="module")

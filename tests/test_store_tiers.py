@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,11 +11,11 @@ import pymongo
 import pytest
 from ase.io import read
 
+from campaigns import loaded
 from matdx.cli.main import main
 from matdx.core.errors import InputError
 from matdx.store import query as q
 from matdx.store.access import Caller
-from matdx.workflows.campaign import LoadedCampaign, validate_campaign
 from matdx.workflows.context import open_store
 from matdx.workflows.runner import submit_campaign
 
@@ -40,14 +39,6 @@ ALLOWED = {
     "outsider": {"c-open"},
     "anonymous": {"c-open"},
 }
-
-
-def loaded(name, elements, data) -> LoadedCampaign:
-    raw = {"name": name, "chemical_space": {"elements": elements, "max_components": 2,
-                                             "prototypes": ["fcc", "bcc", "L1_2", "L1_0", "B2"],
-                                             "orderings": None},
-           "batch_size": 50, "data": data}
-    return LoadedCampaign(validate_campaign(raw, {}, name), Path(name), raw)
 
 
 @pytest.fixture(scope="module")
