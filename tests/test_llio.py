@@ -16,6 +16,8 @@ from matdx.sites.llio import check_data_dir, job_volumes, node_paths, volume_of
 from matdx.sites.models import Llio
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the top-level directory the repository sits on (/work here, /check in CI)
+TOP = "/" + ROOT.parts[1]
 FUGAKU = ROOT / "hpc_profiles" / "fugaku.yaml"
 
 
@@ -23,24 +25,24 @@ FUGAKU = ROOT / "hpc_profiles" / "fugaku.yaml"
 def fugaku_here():
     """Fugaku's profile with this machine's top-level directories as volumes."""
     profile = load_profile(FUGAKU)
-    llio = profile.pjm.llio.model_copy(update={"volume_pattern": r"^/(vol[0-9]{4}|tmp|work)$"})
+    llio = profile.pjm.llio.model_copy(update={"volume_pattern": rf"^/(vol[0-9]{{4}}|tmp|{ROOT.parts[1]})$"})
     return profile.model_copy(update={"pjm": profile.pjm.model_copy(update={"llio": llio})})
 
 
 def test_volumes_come_from_resolved_paths(tmp_path, fugaku_here):
-    # a link in /tmp to a directory on /work, as /home/<user> links to /vol000N on Fugaku
+    # a link in /tmp to a directory on the repository's volume, as /home/<user> links to /vol000N on Fugaku
     link = tmp_path / "home-link"
     link.symlink_to(ROOT)
     pattern = fugaku_here.pjm.llio.volume_pattern
-    assert volume_of(link / "runs", pattern) == "/work"
+    assert volume_of(link / "runs", pattern) == TOP
     assert volume_of(tmp_path / "plain", pattern) == "/tmp"
     assert volume_of("/etc/passwd", pattern) is None
     paths = [link / "runs" / "submit-1", *node_paths(fugaku_here)]
     assert node_paths(fugaku_here) == ["/vol0004/apps/matdx/aarch64/bin/python"]
-    # Spack's /vol0004 always, the job directory's real volume /work, not /tmp (the link)
-    assert job_volumes(fugaku_here, paths) == "/vol0004:/work"
-    job = resolve_job(fugaku_here, JobRequest(group="g", llio_gfscache="/vol0004:/work"))
-    assert "#PJM -x PJM_LLIO_GFSCACHE=/vol0004:/work" in scheduler_for(fugaku_here).render(job)
+    # Spack's /vol0004 always, the job directory's real volume, not /tmp (the link)
+    assert job_volumes(fugaku_here, paths) == f"/vol0004:{TOP}"
+    job = resolve_job(fugaku_here, JobRequest(group="g", llio_gfscache=f"/vol0004:{TOP}"))
+    assert f"#PJM -x PJM_LLIO_GFSCACHE=/vol0004:{TOP}" in scheduler_for(fugaku_here).render(job)
     # a profile without gfscache_from_paths keeps its fixed list
     fixed = fugaku_here.pjm.llio.model_copy(update={"gfscache_from_paths": False})
     plain = fugaku_here.model_copy(
@@ -66,7 +68,7 @@ def test_submit_from_home_fails_with_one_line(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path), MATDX_DATA_DIR=str(tmp_path / "matdx"))
     proc = subprocess.run(
         [sys.executable, "-m", "matdx.cli.main", "submit", str(ROOT / "workflows" / "cu_au_pt.yaml"),
-         "--profile", str(FUGAKU), "--group", "hp1", "--elapse", "1h"],
+         "--profile", str(FUGAKU), "--account", "hp1", "--elapse", "1h"],
         capture_output=True, text=True, env=env, check=False,
     )
     assert proc.returncode != 0 and proc.stdout == ""
