@@ -261,6 +261,32 @@ def test_qe_run_killed_by_signal_9_starts_again_from_scratch(
     assert abs(result.energy - slow_reference.energy) / RY / len(silicon()) < 1e-5
 
 
+class Interrupted(BaseException):
+    """Raised from a signal handler, as a test timeout or Ctrl-C interrupts a run."""
+
+
+def test_an_interrupted_run_leaves_no_program_running(tmp_path: Path) -> None:
+    workdir = (tmp_path / "run").resolve()
+    out = workdir / "pw.out"
+
+    def interrupt(signum, frame):
+        if out.exists() and "iteration #  2" in out.read_text(errors="replace"):
+            raise Interrupted
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(Interrupted):  # not swallowed, not turned into an engine error
+            calculate(silicon(), "static", SLOW, workdir=workdir, profile=one_rank())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # mpirun and pw.x ended before the exception left the engine
+    assert processes("pw.x", workdir) == [] and processes("mpirun", workdir) == []
+    assert "JOB DONE" not in out.read_text()
+
+
 # --- LAMMPS ---------------------------------------------------------------------------
 
 

@@ -291,6 +291,7 @@ def check_step_views(db_uri, tmp_path, summaries):
     reason="QE campaign with every elemental reference at the moderate protocol (~20 min; "
     "MATDX_TEST_QE_CAMPAIGN=1 runs it)",
 )
+@pytest.mark.timeout(5400)  # 16 pw.x runs and 5 held-out ones: longer than the suite's limit
 def test_qe_campaign_end_to_end(db_uri, tmp_path):
     """EMT pre-screen → QE vc-relax → QE static on Al-Cu, real pw.x with 2 MPI ranks, and
     its numbers against independent pw.x runs at converged settings."""
@@ -391,6 +392,7 @@ def check_qe_against_hand_written_runs(db, tmp_path):
     reason="QE campaign with every elemental reference at the moderate protocol (~20 min; "
     "MATDX_TEST_QE_CAMPAIGN=1 runs it)",
 )
+@pytest.mark.timeout(5400)
 def test_qe_campaign_through_slurm(db_uri, tmp_path, monkeypatch):
     """The QE campaign as a Slurm job: the farm runs every step, pw.x on 2 MPI ranks."""
     from matdx.execution.submit import submit

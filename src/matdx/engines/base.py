@@ -135,9 +135,16 @@ def run_with_recovery(
         checkpoint=False,
         terminate_on_nonzero_returncode=False,
     )
+    started = _track_processes(job)
     try:
         log = c.run()
-    except CustodianError as exc:
+    except BaseException as exc:
+        # interrupted (a signal, a timeout, an error in a handler) or given up: whatever
+        # the job started must not keep running, and holding cores, after this call
+        for process in started:
+            _stop(process)
+        if not isinstance(exc, CustodianError):
+            raise
         last = c.run_log[-1].get("corrections", []) if c.run_log else []
         given_up = [corr for corr in last if not corr.get("actions")]
         if given_up and given_up[-1].get("errors"):
@@ -156,6 +163,38 @@ def run_with_recovery(
                 }
             )
     return corrections
+
+
+def _track_processes(job: Any) -> list[Any]:
+    """Record every process ``job.run`` returns (custodian's Job contract: a Popen)."""
+    started: list[Any] = []
+    run = job.run
+
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        process = run(*args, **kwargs)
+        if hasattr(process, "poll"):
+            started.append(process)
+        return process
+
+    job.run = tracked
+    return started
+
+
+def _stop(process: Any, grace: float = 10.0) -> None:
+    """End ``process`` if it still runs.
+
+    SIGTERM first (mpirun passes it on to its ranks), SIGKILL after ``grace`` seconds.
+    """
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def give_up(message: str) -> dict[str, Any]:
