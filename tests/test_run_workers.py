@@ -101,3 +101,42 @@ def test_two_workers_on_a_server_store_what_one_process_stores(one_process, db_u
     got = run_and_dump(campaign_file(tmp_path), tmp_path / "data", workers=2,
                        db=db_uri)
     check_same(got, one_process)
+
+
+def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp_path):
+    """Ctrl-C (SIGINT to the process group) ends ``matdx run`` with one line, code 130 and
+    no failed Firework; running the campaign again stores what an uninterrupted run does."""
+    import signal
+    import time
+
+    path, data = campaign_file(tmp_path), tmp_path / "data"
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "matdx.cli.main", "run", str(path), "--workers", "2"],
+            env={**os.environ, "MATDX_DATA_DIR": str(data)}, stdout=subprocess.DEVNULL,
+            stderr=stderr, start_new_session=True,
+        )
+        end = time.monotonic() + 300
+        launches = data / "runs" / "workers"
+        # the second of the six batch Fireworks has started: the first one is done
+        while (
+            len(list(launches.glob("launcher_*"))) < 2
+            and proc.poll() is None
+            and time.monotonic() < end
+        ):
+            time.sleep(0.02)
+        assert proc.poll() is None, err.read_text()[-2000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    text = err.read_text()
+    assert text.splitlines()[-1] == "error: interrupted" and "Traceback" not in text
+    states = subprocess.run(
+        [sys.executable, "-m", "matdx.cli.main", "status", "workers", "--format", "json"],
+        env={**os.environ, "MATDX_DATA_DIR": str(data)}, capture_output=True, text=True,
+        check=True,
+    ).stdout
+    assert '"FIZZLED"' not in states or '"FIZZLED": 0' in states, states
+    got = run_and_dump(path, data, workers=2)
+    got["pids"] = 2  # computed by the processes of both runs
+    check_same(got, one_process)

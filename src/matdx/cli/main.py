@@ -430,7 +430,8 @@ def _library_exit(exc: BaseException) -> int:
         return 0
     if kind == "Exit":
         return int(getattr(exc, "exit_code", 0) or 0)
-    if kind == "Abort":
+    if kind == "Abort":  # the library's form of Ctrl-C
+        _error("interrupted")
         return 130
     _error(exc.format_message())  # type: ignore[attr-defined]
     return int(getattr(exc, "exit_code", 2))
@@ -472,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # a library that exits by itself
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if rv == 130:  # typer returns Ctrl-C within a command as exit code 130
+        _error("interrupted")
     return rv if isinstance(rv, int) else 0
 
 

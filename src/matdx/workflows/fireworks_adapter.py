@@ -75,8 +75,14 @@ class MatdxTask(FiretaskBase):
             beat = file_heartbeat(os.getcwd())
         else:
             beat = heartbeat(lp.db, fw_id)
-        with beat:
-            summary = STEPS[self["kind"]](**kwargs)
+        try:
+            with beat:
+                summary = STEPS[self["kind"]](**kwargs)
+        except Exception:
+            raise
+        except BaseException as exc:  # Ctrl-C, a signal raised as an exception, an exit
+            _INTERRUPTS.append(exc)
+            raise
         detour = summary.pop("detour", None)
         if detour is None:
             if summary.get("failed"):
@@ -94,6 +100,11 @@ class MatdxTask(FiretaskBase):
         name = f"matdx:{campaign}:{summary['step']}"
         return FWAction(stored_data={"summary": summary}, detours=[Workflow(fws, name=name)])
 
+
+_INTERRUPTS: list[BaseException] = []
+"""The interruption of the running task, if any. FireWorks' Rocket catches every exception
+of a task, interruptions included, as the task's failure and goes on; :func:`run_one`
+raises it again, so that an interrupted process stops instead of taking the next Firework."""
 
 ID_CLAIMS = "matdx_id_claims"
 """Collection whose unique ``_id`` s make Firework and launch ids unique (see below)."""
@@ -198,7 +209,9 @@ def run_one(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> str:
     str
         The Firework's state afterwards.
     """
+    import io
     import os
+    import sys
 
     from fireworks.core.rocket_launcher import launch_rocket
 
@@ -206,11 +219,29 @@ def run_one(lp: LaunchPad, fw_id: int, campaign: str, launch_dir: Path) -> str:
     cwd = os.getcwd()
     os.chdir(launch_dir)
     _quiet_rocket_logs()
+    from matdx.workflows.coordination import release_unstarted
+
+    tracebacks = io.StringIO()
+    del _INTERRUPTS[:]
+    interrupt: BaseException | None = None
     try:
         with serial_heartbeat():
-            launch_rocket(lp, campaign_fworker(campaign), fw_id=fw_id, strm_lvl="ERROR")
+            launch_rocket(lp, campaign_fworker(campaign), fw_id=fw_id, strm_lvl="ERROR",
+                          err_file=tracebacks)
+    except Exception:
+        raise
+    except BaseException as exc:  # outside the task: while FireWorks reserves or records
+        interrupt = exc
     finally:
         os.chdir(cwd)
+    interrupt = interrupt or (_INTERRUPTS.pop() if _INTERRUPTS else None)
+    if interrupt is not None:
+        # not the calculation's failure: the Firework is READY and unclaimed again for the
+        # next run (a resumable calculation continues from its directory); this process stops
+        lp.rerun_fw(fw_id)
+        release_unstarted(lp, {fw_id})
+        raise interrupt
+    sys.stderr.write(tracebacks.getvalue())
     doc = lp.fireworks.find_one({"fw_id": fw_id}, {"state": 1})
     return doc["state"] if doc else "UNKNOWN"
 
