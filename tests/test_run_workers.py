@@ -103,9 +103,11 @@ def test_two_workers_on_a_server_store_what_one_process_stores(one_process, db_u
     check_same(got, one_process)
 
 
-def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp_path):
-    """Ctrl-C (SIGINT to the process group) ends ``matdx run`` with one line, code 130 and
-    no failed Firework; running the campaign again stores what an uninterrupted run does."""
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp_path, how):
+    """Ctrl-C (SIGINT to the process group) or ``kill`` (SIGTERM to the process) ends
+    ``matdx run`` with one line, code 130, no failed Firework and no process left; running
+    the campaign again stores what an uninterrupted run does."""
     import signal
     import time
 
@@ -127,8 +129,16 @@ def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp
         ):
             time.sleep(0.02)
         assert proc.poll() is None, err.read_text()[-2000:]
-        os.killpg(proc.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=60) == 130
+        # its worker processes end with it
+        end = time.monotonic() + 10
+        while _session_members(proc.pid) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _session_members(proc.pid) == []
     text = err.read_text()
     assert text.splitlines()[-1] == "error: interrupted" and "Traceback" not in text
     states = subprocess.run(
@@ -140,3 +150,17 @@ def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp
     got = run_and_dump(path, data, workers=2)
     got["pids"] = 2  # computed by the processes of both runs
     check_same(got, one_process)
+
+
+def _session_members(session: int) -> list[int]:
+    """Running processes (zombies aside) of ``session``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[3]) == session:  # state, ..., session id
+                members.append(int(entry.name))
+    return members

@@ -107,7 +107,13 @@ def run(
     ] = None,
 ) -> None:
     """Generate, deduplicate, queue and run a campaign, then show the top results."""
+    import signal
+
     from matdx.workflows.campaign import load_campaign
+
+    # `kill` stops a run as Ctrl-C does: the programs it started end with it, and the
+    # Firework it was running is READY for the next run
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from matdx.workflows.runner import submit_campaign
 
     loaded = load_campaign(campaign_file)

@@ -43,7 +43,13 @@ def default_workers() -> int:
 
 
 def _start_worker(parent: int) -> None:
-    """Worker initialiser: exit when the process that made the pool is gone."""
+    """Worker initialiser: exit when the process that made the pool is gone.
+
+    SIGTERM ends a worker at once (the parent may turn it into an exception for itself).
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def watch() -> None:
         import time
