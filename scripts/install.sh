@@ -19,11 +19,11 @@ done
 
 if [ "$SYSTEM" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  if ! dpkg -s quantum-espresso lammps slurm-wlm openmpi-bin >/dev/null 2>&1; then
+  if ! dpkg -s quantum-espresso lammps slurm-wlm openmpi-bin postgresql >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
       quantum-espresso quantum-espresso-data openmpi-bin \
-      lammps liblammps-dev python3-lammps slurm-wlm >/dev/null
+      lammps liblammps-dev python3-lammps slurm-wlm postgresql >/dev/null
   fi
 fi
 

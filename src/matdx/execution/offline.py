@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from matdx.schemas.names import CAMPAIGN, DB_KINDS, KIND, NODE_KINDS, SPEC, spec_key
-from matdx.workflows.coordination import FILE_BEAT, claim_next
+from matdx.workflows.coordination import FILE_BEAT, claim_many
 from matdx.workflows.sinks import OFFLINE_ENV, RECORDS_FILE, read_records
+
+RESERVE_CHUNK = 1000
+"""Fireworks claimed and reserved per round of :func:`reserve_job`."""
+SYNC_CHUNK = 5000
+"""Records ingested per write by :func:`sync`."""
 
 
 def pending_dirs(job_dir: Path) -> list[Path]:
@@ -53,18 +58,24 @@ def reserve_job(lp: Any, store: Any, campaign: str, job_dir: Path, n_tasks: int)
         The launch directories written.
     """
     from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.fw_bulk import reserve_many
     from matdx.workflows.sinks import write_inputs
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_dir.name}"
-    dirs = []
+    dirs: list[Path] = []
     while len(dirs) < n_tasks:
-        fw_id = claim_next(lp, campaign, owner, kinds=NODE_KINDS)
-        if fw_id is None:
+        fw_ids = claim_many(
+            lp, campaign, owner, min(n_tasks - len(dirs), RESERVE_CHUNK), kinds=NODE_KINDS
+        )
+        if not fw_ids:
             break
-        d = job_dir / f"launcher_{fw_id:06d}"
-        fwa.reserve_offline(lp, fw_id, campaign, d)
-        write_inputs(d, store.structures(_ids_without_structure(d / "FW.json")))
-        dirs.append(d)
+        where = {fw_id: job_dir / f"launcher_{fw_id:06d}" for fw_id in fw_ids}
+        reserved = reserve_many(lp, fw_ids, fwa.campaign_fworker(campaign), where)
+        wanted = {fw_id: _ids_without_structure(where[fw_id] / "FW.json") for fw_id in reserved}
+        held = store.structures([m for ids in wanted.values() for m in ids])
+        for fw_id, ids in wanted.items():
+            write_inputs(where[fw_id], {m: held[m] for m in ids if m in held})
+            dirs.append(where[fw_id])
     return dirs
 
 
@@ -148,6 +159,17 @@ def _run_indexed(i: int, launch_dir: str, deadline: float | None = None) -> tupl
     return i, run_offline_dir(launch_dir)[1]
 
 
+def _by_key(
+    collection: Any, key: str, values: list[int], projection: dict[str, Any]
+) -> dict[int, dict[str, Any]]:
+    """Documents whose ``key`` is one of ``values``, by that value (``$in`` queries)."""
+    out = {}
+    for start in range(0, len(values), 10_000):
+        for d in collection.find({key: {"$in": values[start : start + 10_000]}}, projection):
+            out[d[key]] = d
+    return out
+
+
 @dataclass
 class SyncReport:
     """What ``matdx sync`` did."""
@@ -201,20 +223,36 @@ def sync(
         Counts and ids.
     """
     from matdx.workflows import fireworks_adapter as fwa
+    from matdx.workflows.fw_bulk import recover_many
 
     report = SyncReport()
-    for run in list(lp.offline_runs.find({"completed": False, "deprecated": {"$ne": True}})):
-        fw = lp.fireworks.find_one({"fw_id": run["fw_id"]}, {spec_key(CAMPAIGN): 1, "state": 1})
+    runs = list(lp.offline_runs.find({"completed": False, "deprecated": {"$ne": True}}))
+    fws = _by_key(
+        lp.fireworks, "fw_id", [r["fw_id"] for r in runs], {"fw_id": 1, spec_key(CAMPAIGN): 1}
+    )
+    dirs = {
+        d["launch_id"]: Path(d["launch_dir"])
+        for d in _by_key(
+            lp.launches,
+            "launch_id",
+            [r["launch_id"] for r in runs],
+            {"launch_id": 1, "launch_dir": 1},
+        ).values()
+    }
+    pending: list[dict[str, Any]] = []
+    finished: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        fw = fws.get(run["fw_id"])
         if fw is None or fw["spec"][SPEC][CAMPAIGN] != campaign:
             continue
-        launch = lp.launches.find_one({"launch_id": run["launch_id"]}, {"launch_dir": 1})
-        ldir = Path(launch["launch_dir"])
-        records = read_records(ldir / RECORDS_FILE)
-        report.ingested += store.write_calculations(records) if records else 0
+        ldir = dirs[run["launch_id"]]
+        pending += read_records(ldir / RECORDS_FILE)
+        if len(pending) >= SYNC_CHUNK:
+            report.ingested += store.write_calculations(pending)
+            pending = []
         offline = json.loads((ldir / "FW_offline.json").read_text() or "{}")
         if "fwaction" in offline:
-            lp.recover_offline(run["launch_id"])
-            report.recovered.append(run["fw_id"])
+            finished[run["launch_id"]] = offline
             continue
         age = _beat_age(ldir)
         started = "started_on" in offline
@@ -228,6 +266,9 @@ def sync(
             report.lost.append(run["fw_id"])
         else:
             report.running.append(run["fw_id"])
+    # every record is stored before any launch is recovered
+    report.ingested += store.write_calculations(pending) if pending else 0
+    report.recovered = recover_many(lp, finished)
     ready = lp.fireworks.count_documents(
         {
             spec_key(CAMPAIGN): campaign,

@@ -25,6 +25,7 @@ from typing import Any
 from matdx.schemas.names import CAMPAIGN, KIND, spec_key
 
 HEARTBEATS = "matdx_heartbeats"
+DUPLICATE_KEY = 11000
 CLAIMS = "matdx_claims"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
@@ -162,6 +163,48 @@ def claim_next(
         if _take_claim(lp.db[CLAIMS], f"{doc['fw_id']}:{attempt(doc)}", owner, stale_after):
             return int(doc["fw_id"])
     return None
+
+
+def claim_many(
+    lp: Any,
+    campaign: str,
+    owner: str,
+    n: int,
+    kinds: tuple[str, ...] | None = None,
+    stale_after: float = STALE_AFTER_S,
+) -> list[int]:
+    """Claim up to ``n`` READY Fireworks of ``campaign`` for ``owner`` (see :func:`claim_next`).
+
+    One query for the READY Fireworks and one ``insert_many`` of their claims; the unique
+    ``_id`` of a claim decides between processes, as in :func:`claim_next`. A claim that
+    another process holds is taken over only if it is stale, one by one.
+    """
+    from pymongo.errors import BulkWriteError
+
+    query: dict[str, Any] = {spec_key(CAMPAIGN): campaign, "state": "READY"}
+    if kinds is not None:
+        query[spec_key(KIND)] = {"$in": list(kinds)}
+    docs = sorted(
+        lp.fireworks.find(query, {"fw_id": 1, "launches": 1, "archived_launches": 1}),
+        key=lambda d: d["fw_id"],
+    )[:n]
+    keys = {f"{d['fw_id']}:{attempt(d)}": int(d["fw_id"]) for d in docs}
+    if not keys:
+        return []
+    now, order = utcnow(), list(keys)
+    taken = set(keys)
+    try:
+        lp.db[CLAIMS].insert_many(
+            [{"_id": k, "owner": owner, "at": now} for k in order], ordered=False
+        )
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        held = {order[e["index"]] for e in errors}
+        taken -= held
+        taken |= {k for k in held if _take_claim(lp.db[CLAIMS], k, owner, stale_after)}
+    return sorted(keys[k] for k in taken)
 
 
 def _take_claim(claims: Any, key: str, owner: str, stale_after: float) -> bool:

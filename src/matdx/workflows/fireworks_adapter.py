@@ -140,11 +140,12 @@ class MatdxLaunchPad(LaunchPad):
             if self._claim_ids("fw", first, quantity):
                 return first
 
-    def get_new_launch_id(self) -> int:
-        """A new launch id, unique across processes."""
+    def get_new_launch_id(self, quantity: int = 1) -> int:
+        """First of ``quantity`` new launch ids, unique across processes."""
         while True:
-            n = int(super().get_new_launch_id())
-            if self._claim_ids("launch", n, 1):
+            n = int(self.fw_id_assigner.find_one_and_update(
+                {}, {"$inc": {"next_launch_id": quantity}})["next_launch_id"])
+            if self._claim_ids("launch", n, quantity):
                 return n
 
 
