@@ -203,6 +203,47 @@ def fit(ns: list[float], ts: list[float]) -> tuple[float, float]:
     return float(b), float(np.exp(loga))
 
 
+def plot(path: Path, before: Path | None, out: Path) -> None:
+    """Wall time and peak memory of each stage against the number of unique candidates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def rows(p: Path) -> list[dict]:
+        return sorted(json.loads(p.read_text()).values(), key=lambda r: r["n_unique"])
+
+    now = rows(path)
+    fig, (ax, am) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ns = np.array([r["n_unique"] for r in now], dtype=float)
+    for i, s in enumerate(STAGES):
+        ts = np.array([max(r["wall_s"][s], 1e-3) for r in now])
+        b, _ = fit(list(ns), list(ts))
+        ax.loglog(ns, ts, "o-", color=colours[i % len(colours)], label=f"{s} (b = {b:.2f})")
+        am.semilogx(ns, [r["peak_rss_mb"][s] / 1024 for r in now], "o-",
+                    color=colours[i % len(colours)], label=s)
+    if before is not None:
+        old = rows(before)
+        nb = [r["n_unique"] for r in old]
+        for s in ("reserve", "sync"):
+            i = STAGES.index(s)
+            ax.loglog(nb, [r["wall_s"][s] for r in old], "x--", color=colours[i],
+                      label=f"{s}, one Firework at a time")
+    guide = ns[0] * np.array([1, 1e3])
+    ax.loglog(guide, 1.0 * guide / guide[0], ":", color="grey", label="slope 1")
+    ax.set_xlabel("unique candidates")
+    ax.set_ylabel("wall time (s)")
+    ax.set_title("time per stage (FerretDB on PostgreSQL, 2 shared cores)")
+    ax.legend(fontsize=7)
+    am.set_xlabel("unique candidates")
+    am.set_ylabel("peak resident memory (GiB)")
+    am.set_title("peak memory of the process in each stage")
+    am.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", required=True, help="server URI; a database per size is created")
@@ -210,12 +251,17 @@ def main() -> None:
                     help=f"keys of the size ladder {sorted(LADDER)}")
     ap.add_argument("--batch", type=int, default=50, help="materials per Firework")
     ap.add_argument("--out", type=Path, default=Path("scale.json"))
+    ap.add_argument("--plot", type=Path, help="draw the curve of --out (no runs)")
+    ap.add_argument("--before", type=Path, help="with --plot: earlier results, drawn dashed")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one is not None:
         work = Path(tempfile.mkdtemp(prefix=f"matdx-scale{args.one}-"))
         os.environ["MATDX_DATA_DIR"] = str(work)
         print(json.dumps(one_size(args.one, args.db, args.batch, work)), flush=True)
+        return
+    if args.plot:
+        plot(args.out, args.before, args.plot)
         return
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for k in args.sizes:

@@ -54,6 +54,10 @@ def elemental_references(points: Iterable[EnergyPoint]) -> dict[str, EnergyPoint
     return refs
 
 
+def _entry(p: EnergyPoint) -> PDEntry:
+    return PDEntry(p.composition, p.energy_per_atom * p.composition.num_atoms, name=p.material_id)
+
+
 def thermodynamics(points: list[EnergyPoint]) -> dict[str, Thermo]:
     """Formation energy and energy above hull of every point.
 
@@ -80,25 +84,30 @@ def thermodynamics(points: list[EnergyPoint]) -> dict[str, Thermo]:
                 p.composition.get_atomic_fraction(e) * refs[e].energy_per_atom for e in els
             )
             out[p.material_id].formation_energy_per_atom = e_form
+    # the hull is made of the lowest phase of each composition: only those (of the system
+    # and its subsystems) enter a phase diagram, whose size is then bounded by the number
+    # of compositions, not of materials; every material is placed against it
+    lowest: dict[tuple[str, ...], dict[str, EnergyPoint]] = {}
+    for system, members in by_sys.items():
+        best: dict[str, EnergyPoint] = {}
+        for q in members:
+            key = q.composition.reduced_formula
+            if key not in best or q.energy_per_atom < best[key].energy_per_atom:
+                best[key] = q
+        lowest[system] = best
     for system, members in by_sys.items():
         if not all(e in refs for e in system):
             continue
-        pool = [
-            q
+        entries = {
+            q.material_id: _entry(q)
             for k in range(1, len(system) + 1)
             for sub in combinations(system, k)
-            for q in by_sys.get(sub, ())
-        ]
-        entries = [
-            PDEntry(q.composition, q.energy_per_atom * q.composition.num_atoms, name=q.material_id)
-            for q in pool
-        ]
-        pd = PhaseDiagram(entries)
-        index = {e.name: e for e in entries}
+            for q in lowest.get(sub, {}).values()
+        }
+        pd = PhaseDiagram(list(entries.values()))
         for p in members:
-            decomp, e_hull = pd.get_decomp_and_e_above_hull(
-                index[p.material_id], allow_negative=True
-            )
+            entry = entries.get(p.material_id) or _entry(p)
+            decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
             t = out[p.material_id]
             t.energy_above_hull = max(float(e_hull), 0.0)
             t.is_stable = e_hull < 1e-8
