@@ -210,7 +210,7 @@ def plot(path: Path, before: Path | None, out: Path) -> None:
         return sorted(json.loads(p.read_text()).values(), key=lambda r: r["n_unique"])
 
     now = rows(path)
-    fig, (ax, am) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax, am) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"wspace": 0.75})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ns = np.array([r["n_unique"] for r in now], dtype=float)
     for i, s in enumerate(STAGES):
@@ -231,13 +231,12 @@ def plot(path: Path, before: Path | None, out: Path) -> None:
     ax.set_xlabel("unique candidates")
     ax.set_ylabel("wall time (s)")
     ax.set_title("time per stage (FerretDB on PostgreSQL, 2 shared cores)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     am.set_xlabel("unique candidates")
     am.set_ylabel("peak resident memory (GiB)")
     am.set_title("peak memory of the process in each stage")
     am.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
 
 
 def main() -> None:

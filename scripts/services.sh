@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Start (or stop) the servers the tests use, on loopback:
 #   FerretDB v1.24.2 on 127.0.0.1:${MATDX_FERRET_PORT:-27027}, with the backend
-#   ${MATDX_FERRET_BACKEND:-postgresql}:
+#   ${MATDX_FERRET_BACKEND:-sqlite}:
 #     postgresql  Debian's PostgreSQL 15 on 127.0.0.1:${MATDX_PG_PORT:-5433} (a cluster of
 #                 its own under the state directory, run by the postgres user when started
 #                 as root; synchronous_commit off, as a MongoDB server acknowledges a write
 #                 before its journal is flushed)
+#                 (FerretDB passes the credentials of a PLAIN login on to PostgreSQL, so
+#                 a user of a test's URI must exist there as a role)
 #     sqlite      FerretDB's SQLite backend (no other server; every query decodes and
-#                 filters the documents in FerretDB)
+#                 filters the documents in FerretDB; credentials are not checked)
 # Writes the environment for the tests to .ci/services.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTION="${1:-start}"
 STATE="${MATDX_SERVICES_DIR:-/tmp/matdx-services}"
 PORT="${MATDX_FERRET_PORT:-27027}"
-BACKEND="${MATDX_FERRET_BACKEND:-postgresql}"
+BACKEND="${MATDX_FERRET_BACKEND:-sqlite}"
 PG_PORT="${MATDX_PG_PORT:-5433}"
 BIN="${MATDX_TOOLS_DIR:-$HOME/.cache/matdx/bin}"
 PG_BIN="${MATDX_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
