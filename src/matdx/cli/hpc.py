@@ -62,6 +62,19 @@ def farm(
             "receive MATDX_DB_URI without it being written into the script).",
         ),
     ] = None,
+    slots: Annotated[
+        Path | None,
+        typer.Option(
+            "--slots",
+            help="Site profile: run in one process (no mpiexec), each Firework on cores and "
+            "nodes of its own, MPI programs started through the profile's task launcher.",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", min=1, help="Nodes of the job (--slots; default: from the "
+                     "scheduler's environment)."),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Run a campaign's Fireworks over MPI ranks (inside a batch job, under mpiexec)."""
@@ -81,6 +94,15 @@ def farm(
         sub = offline_dir / f"job-{os.environ.get('MATDX_ARRAY_INDEX', '0')}"
         target = sub if sub.is_dir() else offline_dir
         result = farm_offline(target, walltime, task_estimate, margin, root_works)
+    elif slots is not None:
+        from matdx.execution.farm import summarise
+        from matdx.execution.slots import slot_farm
+        from matdx.sites.models import load_profile
+
+        result = summarise(
+            slot_farm(campaign, load_profile(slots), nodes, walltime, task_estimate,
+                      db_uri=db, stale_after_s=stale_after, margin_s=margin)
+        )
     else:
         from matdx.execution.farm import farm as run_farm
         from matdx.execution.farm import summarise

@@ -40,7 +40,9 @@ from __future__ import annotations
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,6 +88,54 @@ class EngineProfile:
         for prog in dict.fromkeys((self.command[0], self.command[-1])):
             if shutil.which(prog) is None and not Path(prog).is_file():
                 raise EngineError(f"executable {prog!r} not found")
+
+
+@dataclass(frozen=True)
+class TaskLaunch:
+    """How the task being run starts its MPI program: the launch prefix of its slot.
+
+    A slot farm (:mod:`matdx.execution.slots`) gives each task cores and nodes of its own
+    and runs it within :func:`task_launch`; an MPI engine's profile is then ``prefix`` plus
+    the engine's program (:func:`slot_profile`), e.g. ``("srun", "--exact", "-N", "1",
+    "-n", "4", "-c", "12", "pw.x")``, instead of the machine's global command.
+
+    Attributes
+    ----------
+    prefix
+        Launcher and its options, up to (not including) the program.
+    env
+        Environment of the program (``OMP_NUM_THREADS`` of the slot).
+    """
+
+    prefix: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_TASK_LAUNCH: ContextVar[TaskLaunch | None] = ContextVar("matdx_task_launch", default=None)
+
+
+@contextmanager
+def task_launch(launch: TaskLaunch | None) -> Iterator[None]:
+    """Run the block's MPI engines with ``launch`` (``None``: the machine's own command)."""
+    token = _TASK_LAUNCH.set(launch)
+    try:
+        yield
+    finally:
+        _TASK_LAUNCH.reset(token)
+
+
+def slot_profile(command: str, **kwargs: Any) -> EngineProfile:
+    """An MPI engine's profile: the machine's ``command``, or the current slot's launch.
+
+    Within :func:`task_launch` the command's last word (the program, ``pw.x``) runs after
+    the slot's prefix, with the slot's environment over ``kwargs["env"]``; elsewhere the
+    profile is ``command`` as it is.
+    """
+    launch = _TASK_LAUNCH.get()
+    if launch is None:
+        return EngineProfile.from_text(command, **kwargs)
+    env = {**kwargs.pop("env", {}), **launch.env}
+    return EngineProfile((*launch.prefix, shlex.split(command)[-1]), env=env, **kwargs)
 
 
 def run_with_recovery(

@@ -47,6 +47,7 @@ class EngineSpec:
     seconds_per_structure: float = 60.0
     resumable: bool = False
     elements_setting: str | None = None
+    mpi: bool = False
 
     def engine_class(self) -> type[Engine]:
         """Import the engine's class (on demand, so unused engines cost nothing)."""
@@ -71,6 +72,7 @@ ENGINES: dict[str, EngineSpec] = {
             ("md", "relax", "static"),
             0.5,
             resumable=True,
+            mpi=True,
         ),
         EngineSpec(
             "asemd",
@@ -87,6 +89,7 @@ ENGINES: dict[str, EngineSpec] = {
             120.0,
             resumable=True,
             elements_setting="pseudo_elements",
+            mpi=True,
         ),
         EngineSpec(
             "vasp",

@@ -163,6 +163,29 @@ class Selection(StrictModel):
 StepTask = Literal["relax", "vc-relax", "static", "md", "phonons"]
 
 
+class TaskResources(StrictModel):
+    """What one task of a step needs: nodes, MPI ranks and OpenMP threads per rank.
+
+    Give ``ranks_per_node`` or ``ranks`` (all ranks of the task, spread evenly over its
+    nodes), not both; the profile's ``default_layout`` fills what is left out. Checked
+    against the site's nodes (cores, NUMA domains) when a job is planned
+    (:mod:`matdx.sites.slots`).
+    """
+
+    nodes: int = Field(1, ge=1, le=100_000, description="Nodes of one task.")
+    ranks_per_node: int | None = Field(None, ge=1, le=4096, description="MPI ranks per node.")
+    ranks: int | None = Field(None, ge=1, le=10_000_000, description="MPI ranks in all.")
+    threads: int | None = Field(None, ge=1, le=4096, description="OpenMP threads per rank.")
+
+    @model_validator(mode="after")
+    def _ranks(self) -> TaskResources:
+        if self.ranks is not None and self.ranks_per_node is not None:
+            raise ValueError("give ranks or ranks_per_node, not both")
+        if self.ranks is not None and self.ranks % self.nodes:
+            raise ValueError(f"{self.ranks} ranks cannot be spread evenly over {self.nodes} nodes")
+        return self
+
+
 class Step(StrictModel):
     """A calculation after the pre-screen, on the results of an earlier step."""
 
@@ -177,6 +200,10 @@ class Step(StrictModel):
         default_factory=dict, description="Engine keywords (e.g. ecutwfc, kspacing, timestep)."
     )
     batch_size: int = Field(1, ge=1, le=10_000, description="Materials per Firework.")
+    resources: TaskResources | None = Field(
+        None, description="Nodes, ranks and threads of one task (MPI engines; default: the "
+        "profile's default_layout on one node)."
+    )
 
     @field_validator("name")
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -43,6 +43,10 @@ SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 LAUNCHER_FIELDS = ("nodes", "ranks", "ranks_per_node", "threads_per_rank", "job_name")
 """Placeholders a launcher template may use, e.g. ``mpirun -np {ranks}``."""
+
+TASK_LAUNCHER_FIELDS = (*LAUNCHER_FIELDS, "cores", "hosts", "vcoordfile")
+"""Placeholders of a task launch template: also the slot's cores (``0,1``), host names
+(``node1,node2``) and VCOORD file (see :mod:`matdx.sites.slots`)."""
 
 SCHEDULER_TOOLS: dict[str, tuple[str, ...]] = {
     "slurm": ("sbatch", "squeue", "sacct", "scontrol", "scancel"),
@@ -199,6 +203,8 @@ class LocalOptions(StrictModel):
 class Launcher(StrictModel):
     """How parallel programs are started inside a job."""
 
+    FIELDS: ClassVar[tuple[str, ...]] = LAUNCHER_FIELDS
+
     command: str = Field(
         ...,
         min_length=1,
@@ -216,11 +222,15 @@ class Launcher(StrictModel):
         except ValueError as exc:
             raise ValueError(f"malformed template ({exc})") from None
         for f in fields:
-            if f not in LAUNCHER_FIELDS:
-                raise ValueError(
-                    f"unknown placeholder {{{f}}} (known: {', '.join(LAUNCHER_FIELDS)})"
-                )
+            if f not in cls.FIELDS:
+                raise ValueError(f"unknown placeholder {{{f}}} (known: {', '.join(cls.FIELDS)})")
         return v
+
+
+class TaskLauncher(Launcher):
+    """How one MPI task of a slot farm starts its program on its slot (words before it)."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = TASK_LAUNCHER_FIELDS
 
 
 class Container(StrictModel):
@@ -333,6 +343,12 @@ class SiteProfile(StrictModel):
         description="How the matdx task farm (Python with mpi4py) is started, when that "
         "differs from the launcher of the simulation codes (e.g. an MPICH-built mpi4py "
         "beside Open MPI programs); default: the launcher.",
+    )
+    task_launcher: TaskLauncher | None = Field(
+        None,
+        description="How a slot farm starts one MPI task on its slot (its nodes and cores), "
+        "e.g. 'srun --exact -N {nodes} -n {ranks} -c {threads_per_rank} -w {hosts}'; "
+        "default: the scheduler's (matdx.sites.slots.TASK_LAUNCHERS).",
     )
     container: Container | None = None
     compute_env: ComputeEnv = Field(

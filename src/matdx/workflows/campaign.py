@@ -49,8 +49,10 @@ class LoadedCampaign:
             ``name``, ``engine``, ``task``, ``options`` (what the engine gets),
             ``input`` (step name, ``None`` for step 0), ``input_hash``, ``settings``
             (stored with each calculation), ``settings_hash``, ``select``,
-            ``batch_size`` and ``resumable`` (each material runs in a directory of its own
-            that outlives the job, and stops at the job's deadline to continue there).
+            ``batch_size``, ``resumable`` (each material runs in a directory of its own
+            that outlives the job, and stops at the job's deadline to continue there) and
+            ``resources`` (the step's :class:`~matdx.schemas.campaign.TaskResources` as a
+            dict, ``None`` if not given).
         """
         p = self.spec.prescreen
         options = {"optimizer": p.optimizer, "fmax": p.fmax, "steps": p.steps}
@@ -68,6 +70,7 @@ class LoadedCampaign:
                 "select": None,
                 "batch_size": self.spec.batch_size,
                 "resumable": False,
+                "resources": None,
             }
         ]
         hashes = {PRESCREEN: plan[0]["settings_hash"]}
@@ -98,6 +101,7 @@ class LoadedCampaign:
                     "select": step.select.model_dump(),
                     "batch_size": step.batch_size,
                     "resumable": True,
+                    "resources": None if step.resources is None else step.resources.model_dump(),
                 }
             )
         return plan

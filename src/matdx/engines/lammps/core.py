@@ -32,7 +32,7 @@ from pymatgen.core import Structure
 from matdx.analysis.md import summarize_thermo
 from matdx.core.errors import DeadlineReachedError, EngineError
 from matdx.core.symmetry import spacegroup
-from matdx.engines.base import Engine, EngineProfile, run_with_recovery
+from matdx.engines.base import Engine, EngineProfile, run_with_recovery, slot_profile
 from matdx.engines.emt.core import to_atoms, to_structure
 from matdx.engines.lammps import checkpoint
 from matdx.engines.lammps.handlers import (
@@ -66,8 +66,12 @@ _UNFINISHED_CRITERIA = ("max iterations", "max force evaluations")
 
 
 def default_profile() -> EngineProfile:
-    """Profile from ``MATDX_LAMMPS_COMMAND`` (default ``lmp``) and ``MATDX_LAMMPS_POTENTIALS``."""
-    return EngineProfile.from_text(
+    """Profile from ``MATDX_LAMMPS_COMMAND`` (default ``lmp``) and ``MATDX_LAMMPS_POTENTIALS``.
+
+    Within a task slot (:func:`~matdx.engines.base.task_launch`) ``lmp`` runs after the
+    slot's launch prefix.
+    """
+    return slot_profile(
         os.environ.get("MATDX_LAMMPS_COMMAND", "lmp"),
         data={"potentials_dir": os.environ.get("MATDX_LAMMPS_POTENTIALS", DEFAULT_POTENTIALS_DIR)},
     )

@@ -32,7 +32,7 @@ from pymatgen.core import Structure
 
 from matdx.core.errors import DeadlineReachedError, EngineError
 from matdx.core.symmetry import spacegroup
-from matdx.engines.base import Engine, EngineProfile, run_with_recovery
+from matdx.engines.base import Engine, EngineProfile, run_with_recovery, slot_profile
 from matdx.engines.qe import resume
 from matdx.engines.qe.handlers import default_handlers
 from matdx.engines.qe.inputs import build_parameters, write_input
@@ -60,9 +60,10 @@ def default_profile() -> EngineProfile:
     Command from ``MATDX_QE_COMMAND`` (default ``/usr/bin/mpirun --allow-run-as-root -np 2
     pw.x``); ``data``: ``pseudo_dir`` from ``MATDX_QE_PSEUDO_DIR`` (default
     ``/usr/share/espresso/pseudo``), ``pseudo_family`` from ``MATDX_QE_PSEUDO_FAMILY``
-    (default ``debian``); ``env``: ``OMP_NUM_THREADS`` (default 1).
+    (default ``debian``); ``env``: ``OMP_NUM_THREADS`` (default 1). Within a task slot
+    (:func:`~matdx.engines.base.task_launch`) pw.x runs after the slot's launch prefix.
     """
-    return EngineProfile.from_text(
+    return slot_profile(
         os.environ.get(COMMAND_ENV, "").strip() or DEFAULT_COMMAND,
         env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
         data={
