@@ -31,7 +31,7 @@ from matdx.sites.slots import CorePool, Slot, SlotRequest, launch_prefix, slot_e
 PROGRAMS = {"qe": "pw.x", "lammps": "lmp"}
 QE = {"ecutwfc": 16, "kpts": [4, 4, 4], "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}
 LAMMPS = {"supercell": 3, "ensemble": "nve", "initial_temperature": 300.0, "timestep": 1.0,
-          "steps": 1500, "thermo_interval": 100, "dump_interval": 0}
+          "steps": 800, "thermo_interval": 100, "dump_interval": 0}
 MARK = "MATDX_SLOT_TEST"
 
 
@@ -91,6 +91,9 @@ def sample(run_id: str, seen: dict[str, dict], steps: list[int], stop: threading
 
 
 def main(profile_path: str, out: str, tasks: list[str]) -> None:
+    import matdx.engines.lammps.core
+    import matdx.engines.qe.core  # noqa: F401  (imported once, before the workers fork)
+
     profile = load_profile(profile_path)
     pool = CorePool(1, profile.node)
     hosts = [os.environ.get("SLURMD_NODENAME", "localhost")]
@@ -104,7 +107,7 @@ def main(profile_path: str, out: str, tasks: list[str]) -> None:
     watcher = threading.Thread(target=sample, args=(run_id, seen, steps, stop), daemon=True)
     watcher.start()
     t0 = time.monotonic()
-    with ProcessPoolExecutor(len(tasks)) as workers:
+    with ProcessPoolExecutor(profile.node.cores_per_node) as workers:
 
         def claim() -> int | None:
             return todo.pop(0)[0] if todo else None

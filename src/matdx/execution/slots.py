@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -286,6 +287,8 @@ def slot_farm(
                     path.write_text(vcoord_text(slot))
                     vcoord = str(path)
                 launch = TaskLaunch(launch_prefix(profile, slot, hosts, vcoord), slot_env(slot))
+                print(f"matdx farm: Firework {fw_id} on node(s) {list(slot.nodes)} cores "
+                      f"{slot.core_list()}: {shlex.join(launch.prefix)}", flush=True)
             elif profile.scheduler == "local" or pool.nodes == 1:
                 cores = slot.cores
             return workers.submit(

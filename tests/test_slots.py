@@ -1,0 +1,270 @@
+"""Task slots: resources checked against the site's nodes, disjoint cores, launch prefixes.
+
+The runs start real pw.x and lmp processes through the slot scheduler on this machine's two
+cores (locally and as Slurm job steps) and read where each ran from ``/proc/<pid>/status``
+(tests/slot_tasks.py): no two tasks running at once share a core, at most two 1-rank tasks
+run at once, and a 2-rank task runs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matdx.core.errors import InputError
+from matdx.engines.base import TaskLaunch, task_launch
+from matdx.engines.qe.core import default_profile as qe_profile
+from matdx.sites.models import load_profile
+from matdx.sites.slots import (
+    SERIAL,
+    CorePool,
+    SlotRequest,
+    launch_prefix,
+    plan_job,
+    resolve_request,
+    vcoord_text,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "hpc_profiles"
+SCRIPT = ROOT / "tests" / "slot_tasks.py"
+
+
+def profile(name):
+    return load_profile(PROFILES / f"{name}.yaml")
+
+
+# --- requests and plans -----------------------------------------------------------------
+
+
+def test_fugaku_default_is_one_node_four_ranks_one_per_cmg():
+    fugaku = profile("fugaku")
+    request = resolve_request(fugaku, None)
+    assert (request.nodes, request.ranks_per_node, request.threads) == (1, 4, 12)
+    slots = plan_job(fugaku, 3, request)
+    assert [s.nodes for s in slots] == [(0,), (1,), (2,)]
+    # Fujitsu MPI places concurrent mpiexec by node: one task per node, even a small one
+    small = plan_job(fugaku, 2, resolve_request(fugaku, {"ranks_per_node": 1, "threads": 12}))
+    assert len(small) == 2
+    two_nodes = plan_job(fugaku, 4, resolve_request(fugaku, {"nodes": 2, "ranks": 8}))
+    assert [s.nodes for s in two_nodes] == [(0, 1), (2, 3)]
+    assert vcoord_text(two_nodes[1]) == "(2)\n" * 4 + "(3)\n" * 4
+
+
+def test_core_slots_are_disjoint_and_ranks_stay_in_a_numa_domain():
+    x86 = profile("x86_slurm")  # 64 cores in 2 sockets of 32
+    request = resolve_request(x86, {"ranks_per_node": 4, "threads": 8})
+    slots = plan_job(x86, 1, request)
+    assert len(slots) == 2
+    cores = [set(s.cores) for s in slots]
+    assert not cores[0] & cores[1] and len(cores[0] | cores[1]) == 64
+    for s in slots:  # each rank's 8 threads in one socket
+        for r in range(4):
+            block = s.cores[8 * r: 8 * r + 8]
+            assert len({c // 32 for c in block}) == 1
+    pool = CorePool(1, x86.node)
+    assert pool.take(SlotRequest(1, 60, 1)) is not None
+    assert pool.take(SlotRequest(1, 8, 1)) is None and pool.used(0) == 60
+    assert pool.take(SERIAL, first_node_only=True) is not None and pool.used(0) == 61
+
+
+@pytest.mark.parametrize(
+    ("name", "resources", "message"),
+    [
+        ("fugaku", {"ranks_per_node": 8, "threads": 12}, "need 96 cores; a node has 48"),
+        ("fugaku", {"ranks_per_node": 2, "threads": 5}, "straddle two CMGs"),
+        ("ci_slurm", {"ranks": 3}, "need 3 cores; a node has 2"),
+    ],
+)
+def test_a_task_larger_than_a_node_is_refused_in_one_line(name, resources, message):
+    with pytest.raises(InputError, match=message) as err:
+        resolve_request(profile(name), resources, what="step dft")
+    assert str(err.value).startswith("step dft:") and "\n" not in str(err.value)
+
+
+def test_launch_prefixes_of_each_scheduler():
+    ci = profile("ci_slurm")
+    slot = CorePool(1, ci.node).take(SlotRequest(1, 1, 1))
+    assert launch_prefix(ci, slot, ["localhost"]) == (
+        "srun", "--exact", "-N", "1", "-n", "1", "-c", "1", "-w", "localhost", "--mpi=pmix",
+        "taskset", "-c", "0")
+    x86 = profile("x86_slurm")
+    two = plan_job(x86, 4, resolve_request(x86, {"nodes": 2, "ranks_per_node": 16,
+                                                  "threads": 4}))[1]
+    assert launch_prefix(x86, two, ["n1", "n2", "n3", "n4"]) == (
+        "srun", "--exact", "-N", "2", "-n", "32", "-c", "4", "--cpu-bind=cores", "-w", "n3,n4")
+    fugaku = profile("fugaku")
+    one = plan_job(fugaku, 2, resolve_request(fugaku, None))[1]
+    words = launch_prefix(fugaku, one, vcoordfile="slots/vcoord.7")
+    assert words[:5] == ("mpiexec", "--vcoordfile", "slots/vcoord.7", "-n", "4")
+    assert "-stdout-proc" in words and "-stderr-proc" in words
+
+
+def test_an_engine_in_a_slot_gets_the_slots_prefix_not_the_global_command(monkeypatch):
+    monkeypatch.setenv("MATDX_QE_COMMAND", "srun --overlap -N 1 -n 64 pw.x")
+    assert qe_profile().command[:3] == ("srun", "--overlap", "-N")
+    with task_launch(TaskLaunch(("mpirun", "-np", "1", "taskset", "-c", "1"),
+                                {"OMP_NUM_THREADS": "1"})):
+        assert qe_profile().command == ("mpirun", "-np", "1", "taskset", "-c", "1", "pw.x")
+    assert qe_profile().command[0] == "srun"
+
+
+# --- real runs ---------------------------------------------------------------------------
+
+
+def intervals(data):
+    """(task, cpus, first, last) of each sampled process."""
+    return [(r["task"], r["cpus"], r["first"], r["last"]) for r in data["seen"].values()]
+
+
+def cpuset(text):
+    out = set()
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out |= set(range(int(a), int(b or a) + 1))
+    return out
+
+
+def check_no_oversubscription(data, tasks):
+    assert len(data["states"]) == len(tasks)
+    energies = {tasks[int(i)].split(":")[0]: set() for i in data["states"]}
+    for i, e in data["states"].items():
+        energies[tasks[int(i)].split(":")[0]].add(e)
+    assert all(len(v) == 1 for v in energies.values()), energies  # same result on any slot
+    procs = intervals(data)
+    assert {t.rsplit("-", 1)[1] for t, *_ in procs} == {str(i) for i in range(len(tasks))}
+    for task, cpus, first, last in procs:
+        ranks = int(tasks[int(task.rsplit("-", 1)[1])].split(":")[1])
+        assert len(cpuset(cpus)) == ranks  # pinned to its slot's cores only
+        for other, ocpus, ofirst, olast in procs:
+            if other != task and first <= olast and ofirst <= last:  # ran at the same time
+                assert not cpuset(cpus) & cpuset(ocpus), (task, cpus, other, ocpus)
+    # at most two cores in use at any moment (sum over running tasks)
+    moments = sorted({p[2] for p in procs})
+    for t in moments:
+        running = {task: cpus for task, cpus, first, last in procs if first <= t <= last}
+        assert sum(len(cpuset(c)) for c in running.values()) <= 2
+
+
+TASKS = ["qe:1", "qe:1", "qe:2", "qe:1", "qe:1", "lammps:1", "lammps:2", "lammps:1"]
+LOCAL_TASKS = ["qe:1", "qe:2", "qe:1", "lammps:1", "lammps:1"]
+
+
+@pytest.fixture(scope="module")
+def programs():
+    for program in ("pw.x", "lmp"):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is needed (Debian: quantum-espresso, lammps)")
+
+
+def test_local_slots_never_share_a_core(programs, tmp_path):
+    out = tmp_path / "local.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(SCRIPT), str(PROFILES / "local.yaml"), str(out),
+                    *LOCAL_TASKS], check=True, env=env, timeout=600)
+    data = json.loads(out.read_text())
+    check_no_oversubscription(data, LOCAL_TASKS)
+    assert data["starts"]["1"]["prefix"][-5:] == ["-np", "2", "taskset", "-c", "0,1"]
+
+
+@pytest.mark.slurm
+def test_slurm_job_steps_never_share_a_core(programs, tmp_path):
+    if shutil.which("sbatch") is None or not os.environ.get("SLURM_CONF"):
+        pytest.fail("the Slurm test cluster is needed (source .ci/slurm.env)")
+    out = tmp_path / "slurm.json"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"export PYTHONPATH={ROOT / 'src'} OMP_NUM_THREADS=1\n"
+        f"exec {sys.executable} {SCRIPT} {PROFILES / 'ci_slurm.yaml'} {out} {' '.join(TASKS)}\n"
+    )
+    subprocess.run(["sbatch", "-W", "-n", "2", "-t", "10", "-o", str(tmp_path / "job.out"),
+                    str(script)], check=True, timeout=900, cwd=tmp_path)
+    assert out.exists(), (tmp_path / "job.out").read_text()
+    data = json.loads(out.read_text())
+    check_no_oversubscription(data, TASKS)
+    # each task was a job step of its own, never more than two at once
+    assert max(data["steps"]) <= 2 and max(data["steps"]) >= 1
+    assert data["starts"]["0"]["prefix"][:2] == ["srun", "--exact"]
+
+
+# --- a campaign through the slot farm in a Slurm job ---------------------------------------
+
+SLOT_CAMPAIGN = """\
+name: {name}
+chemical_space:
+  elements: [Al]
+  max_components: 1
+  prototypes: [fcc, bcc]
+  orderings: null
+batch_size: 10
+steps:
+  - name: dft
+    engine: qe
+    task: static
+    settings: {{protocol: fast, ecutwfc: 15, ecutrho: 120, kspacing: 0.6}}
+    resources: {{ranks: 1}}
+  - name: md
+    engine: lammps
+    task: md
+    input: dft
+    select: {{top: 1, references: false}}
+    settings: {{steps: 500, supercell: [2, 2, 2], dump_interval: 0}}
+    resources: {{ranks: 2}}
+"""
+
+
+@pytest.mark.ferretdb
+@pytest.mark.slurm
+def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
+    programs, db_uri, tmp_path, monkeypatch
+):
+    import pymongo
+
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.runner import submit_campaign
+
+    monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
+    name = f"slots-{os.getpid()}"
+    path = tmp_path / "c.yaml"
+    path.write_text(SLOT_CAMPAIGN.format(name=name))
+    submit_campaign(load_campaign(path), launch=False, db_uri=db_uri)
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"export PYTHONPATH={ROOT / 'src'} OMP_NUM_THREADS=1 MATDX_DB_URI={db_uri} "
+        f"MATDX_DATA_DIR={tmp_path / 'data'}\n"
+        f"exec {sys.executable} -m matdx.cli.main farm {name} --slots "
+        f"{PROFILES / 'ci_slurm.yaml'} --task-estimate 5\n"
+    )
+    subprocess.run(["sbatch", "-W", "-n", "2", "-t", "10", "-o", str(tmp_path / "job.out"),
+                    str(script)], check=True, timeout=900, cwd=tmp_path)
+    log = (tmp_path / "job.out").read_text()
+    base, dbname = db_uri.rsplit("/", 1)
+    db = pymongo.MongoClient(base + "/")[dbname]
+    states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": name})}
+    assert states == {"COMPLETED"}, log
+    steps = {}
+    for c in db.calculations.find({"campaign": name}):
+        assert c["status"] == "completed", c
+        step = (c.get("settings") or {}).get("step", "prescreen")
+        steps[step] = steps.get(step, 0) + 1
+    assert steps["dft"] >= 2 and steps["md"] == 1, steps
+    # pw.x and lmp ran as job steps of their own, on the cores of their slot
+    runs = tmp_path / "data" / "runs" / name / "steps"
+    outs = list(runs.glob("dft/*/pw.out"))
+    assert len(outs) == steps["dft"]
+    assert all(re.search(r"running on +1 processors", o.read_text()) for o in outs)
+    assert "with 2 MPI tasks x 1 OpenMP threads" in next(runs.glob("md/*/log.lammps")).read_text()
+    launches = [ln for ln in log.splitlines() if ln.startswith("matdx farm: Firework")]
+    assert len(launches) == steps["dft"] + steps["md"], log
+    assert sum("srun --exact -N 1 -n 2 -c 1 -w localhost" in ln for ln in launches) == 1
+    assert json.loads(log.strip().splitlines()[-1])["fireworks"] == {"COMPLETED": len(
+        [d for d in db.fireworks.find({"spec._matdx.campaign": name})])}
