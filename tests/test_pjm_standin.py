@@ -446,3 +446,57 @@ def test_singularity_job_environment_is_accepted(pjm: PJM) -> None:
     jobid = pjm.submit("img.sh")
     assert pjm.wait_end(jobid)["ST"] == "EXT"
     assert (pjm.work / f"img.sh.{jobid}.out").read_text() == "in-job\n"
+
+
+# --- Fujitsu MPI's mpiexec inside a job (MPI/HowToExecuteABackgroundJob) -----------------
+
+RANK = "sh -c 'echo node=$PJM_STANDIN_NODE; sleep 1'"
+
+
+def test_concurrent_mpiexec_with_the_slot_farms_vcoord_files(pjm: PJM) -> None:
+    import shlex
+
+    from matdx.sites.models import load_profile
+    from matdx.sites.slots import launch_prefix, plan_job, resolve_request, vcoord_text
+
+    fugaku = load_profile(Path(__file__).resolve().parents[1] / "hpc_profiles" / "fugaku.yaml")
+    slots = plan_job(fugaku, 3, resolve_request(fugaku, {"ranks_per_node": 2, "threads": 24}))
+    assert len(slots) == 3
+    lines = []
+    for i, slot in enumerate(slots):
+        (pjm.work / f"vcoord.{i}").write_text(vcoord_text(slot))
+        prefix = launch_prefix(fugaku, slot, vcoordfile=f"vcoord.{i}")
+        lines.append(f"{shlex.join(prefix)} {RANK} &")
+    pjm.script("slots.sh", "#!/bin/bash\n#PJM -L node=3\n" + "\n".join(lines) + "\nwait\n")
+    jobid = pjm.submit("-X", "slots.sh")
+    row = pjm.wait_end(jobid, 30)
+    assert row["EC"] == "0", (pjm.work / f"slots.sh.{jobid}.err").read_text()
+    # -stdout-proc ./output.%j/%m/%/1000r/stdout: one file per call (%m) and rank
+    nodes = {}
+    for f in (pjm.work / f"output.{jobid}").glob("*/0/stdout.*"):
+        count, _rank = f.name.split(".")[1:]
+        assert f.parent.parent.name == count
+        nodes.setdefault(count, set()).add(f.read_text().strip())
+    # three calls ran at once, each with its two ranks on its own node
+    assert sorted(nodes.values(), key=sorted) == [{"node=0"}, {"node=1"}, {"node=2"}]
+
+
+@pytest.mark.parametrize(
+    ("vcoords", "message"),
+    [
+        (["(0)\n(1)\n", "(1)\n(2)\n"], "VCOORD coordinates [1] are used by another mpiexec"),
+        (["(0)\n(3)\n"], "line 2: node 3 is beyond the job's 3 node(s)"),
+        (["0\n1\n"], "line 1: '0' is not a coordinate (x)"),
+        (["(0)\n"], "has 1 coordinate(s) for -n 2"),
+    ],
+)
+def test_mpiexec_refuses_bad_or_overlapping_vcoord_files(pjm: PJM, vcoords, message) -> None:
+    lines = []
+    for i, text in enumerate(vcoords):
+        (pjm.work / f"v{i}").write_text(text)
+        lines.append(f"mpiexec --vcoordfile v{i} -n 2 sh -c 'sleep 2' &")
+    pjm.script("bad.sh", "#!/bin/bash\n#PJM -L node=3\n" + "\n".join(lines) + "\nwait\n")
+    jobid = pjm.submit("-X", "bad.sh")
+    pjm.wait_end(jobid, 30)
+    err = (pjm.work / f"bad.sh.{jobid}.err").read_text()
+    assert message in err, err

@@ -1022,7 +1022,8 @@ def supervise(state: str, uid: str) -> int:
         proc = subprocess.Popen(
             _command(rec),
             cwd=rec["workdir"],
-            env=job_environment(rec),
+            # the stand-in's own variable: where its mpiexec finds this job's record
+            env={**job_environment(rec), "PJM_STANDIN_STATE": os.path.abspath(state)},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err if err else subprocess.STDOUT,
