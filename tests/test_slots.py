@@ -56,6 +56,9 @@ def test_fugaku_default_is_one_node_four_ranks_one_per_cmg():
     two_nodes = plan_job(fugaku, 4, resolve_request(fugaku, {"nodes": 2, "ranks": 8}))
     assert [s.nodes for s in two_nodes] == [(0, 1), (2, 3)]
     assert vcoord_text(two_nodes[1]) == "(2)\n" * 4 + "(3)\n" * 4
+    # Fujitsu MPI runs at most 128 background mpiexec: a 384-node job, 128 1-node tasks
+    assert len(plan_job(fugaku, 384, request)) == 128
+    assert len(plan_job(fugaku, 384, resolve_request(fugaku, {"nodes": 3, "ranks": 12}))) == 128
 
 
 def test_core_slots_are_disjoint_and_ranks_stay_in_a_numa_domain():
@@ -79,7 +82,7 @@ def test_core_slots_are_disjoint_and_ranks_stay_in_a_numa_domain():
     ("name", "resources", "message"),
     [
         ("fugaku", {"ranks_per_node": 8, "threads": 12}, "need 96 cores; a node has 48"),
-        ("fugaku", {"ranks_per_node": 2, "threads": 5}, "straddle two CMGs"),
+        ("fugaku", {"ranks_per_node": 9, "threads": 5}, "straddling two .at most 8 per node"),
         ("ci_slurm", {"ranks": 3}, "need 3 cores; a node has 2"),
     ],
 )
@@ -268,3 +271,67 @@ def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
     assert sum("srun --exact -N 1 -n 2 -c 1 -w localhost" in ln for ln in launches) == 1
     assert json.loads(log.strip().splitlines()[-1])["fireworks"] == {"COMPLETED": len(
         [d for d in db.fireworks.find({"spec._matdx.campaign": name})])}
+
+
+MD_SLOT_WALLTIME = """\
+name: {name}
+chemical_space: {{elements: [Cu], min_components: 1, max_components: 1, prototypes: [fcc]}}
+steps:
+  - name: md
+    engine: lammps
+    task: md
+    select: {{top: 1}}
+    resources: {{ranks: 2}}
+    settings:
+      potential: CuNi.eam.alloy
+      ensemble: nvt
+      temperature: 300
+      timestep: 2.0
+      equilibration: 1000
+      steps: 60000
+      supercell: [5, 5, 5]
+      thermo_interval: 100
+      dump_interval: 0
+      checkpoint_interval: 2000
+"""
+
+
+@pytest.mark.ferretdb
+@pytest.mark.slow
+def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
+    programs, db_uri, tmp_path, monkeypatch
+):
+    import pymongo
+
+    from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.runner import submit_campaign
+
+    monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
+    name = f"slots-md-{os.getpid()}"
+    path = tmp_path / "md.yaml"
+    path.write_text(MD_SLOT_WALLTIME.format(name=name))
+    submit_campaign(load_campaign(path), launch=False, db_uri=db_uri)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "MATDX_DB_URI": db_uri, "MATDX_DATA_DIR": str(tmp_path / "data")}
+    farm = [sys.executable, "-m", "matdx.cli.main", "farm", name, "--slots",
+            str(PROFILES / "local.yaml"), "--task-estimate", "1", "--margin", "3"]
+    first = subprocess.run([*farm, "--walltime", "25"], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = json.loads(first.stdout.strip().splitlines()[-1])
+    assert report["elapsed_s"] < 25
+    base, dbname = db_uri.rsplit("/", 1)
+    db = pymongo.MongoClient(base + "/")[dbname]
+    md = {"campaign": name, "task": "md"}
+    assert db.calculations.count_documents(md) == 0  # stopped at the deadline: not stored
+    (workdir,) = (tmp_path / "data" / "runs" / name / "steps" / "md").iterdir()
+    assert json.loads((workdir / "parameters.json").read_text())["run"]["state"] == "stopped"
+
+    second = subprocess.run(farm, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": name})} == {
+        "COMPLETED"}
+    (calc,) = db.calculations.find(md)
+    extra = calc["output"]["extra"]
+    assert calc["status"] == "completed" and extra["resumed"] == 1
+    assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 61000

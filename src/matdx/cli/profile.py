@@ -71,6 +71,11 @@ def show(
         str | None,
         typer.Option("--command", help="Program and arguments, e.g. 'pw.x -in scf.in'."),
     ] = None,
+    campaign: Annotated[
+        Path | None,
+        typer.Option("--campaign", help="Campaign file: print how the job's nodes are split "
+                     "into task slots for each of its steps (matdx farm --slots)."),
+    ] = None,
 ) -> None:
     """Resolve a job against a profile; print its layout and its batch script."""
     from matdx.schedulers import scheduler_for
@@ -117,5 +122,30 @@ def show(
         doms = ", ".join(str(d) for d in p.domains)
         word = node.numa_name + ("s" if len(p.domains) > 1 else "")
         typer.echo(f"  rank {p.rank}: cores {p.first_core}-{p.last_core} ({word} {doms})")
+    if campaign is not None:
+        _show_slots(profile, job.nodes, campaign)
     typer.echo("batch script:")
     typer.echo(scheduler_for(profile).render(job), nl=False)
+
+
+def _show_slots(profile: Any, nodes: int, campaign: Path) -> None:
+    """Each step's task request, and the slots a job of ``nodes`` nodes runs at once."""
+    from matdx.engines.specs import ENGINES
+    from matdx.sites.slots import launch_prefix, plan_job, resolve_request
+    from matdx.workflows.campaign import load_campaign
+
+    plan = load_campaign(campaign).step_plan()
+    hosts = [f"<host{i}>" for i in range(nodes)]
+    typer.echo(f"task slots of a {nodes}-node job (matdx farm --slots):")
+    for step in plan:
+        mpi = ENGINES[step["engine"]].mpi
+        request = resolve_request(profile, step["resources"], mpi, f"step {step['name']}")
+        slots = plan_job(profile, nodes, request)
+        where = "on the first node" if not mpi else f"on {nodes} node(s)"
+        typer.echo(f"  {step['name']} ({step['engine']}): {request.describe()} per task; "
+                   f"{len(slots)} at once {where}")
+        if mpi and slots:
+            first = slots[0]
+            cores = f"cores {first.cores[0]}-{first.cores[-1]}" if first.cores else ""
+            typer.echo(f"    slot 0: node(s) {list(first.nodes)} {cores}: "
+                       f"{shlex.join(launch_prefix(profile, first, hosts, '<vcoord.0>'))}")

@@ -40,6 +40,7 @@ from matdx.engines.base import TaskLaunch, task_launch
 from matdx.execution.farm import WALLTIME_MARGIN_S, FarmReport, job_clock, run_firework
 from matdx.sites.models import SiteProfile
 from matdx.sites.slots import (
+    MAX_LAUNCHES,
     SERIAL,
     WHOLE_NODES,
     CorePool,
@@ -75,6 +76,7 @@ def run_slots(
     start: Callable[[int, Slot], Future[tuple[int, str]]],
     time_left: Callable[[], float],
     task_estimate: float,
+    max_mpi: int | None = None,
 ) -> SlotRun:
     """Run claimed tasks on disjoint slots of ``pool`` until none is left or time is up.
 
@@ -95,6 +97,9 @@ def run_slots(
         Seconds left for starting tasks.
     task_estimate
         No task starts with less time left.
+    max_mpi
+        Most MPI tasks running at once (the launcher's limit, see
+        :data:`~matdx.sites.slots.MAX_LAUNCHES`).
     """
     result = SlotRun()
     running: dict[Future[tuple[int, str]], Slot] = {}
@@ -127,6 +132,9 @@ def run_slots(
                     continue
                 waiting = (task, request)
             task, request = waiting
+            mpi_running = sum(1 for s in running.values() if s.request.mpi)
+            if request.mpi and max_mpi is not None and mpi_running >= max_mpi:
+                break
             slot = pool.take(request, first_node_only=not request.mpi)
             if slot is None:
                 break
@@ -299,7 +307,8 @@ def slot_farm(
         def request_of(fw_id: int) -> SlotRequest:
             return retry_db(lambda: firework_request(lp, profile, fw_id), "read a Firework", where)
 
-        ran = run_slots(pool, claim, request_of, start, time_left, task_estimate_s)
+        ran = run_slots(pool, claim, request_of, start, time_left, task_estimate_s,
+                        MAX_LAUNCHES.get(profile.scheduler))
     for fw_id, why in ran.refused.items():
         print(f"matdx farm: Firework {fw_id}: not run: {why}", flush=True)
     failed |= set(ran.unstarted) | set(ran.refused)

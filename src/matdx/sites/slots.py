@@ -47,6 +47,11 @@ Fujitsu MPI places the processes of concurrent ``mpiexec`` calls by the node coo
 their VCOORD files, which must not overlap (Fugaku user guide, MPI/HowToExecuteABackgroundJob).
 """
 
+MAX_LAUNCHES: dict[str, int] = {"pjm": 128}
+"""Most MPI tasks a job may run at once, where the launcher limits it: Fujitsu MPI runs at
+most 128 background ``mpiexec`` (Fugaku user guide, MPI/HowToExecuteABackgroundJob,
+"PLE 0050 plexec cannot be executed any further")."""
+
 
 @dataclass(frozen=True)
 class SlotRequest:
@@ -128,11 +133,14 @@ def check_request(node: NodeSpec, request: SlotRequest, what: str = "task") -> N
             f"need {request.cores_per_node} cores; a node has {node.cores_per_node}"
         )
     per_domain = node.cores_per_domain
-    if node.numa_domains > 1 and request.threads < per_domain and per_domain % request.threads:
-        raise InputError(
-            f"{what}: {request.threads} threads per rank do not divide the {per_domain} "
-            f"cores of a {node.numa_name}: a rank would straddle two {node.numa_name}s"
-        )
+    if node.numa_domains > 1 and request.threads <= per_domain:
+        fit = per_domain // request.threads * node.numa_domains
+        if request.ranks_per_node > fit:
+            raise InputError(
+                f"{what}: {request.ranks_per_node} ranks of {request.threads} threads do not "
+                f"fit in {node.numa_domains} {node.numa_name}s of {per_domain} cores without "
+                f"a rank straddling two (at most {fit} per node)"
+            )
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,8 @@ class CorePool:
         """
         full = self.node.cores_per_node
         candidates = [0] if first_node_only else list(range(self.nodes))
-        if self.whole_nodes or request.nodes > 1 or request.cores_per_node == full:
+        whole = (self.whole_nodes and request.mpi) or request.nodes > 1
+        if whole or request.cores_per_node == full:
             idle = [n for n in candidates if len(self.free[n]) == full]
             if len(idle) < request.nodes:
                 return None
@@ -243,8 +252,11 @@ class CorePool:
 def plan_job(profile: SiteProfile, nodes: int, request: SlotRequest) -> list[Slot]:
     """The slots a job of ``nodes`` nodes holds at once for tasks of ``request``."""
     pool = CorePool(nodes, profile.node, WHOLE_NODES[profile.scheduler])
+    limit = MAX_LAUNCHES.get(profile.scheduler) if request.mpi else None
     slots: list[Slot] = []
-    while (slot := pool.take(request, first_node_only=not request.mpi)) is not None:
+    while (limit is None or len(slots) < limit) and (
+        slot := pool.take(request, first_node_only=not request.mpi)
+    ) is not None:
         slots.append(slot)
     return slots
 
