@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,25 +232,28 @@ def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
 ):
     import pymongo
 
+    from matdx.execution.submit import submit
+    from matdx.schedulers import scheduler_for
     from matdx.workflows.campaign import load_campaign
-    from matdx.workflows.runner import submit_campaign
 
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     name = f"slots-{os.getpid()}"
     path = tmp_path / "c.yaml"
     path.write_text(SLOT_CAMPAIGN.format(name=name))
-    submit_campaign(load_campaign(path), launch=False, db_uri=db_uri)
-    script = tmp_path / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n"
-        f"export PYTHONPATH={ROOT / 'src'} OMP_NUM_THREADS=1 MATDX_DB_URI={db_uri} "
-        f"MATDX_DATA_DIR={tmp_path / 'data'}\n"
-        f"exec {sys.executable} -m matdx.cli.main farm {name} --slots "
-        f"{PROFILES / 'ci_slurm.yaml'} --task-estimate 5\n"
-    )
-    subprocess.run(["sbatch", "-W", "-n", "2", "-t", "10", "-o", str(tmp_path / "job.out"),
-                    str(script)], check=True, timeout=900, cwd=tmp_path)
-    log = (tmp_path / "job.out").read_text()
+
+    profile_path = PROFILES / "ci_slurm.yaml"
+    report = submit(load_campaign(path), profile_path, {"elapse": "10m"}, db_uri=db_uri,
+                    task_estimate_s=5, slots=True)
+    assert report.packing.n_jobs == 1
+    script = report.script.read_text()
+    assert "--slots" in script and "mpiexec" not in script and db_uri not in script
+    scheduler = scheduler_for(load_profile(profile_path))
+    deadline = time.monotonic() + 600
+    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
+            "COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
     base, dbname = db_uri.rsplit("/", 1)
     db = pymongo.MongoClient(base + "/")[dbname]
     states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": name})}
@@ -288,7 +292,7 @@ steps:
       temperature: 300
       timestep: 2.0
       equilibration: 1000
-      steps: 60000
+      steps: 40000
       supercell: [5, 5, 5]
       thermo_interval: 100
       dump_interval: 0
@@ -315,23 +319,27 @@ def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
            "MATDX_DB_URI": db_uri, "MATDX_DATA_DIR": str(tmp_path / "data")}
     farm = [sys.executable, "-m", "matdx.cli.main", "farm", name, "--slots",
             str(PROFILES / "local.yaml"), "--task-estimate", "1", "--margin", "3"]
-    first = subprocess.run([*farm, "--walltime", "25"], env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    report = json.loads(first.stdout.strip().splitlines()[-1])
-    assert report["elapsed_s"] < 25
     base, dbname = db_uri.rsplit("/", 1)
     db = pymongo.MongoClient(base + "/")[dbname]
     md = {"campaign": name, "task": "md"}
-    assert db.calculations.count_documents(md) == 0  # stopped at the deadline: not stored
-    (workdir,) = (tmp_path / "data" / "runs" / name / "steps" / "md").iterdir()
+    mddir = tmp_path / "data" / "runs" / name / "steps" / "md"
+    # short jobs until one is cut while the MD runs (the pre-screen comes first)
+    for _ in range(6):
+        first = subprocess.run([*farm, "--walltime", "25"], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert json.loads(first.stdout.strip().splitlines()[-1])["elapsed_s"] < 25
+        if mddir.is_dir():
+            break
+    (workdir,) = mddir.iterdir()
     assert json.loads((workdir / "parameters.json").read_text())["run"]["state"] == "stopped"
+    assert db.calculations.count_documents(md) == 0  # stopped at the deadline: not stored
 
-    second = subprocess.run(farm, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(farm, env=env, capture_output=True, text=True, timeout=800)
     assert second.returncode == 0, second.stderr[-2000:]
     assert {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": name})} == {
         "COMPLETED"}
     (calc,) = db.calculations.find(md)
     extra = calc["output"]["extra"]
-    assert calc["status"] == "completed" and extra["resumed"] == 1
-    assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 61000
+    assert calc["status"] == "completed" and extra["resumed"] >= 1
+    assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 41000

@@ -194,6 +194,12 @@ def submit(
             help="Print what would be queued and submitted and the job script; change nothing.",
         ),
     ] = False,
+    slots: Annotated[
+        bool,
+        typer.Option("--slots", help="Run each job as a slot farm: every MPI task on cores and "
+                     "nodes of its own (steps' resources), started by the profile's task "
+                     "launcher."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Submit a campaign to a batch system: few jobs, each packing many tasks (MPI farm)."""
@@ -225,6 +231,7 @@ def submit(
             dry_run=dry_run,
             stale_after_s=stale_after,
             margin_s=margin,
+            slots=slots,
         )
     p = r.packing
     would = "would be " if dry_run else ""

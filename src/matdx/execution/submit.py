@@ -152,6 +152,7 @@ def submit(
     dry_run: bool = False,
     stale_after_s: float = 60.0,
     margin_s: float = 30.0,
+    slots: bool = False,
 ) -> SubmitReport:
     """Plan a campaign and submit batch jobs that run it on a site.
 
@@ -180,6 +181,10 @@ def submit(
         Heartbeat age after which the farm reruns a RUNNING Firework.
     margin_s
         Time each job keeps free before its walltime.
+    slots
+        Run each job as a slot farm (``matdx farm --slots``, one process, each MPI task
+        on cores and nodes of its own; see :mod:`matdx.execution.slots`) instead of the
+        MPI farm.
 
     Returns
     -------
@@ -190,6 +195,8 @@ def submit(
     from matdx.sites import load_profile, parse_job_request, resolve_job
 
     profile = load_profile(profile_path)
+    if slots and offline:
+        raise InputError("--slots needs the database: it cannot run offline")
     base = parse_job_request(
         {"job_name": _job_name(loaded.spec.name), **(job or {})}, what="job options"
     )
@@ -229,8 +236,9 @@ def submit(
         if p["name"] in ready or not ready
     ]
     estimate = task_estimate_s or max(estimates)
-    # every rank of the job runs tasks: rank 0 hands them out besides (see farm.local_slot)
-    workers = resolved.total_ranks
+    # every rank of the job runs tasks: rank 0 hands them out besides (see farm.local_slot);
+    # a slot farm runs as many as the job holds slots of the smallest-packing step
+    workers = resolved.total_ranks if not slots else _slot_workers(profile, resolved.nodes, plan)
     report.packing = pack(n_tasks, workers, resolved.elapse, estimate, margin_s, max_jobs)
     if report.packing.n_jobs == 0:
         return report
@@ -258,8 +266,14 @@ def submit(
     else:
         job_dir.mkdir(parents=True, exist_ok=True)
         env_file = write_env_file(job_dir, settings.db_uri)
+    if slots:
+        from matdx.sites.nodes import node_env
+
+        launch = [*node_env(profile).python]
+    else:
+        launch = farm_launch_argv(resolved)
     argv = [
-        *farm_launch_argv(resolved),
+        *launch,
         "-m",
         "matdx.cli.main",
         "farm",
@@ -277,6 +291,8 @@ def submit(
     ]
     if offline:
         argv += ["--offline-dir", str(job_dir)]
+    if slots:
+        argv += ["--slots", str(Path(profile_path).resolve()), "--nodes", str(resolved.nodes)]
     request = base.model_copy(
         update={
             "command": argv,
@@ -314,6 +330,18 @@ def submit(
         finally:
             os.chdir(cwd)
     return report
+
+
+def _slot_workers(profile: Any, nodes: int, plan: list[dict[str, Any]]) -> int:
+    """Tasks a slot-farm job runs at once: the fewest slots of any of the campaign's steps."""
+    from matdx.sites.slots import plan_job, resolve_request
+
+    counts = [
+        len(plan_job(profile, nodes, resolve_request(
+            profile, p["resources"], ENGINES[p["engine"]].mpi, f"step {p['name']}")))
+        for p in plan
+    ]
+    return max(min(counts), 1)
 
 
 def _ready_tasks(lp: Any, campaign: str) -> Counter[str]:
