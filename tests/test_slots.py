@@ -292,8 +292,8 @@ steps:
       temperature: 300
       timestep: 2.0
       equilibration: 1000
-      steps: 40000
-      supercell: [5, 5, 5]
+      steps: 30000
+      supercell: [4, 4, 4]
       thermo_interval: 100
       dump_interval: 0
       checkpoint_interval: 2000
@@ -325,10 +325,10 @@ def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
     mddir = tmp_path / "data" / "runs" / name / "steps" / "md"
     # short jobs until one is cut while the MD runs (the pre-screen comes first)
     for _ in range(6):
-        first = subprocess.run([*farm, "--walltime", "25"], env=env, capture_output=True,
+        first = subprocess.run([*farm, "--walltime", "20"], env=env, capture_output=True,
                                text=True, timeout=300)
         assert first.returncode == 0, first.stderr[-2000:]
-        assert json.loads(first.stdout.strip().splitlines()[-1])["elapsed_s"] < 25
+        assert json.loads(first.stdout.strip().splitlines()[-1])["elapsed_s"] < 20
         if mddir.is_dir():
             break
     (workdir,) = mddir.iterdir()
@@ -342,4 +342,4 @@ def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
     (calc,) = db.calculations.find(md)
     extra = calc["output"]["extra"]
     assert calc["status"] == "completed" and extra["resumed"] >= 1
-    assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 41000
+    assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 31000
