@@ -119,7 +119,8 @@ def farm(
         result = None if report is None else summarise(report)
     if result is not None:  # rank 0
         console.print(json.dumps(result), highlight=False)
-    before_exit()
+    if slots is None:  # the slot farm is one process, not an MPI rank
+        before_exit()
 
 
 def sync(
