@@ -1,6 +1,7 @@
 """``mpiexec`` of the PJM stand-in: Fujitsu MPI's launcher inside a job, as the guide documents it.
 
-Runs inside a stand-in job (``PJM_SUBJOBID``; the job's record gives its node count) and
+Runs inside a stand-in job (``PJM_SUBJOBID``, and ``PJM_STANDIN_JOB_STATE``, the stand-in's
+own variable naming its state directory; the job's record gives its node count) and
 starts the program **for real** as ``-n`` processes on this machine; each gets
 ``PJM_STANDIN_RANK`` and ``PJM_STANDIN_NODE`` (stand-in variables, not Fujitsu's) so that a
 test can see where it was placed. Rules, each from the Fugaku user guide 1.52
@@ -171,7 +172,7 @@ def mpiexec(argv: list[str]) -> int:
     try:
         opts, program = parse(argv)
         uid = os.environ.get("PJM_SUBJOBID")
-        state = os.environ.get("PJM_STANDIN_STATE") or _pjm.state_dir()
+        state = os.environ.get("PJM_STANDIN_JOB_STATE") or _pjm.state_dir()
         rec = _pjm.load(state, uid) if uid else None
         if rec is None:
             raise MpiexecError("[ERR.] mpiexec: not inside a PJM job")

@@ -1023,7 +1023,7 @@ def supervise(state: str, uid: str) -> int:
             _command(rec),
             cwd=rec["workdir"],
             # the stand-in's own variable: where its mpiexec finds this job's record
-            env={**job_environment(rec), "PJM_STANDIN_STATE": os.path.abspath(state)},
+            env={**job_environment(rec), "PJM_STANDIN_JOB_STATE": os.path.abspath(state)},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err if err else subprocess.STDOUT,
