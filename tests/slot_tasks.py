@@ -79,9 +79,12 @@ def sample(run_id: str, seen: dict[str, dict], steps: list[int], stop: threading
             got = _cpus(pid)
             if got is None or got[1].get(MARK) is None or not got[1][MARK].startswith(run_id):
                 continue
+            # the time of this read, not of the scan's start: a task that ends during a scan
+            # and the one started on its cores then must not seem to overlap
+            at = time.monotonic()
             rec = seen.setdefault(pid, {"name": name, "task": got[1][MARK], "cpus": got[0],
-                                        "first": now})
-            rec["last"], rec["cpus"] = now, got[0]
+                                        "first": at})
+            rec["last"], rec["cpus"] = at, got[0]
         if job and now - last_squeue > 0.5:
             last_squeue = now
             out = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"],
