@@ -44,7 +44,9 @@ from matdx.sites.models import load_profile
 from matdx.sites.slots import CorePool, Slot, SlotRequest, launch_prefix, slot_env
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIRUN = "/usr/bin/mpirun --allow-run-as-root -np 1 pw.x -in pw.in > pw.out 2> pw.err"
+MPIRUN = "/usr/bin/mpirun --allow-run-as-root -np 1 {bind} pw.x -in pw.in > pw.out 2> pw.err"
+"""The loop's command. Open MPI binds a 1-rank run to core 0 by default, so two runs of the
+loop share one core unless ``--loop-bind none`` (the default here) lets the kernel place them."""
 SETTINGS = {
     "Al": ({"ecutwfc": 30, "kpts": [12, 12, 12], "pseudopotentials": {"Al": "Al.pz-vbc.UPF"}},
            "fcc", np.linspace(3.95, 4.10, 6)),
@@ -95,7 +97,7 @@ def farm_run(workers: ProcessPoolExecutor, root: Path, ranks: int) -> tuple[floa
     return wall, dirs
 
 
-def loop_run(inputs: list[Path], root: Path) -> tuple[float, list[Path]]:
+def loop_run(inputs: list[Path], root: Path, bind: str) -> tuple[float, list[Path]]:
     dirs = []
     for src in inputs:
         d = root / src.name
@@ -104,7 +106,8 @@ def loop_run(inputs: list[Path], root: Path) -> tuple[float, list[Path]]:
         dirs.append(d)
     listing = "\n".join(str(d) for d in dirs) + "\n"
     t0 = time.perf_counter()
-    subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", f"cd {{}} && {MPIRUN}"],
+    command = MPIRUN.format(bind=f"--bind-to {bind}" if bind else "")
+    subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", f"cd {{}} && {command}"],
                    input=listing, text=True, check=True)
     return time.perf_counter() - t0, dirs
 
@@ -117,7 +120,11 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop-bind", default="none",
+                        help="Open MPI --bind-to of the loop's runs ('' for Open MPI's default)")
+    parser.add_argument("--layouts", default="1,2", help="slot sizes (ranks) to run")
     args = parser.parse_args()
+    names = ["loop", *(f"farm{r}" for r in args.layouts.split(","))]
     import matdx.engines.qe.core  # noqa: F401  (imported before the workers fork)
 
     base = Path(tempfile.mkdtemp(prefix="matdx-mpi-packing-"))
@@ -127,29 +134,23 @@ def main() -> None:
         # warm-up (untimed): starts the workers and writes the inputs the loop runs
         _, inputs = farm_run(workers, base / "warmup", 1)
         for r in range(args.rounds):
-            for name in ("loop", "farm1", "farm2"):
+            for name in names:
                 root = base / f"{name}-{r}"
                 if name == "loop":
-                    wall, dirs = loop_run(inputs, root)
+                    wall, dirs = loop_run(inputs, root, args.loop_bind)
                 else:
                     wall, dirs = farm_run(workers, root, int(name[-1]))
                 results[name].append(wall)
                 eff[name].append(cpu_seconds(dirs) / (2 * wall))
                 print(f"round {r} {name}: {wall:.1f} s, core efficiency "
                       f"{100 * eff[name][-1]:.0f} %", flush=True)
-    ratio1 = [f / lp for f, lp in zip(results["farm1"], results["loop"], strict=True)]
-    ratio2 = [f / lp for f, lp in zip(results["farm2"], results["loop"], strict=True)]
-    summary = {
-        "tasks": len(TASKS),
-        "loop": spread(results["loop"]),
-        "farm 1-rank slots": spread(results["farm1"]),
-        "farm 2-rank slots": spread(results["farm2"]),
-        "farm1/loop per round": [round(x, 3) for x in ratio1],
-        "farm2/loop per round": [round(x, 3) for x in ratio2],
-        "efficiency loop %": [round(100 * x, 1) for x in eff["loop"]],
-        "efficiency farm1 %": [round(100 * x, 1) for x in eff["farm1"]],
-        "efficiency farm2 %": [round(100 * x, 1) for x in eff["farm2"]],
-    }
+    summary: dict[str, object] = {"tasks": len(TASKS), "loop bind": args.loop_bind}
+    for name in names:
+        summary[name] = spread(results[name])
+        summary[f"efficiency {name} %"] = [round(100 * x, 1) for x in eff[name]]
+        if name != "loop":
+            summary[f"{name}/loop per round"] = [
+                round(f / lp, 3) for f, lp in zip(results[name], results["loop"], strict=True)]
     print(json.dumps(summary, indent=1))
     shutil.rmtree(base, ignore_errors=True)
 
