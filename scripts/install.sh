@@ -48,8 +48,8 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$LATEST" = 1 ]; then
-  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,mpi,ml,phonons,vasp,service]"
+  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,mpi,ml,mlip,phonons,vasp,service]"
 else
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mpi,ml,phonons,vasp,service]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mpi,ml,mlip,phonons,vasp,service]"
 fi
 echo "matdx installed: $(.venv/bin/matdx --help >/dev/null && echo .venv/bin/matdx)"

@@ -459,6 +459,30 @@ class Engine(ABC):
             raise DeadlineReachedError(f"deadline passed before {self.name} {task} started")
         return self.run(structure, task, dict(settings or {}), workdir, deadline)
 
+    def calculate_many(
+        self,
+        structures: Sequence[Any],
+        task: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> list[CalcResult | Exception]:
+        """Run ``task`` on many structures (no work directory, no deadline).
+
+        This default runs :meth:`calculate` on each in turn; an engine whose registry
+        entry says ``batched`` computes them together.
+
+        Returns
+        -------
+        list of CalcResult or Exception
+            One per structure, in order: its result or the error that stopped it.
+        """
+        out: list[CalcResult | Exception] = []
+        for structure in structures:
+            try:
+                out.append(self.calculate(structure, task, settings))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     @abstractmethod
     def run(
         self,

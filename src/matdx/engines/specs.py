@@ -35,6 +35,10 @@ class EngineSpec:
         ``calculate(..., deadline=)`` stops cleanly before the deadline with
         :class:`~matdx.core.errors.DeadlineReachedError` and continues in the same work
         directory when called again.
+    batched
+        :meth:`~matdx.engines.base.Engine.calculate_many` computes many structures
+        together faster than one at a time (a machine-learned potential's batched
+        inference); the pipeline then hands it a Firework's structures at once.
     elements_setting
         Setting that takes all the elements of a campaign, so that every calculation of
         it uses the same element-specific inputs (pseudopotentials, cutoffs).
@@ -48,6 +52,7 @@ class EngineSpec:
     resumable: bool = False
     elements_setting: str | None = None
     mpi: bool = False
+    batched: bool = False
 
     def engine_class(self) -> type[Engine]:
         """Import the engine's class (on demand, so unused engines cost nothing)."""
@@ -80,6 +85,14 @@ ENGINES: dict[str, EngineSpec] = {
             "ASE molecular dynamics with EMT",
             ("md", "relax", "static"),
             0.15,
+        ),
+        EngineSpec(
+            "chgnet",
+            "matdx.engines.chgnet.core:ChgnetEngine",
+            "CHGNet pretrained universal potential (pip install 'matdx[mlip]')",
+            ("relax", "vc-relax", "static", "md"),
+            0.5,
+            batched=True,
         ),
         EngineSpec(
             "qe",

@@ -27,7 +27,7 @@ from typing import Any
 from pymatgen.core import Structure
 
 from matdx.core.errors import DeadlineReachedError
-from matdx.engines.registry import get_engine
+from matdx.engines.registry import ENGINES, get_engine
 from matdx.schemas.results import CalcResult
 from matdx.workflows.pool import ComputePool, active_pool
 from matdx.workflows.sinks import Sink, open_sink
@@ -105,6 +105,8 @@ def compute_batch(
     def workdir(item: dict[str, Any]) -> Path | None:
         return _workdir(campaign, step["name"], item["material_id"]) if resumable else None
 
+    batched = _batched(step)
+
     counts = run_items(
         campaign,
         step["settings"],
@@ -116,6 +118,7 @@ def compute_batch(
         fw_id=fw_id,
         use_deadline=resumable,
         workdir=workdir if resumable else None,
+        compute_many=partial(compute_many, step) if batched else None,
     )
     unfinished = set(counts.pop("unfinished", []))
     if unfinished:
@@ -144,6 +147,25 @@ def compute_one(
         return _phonon_calculation(step["engine"], options, structure, where)
     until = deadline() if resumable else None
     return get_engine(step["engine"]).calculate(structure, step["task"], options, where, until)
+
+
+def _batched(step: dict[str, Any]) -> bool:
+    """Whether a step's batch computes together (:meth:`Engine.calculate_many`)."""
+    return (
+        not step["resumable"]
+        and step["task"] in ("relax", "vc-relax", "static")
+        and ENGINES[step["engine"]].batched
+    )
+
+
+def compute_many(step: dict[str, Any], structures: list[Structure]) -> list[Any]:
+    """A batch of materials' calculations in one step, computed together.
+
+    For engines whose registry entry says ``batched`` (a machine-learned potential
+    evaluating many structures in one forward pass).
+    """
+    engine = get_engine(step["engine"])
+    return engine.calculate_many(structures, step["task"], dict(step["options"]))
 
 
 @dataclass
@@ -185,6 +207,34 @@ def attempt(
     return Outcome(output, error, started, datetime.now(UTC), wall, os.getpid())
 
 
+def attempt_many(
+    compute: Callable[[list[Structure]], list[Any]],
+    structures: list[Structure | dict[str, Any] | str | None],
+    items: list[dict[str, Any]],
+) -> list[Outcome]:
+    """Run ``compute`` on many items together; each item's wall time is an equal share."""
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    present = [i for i, s in enumerate(structures) if s is not None]
+    results: list[Any]
+    try:
+        results = compute([_structure(structures[i]) for i in present])  # type: ignore[arg-type]
+    except Exception as exc:
+        results = [exc] * len(present)
+    by_index = dict(zip(present, results, strict=True))
+    ended = datetime.now(UTC)
+    wall = (time.perf_counter() - t0) / max(len(items), 1)
+    out = []
+    for i, item in enumerate(items):
+        result = by_index.get(i, LookupError(f"material {item['material_id']} is not in the store"))
+        if isinstance(result, Exception):
+            error = f"{type(result).__name__}: {result}"[:2000]
+            out.append(Outcome(None, error, started, ended, wall, os.getpid()))
+        else:
+            out.append(Outcome(result.model_dump(), None, started, ended, wall, os.getpid()))
+    return out
+
+
 def prefetch_batch(
     campaign: str,
     step: dict[str, Any] | str,
@@ -200,7 +250,7 @@ def prefetch_batch(
     """
     pool = active_pool()
     step = plan_entry(step)
-    if pool is None or step["resumable"]:
+    if pool is None or step["resumable"] or _batched(step):
         return
     sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], step["settings_hash"])
@@ -246,6 +296,7 @@ def run_items(
     fw_id: int | None = None,
     use_deadline: bool = True,
     workdir: Callable[[dict[str, Any]], Path] | None = None,
+    compute_many: Callable[[list[Structure]], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Compute each item not yet done with these settings and keep its record.
 
@@ -268,6 +319,10 @@ def run_items(
     workdir
         ``workdir(item)`` → the directory the calculation's files are in, kept in its
         provenance as ``work_dir``.
+    compute_many
+        ``compute_many(structures)`` → one result or exception per structure: computes
+        the items not yet done together, in this process (instead of ``compute`` one at
+        a time; no deadline).
 
     Returns
     -------
@@ -277,7 +332,8 @@ def run_items(
     """
     sink = open_sink()
     done = sink.completed([it["material_id"] for it in items], settings_hash)
-    pool = None if use_deadline else active_pool()
+    pool = None if use_deadline or compute_many is not None else active_pool()
+    batch: dict[str, Outcome] = {}
     if pool is not None:
         for it in items:
             if it["material_id"] in done:  # done elsewhere since it was handed out
@@ -288,6 +344,11 @@ def run_items(
     else:
         by_id = [it["material_id"] for it in items if "structure" not in it]
         stored = sink.structures([m for m in by_id if m not in done])
+    if compute_many is not None:
+        todo = [it for it in items if it["material_id"] not in done]
+        structures = [it.get("structure") or stored.get(it["material_id"]) for it in todo]
+        outcomes = attempt_many(compute_many, structures, todo)
+        batch = {it["material_id"]: o for it, o in zip(todo, outcomes, strict=True)}
     versions = dict(_versions())
     host = socket.gethostname()
     machine = platform.machine()  # the compute node's architecture (x86_64, aarch64)
@@ -301,6 +362,8 @@ def run_items(
         try:
             if pool is not None:
                 outcome = _take(pool, (settings_hash, it["material_id"]))
+            elif compute_many is not None:
+                outcome = batch[it["material_id"]]
             elif use_deadline and _past_deadline():
                 raise DeadlineReachedError("the job's deadline has passed")
             else:

@@ -69,13 +69,13 @@ class AseMdJob(Job):
         """Nothing to do: outputs are read by :class:`AseMdEngine`."""
 
 
-def _initial_atoms(structure: Structure | Atoms, supercell: Any) -> Atoms:
+def _initial_atoms(structure: Structure | Atoms, supercell: Any, calculator: str = "emt") -> Atoms:
     atoms = structure.copy() if isinstance(structure, Atoms) else emt.to_atoms(structure)
     atoms.pbc = True
     atoms.calc = None
     atoms.set_constraint()
     missing = sorted(set(atoms.get_chemical_symbols()) - SUPPORTED_ELEMENTS)
-    if missing:
+    if calculator == "emt" and missing:
         raise EngineError(f"EMT has no parameters for {', '.join(missing)}")
     return atoms.repeat(supercell) if supercell else atoms
 
@@ -131,18 +131,23 @@ class AseMdEngine(Engine):
             return emt.relax(structure, **settings)
         if task == "static":
             return _static(structure, settings)
-        return _md(structure, settings, Path(workdir) if workdir else None, self.max_corrections)
+        return md(structure, settings, workdir, self.max_corrections)
 
 
-def _md(
+def md(
     structure: Structure | Atoms,
     settings: dict[str, Any],
-    workdir: Path | None,
+    workdir: str | Path | None,
     max_corrections: int,
 ) -> CalcResult:
+    """Run MD under custodian in ``workdir`` (default: a new temporary directory).
+
+    ``settings`` as :class:`AseMdEngine`'s ``md``, and ``calculator``: a name of
+    :data:`~matdx.engines.asemd.dynamics.CALCULATORS`.
+    """
     start = time.perf_counter()
     params = build_parameters(settings)
-    atoms = _initial_atoms(structure, params["supercell"])
+    atoms = _initial_atoms(structure, params["supercell"], params["calculator"])
     d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="matdx-asemd-"))
     d.mkdir(parents=True, exist_ok=True)
     done = False

@@ -29,6 +29,7 @@ from ase.md.verlet import VelocityVerlet
 
 from matdx.analysis.md import AMU_PER_A3_IN_G_PER_CM3
 from matdx.core.errors import EngineError
+from matdx.engines import mlip
 
 PARAMETERS_FILE = "parameters.json"
 INITIAL_FILE = "initial.traj"
@@ -51,7 +52,7 @@ THERMO_COLUMNS = (
 )
 """Columns of the thermo table (the same names as the LAMMPS engine's)."""
 
-CALCULATORS: dict[str, Callable[[], Any]] = {"emt": EMT}
+CALCULATORS: dict[str, Callable[[], Any]] = {"emt": EMT, "chgnet": mlip.chgnet_calculator}
 
 MD_DEFAULTS: dict[str, Any] = {
     "ensemble": "langevin",
@@ -174,7 +175,8 @@ def build_parameters(settings: dict[str, Any]) -> dict[str, Any]:
     if p["ensemble"] not in ENSEMBLES:
         raise EngineError(f"unknown ensemble {p['ensemble']!r} (known: {', '.join(ENSEMBLES)})")
     if p["calculator"] not in CALCULATORS:
-        raise EngineError(f"unknown calculator {p['calculator']!r} (known: emt)")
+        known = ", ".join(CALCULATORS)
+        raise EngineError(f"unknown calculator {p['calculator']!r} (known: {known})")
     if not p["timestep"] > 0 or int(p["steps"]) < 1 or int(p["thermo_interval"]) < 1:
         raise EngineError("timestep, steps and thermo_interval must be positive")
     if p["ensemble"] != "nve" and not p["temperature"] > 0:

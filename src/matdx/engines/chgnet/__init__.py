@@ -1,0 +1,1 @@
+"""CHGNet engine (pretrained universal machine-learned potential)."""
