@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pymatgen.core import Lattice, Structure
 
+from matdx.generation.ionic import charge_balanced, substitute
 from matdx.generation.orderings import orderings
 from matdx.generation.prototypes import PROTOTYPES, Prototype, vegard_volume
 from matdx.schemas.campaign import ChemicalSpace
@@ -101,8 +102,9 @@ def generate_candidates(space: ChemicalSpace, progress: Progress | None = None) 
     Returns
     -------
     list of Candidate
-        Raw candidates (duplicates across prototypes/supercells included), filtered by
-        ``max_atoms`` and ``min_distance``.
+        Raw candidates (duplicates across prototypes/supercells included), with the
+        substitutions of the seed structures (``seeds``, paths as given), filtered by
+        ``min_atoms``, ``max_atoms``, ``min_distance`` and ``charge_balanced``.
     """
     out: list[Candidate] = []
     protos = [PROTOTYPES[name] for name in dict.fromkeys(space.prototypes)]
@@ -119,11 +121,18 @@ def generate_candidates(space: ChemicalSpace, progress: Progress | None = None) 
                 for parent, n in itertools.product(parents, sizes):
                     if n * parent.nsites <= space.max_atoms:
                         found.extend(order(parent, n, combo))
+                found.extend(
+                    Candidate(source, structure)
+                    for source, structure in substitute(
+                        space.seeds, combo, space.substitution_threshold
+                    )
+                )
             out.extend(
                 c
                 for c in found
                 if space.min_atoms <= len(c.structure) <= space.max_atoms
                 and not too_close(c.structure, space.min_distance)
+                and (not space.charge_balanced or charge_balanced(c.structure.composition))
             )
             if progress is not None:
                 progress(1)

@@ -100,6 +100,40 @@ def _tetragonal_l10(volume: float) -> np.ndarray:
     return np.diag([a / math.sqrt(2), a / math.sqrt(2), a])
 
 
+def _rutile(volume: float) -> np.ndarray:
+    ratio = 0.644  # c/a of TiO2 rutile
+    a = (volume / ratio) ** (1 / 3)
+    return np.diag([a, a, ratio * a])
+
+
+def _to_fcc_primitive(
+    conventional: tuple[tuple[float, float, float], ...],
+) -> tuple[tuple[float, float, float], ...]:
+    """Fractional coordinates in the cubic cell → in the fcc primitive cell (mod 1)."""
+    m = np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]], float)
+    return tuple(tuple(float(x) for x in np.mod(np.array(f) @ m, 1.0)) for f in conventional)
+
+
+_U_WURTZITE = 3 / 8  # ideal internal parameter
+_U_RUTILE = 0.305
+_X_SPINEL = 0.2625  # oxygen 32e parameter, origin choice 2 of Fd-3m
+
+# spinel AB2X4 (Fd-3m, origin 2): A on 8a, B on 16d, X on 32e; the two, four and eight
+# sites of each orbit in one fcc primitive cell
+_SPINEL_A = ((1 / 8, 1 / 8, 1 / 8), (7 / 8, 3 / 8, 3 / 8))
+_SPINEL_B = ((1 / 2, 1 / 2, 1 / 2), (1 / 4, 3 / 4, 0.0), (3 / 4, 0.0, 1 / 4), (0.0, 1 / 4, 3 / 4))
+_x = _X_SPINEL
+_SPINEL_X = (
+    (_x, _x, _x),
+    (-_x + 3 / 4, -_x + 1 / 4, _x + 1 / 2),
+    (-_x + 1 / 4, _x + 1 / 2, -_x + 3 / 4),
+    (_x + 1 / 2, -_x + 3 / 4, -_x + 1 / 4),
+    (-_x, -_x, -_x),
+    (_x + 1 / 4, _x + 3 / 4, -_x + 1 / 2),
+    (_x + 3 / 4, -_x + 1 / 2, _x + 1 / 4),
+    (-_x + 1 / 2, _x + 1 / 4, _x + 3 / 4),
+)
+
 # a 4-site basis along the body diagonal of the fcc primitive cell (D0_3, L2_1)
 _DIAG = ((0.0, 0.0, 0.0), (0.25, 0.25, 0.25), (0.5, 0.5, 0.5), (0.75, 0.75, 0.75))
 
@@ -119,6 +153,62 @@ PROTOTYPES: dict[str, Prototype] = {
     "rocksalt": Prototype("rocksalt", (0, 1), ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)), _cubic_fcc),
     "L2_1": Prototype("L2_1", (2, 0, 1, 0), _DIAG, _cubic_fcc),
 }
+# ionic prototypes: slot 0 the cation (A), the last slot the anion (X)
+_u, _w = _U_RUTILE, _U_WURTZITE
+PROTOTYPES.update(
+    {
+        "zincblende": Prototype(
+            "zincblende", (0, 1), ((0.0, 0.0, 0.0), (0.25, 0.25, 0.25)), _cubic_fcc
+        ),
+        "wurtzite": Prototype(
+            "wurtzite",
+            (0, 0, 1, 1),
+            (
+                (1 / 3, 2 / 3, 0.0),
+                (2 / 3, 1 / 3, 0.5),
+                (1 / 3, 2 / 3, _w),
+                (2 / 3, 1 / 3, 0.5 + _w),
+            ),
+            _hexagonal_ideal,
+        ),
+        "fluorite": Prototype(
+            "fluorite", (0, 1, 1), ((0.0, 0.0, 0.0), (0.25, 0.25, 0.25), (0.75, 0.75, 0.75)),
+            _cubic_fcc,
+        ),
+        "rutile": Prototype(
+            "rutile",
+            (0, 0, 1, 1, 1, 1),
+            (
+                (0.0, 0.0, 0.0),
+                (0.5, 0.5, 0.5),
+                (_u, _u, 0.0),
+                (1 - _u, 1 - _u, 0.0),
+                (0.5 + _u, 0.5 - _u, 0.5),
+                (0.5 - _u, 0.5 + _u, 0.5),
+            ),
+            _rutile,
+        ),
+        "perovskite": Prototype(
+            "perovskite",
+            (0, 1, 2, 2, 2),
+            ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)),
+            _simple_cubic,
+        ),
+        "spinel": Prototype(
+            "spinel",
+            (0,) * 2 + (1,) * 4 + (2,) * 8,
+            _to_fcc_primitive(_SPINEL_A + _SPINEL_B + _SPINEL_X),
+            _cubic_fcc,
+        ),
+    }
+)
+PROTOTYPES["B1"] = PROTOTYPES["rocksalt"]
+PROTOTYPES["B3"] = PROTOTYPES["zincblende"]
+PROTOTYPES["B4"] = PROTOTYPES["wurtzite"]
+PROTOTYPES["C1"] = PROTOTYPES["fluorite"]
+PROTOTYPES["C4"] = PROTOTYPES["rutile"]
+PROTOTYPES["E2_1"] = PROTOTYPES["perovskite"]
+PROTOTYPES["H1_1"] = PROTOTYPES["spinel"]
 PROTOTYPES["CsCl"] = PROTOTYPES["B2"]
 PROTOTYPES["A1"] = PROTOTYPES["fcc"]
 PROTOTYPES["A2"] = PROTOTYPES["bcc"]

@@ -98,6 +98,21 @@ class ChemicalSpace(StrictModel):
     min_distance: float = Field(
         1.5, gt=0, le=5, description="Smallest allowed interatomic distance (Å)."
     )
+    charge_balanced: bool = Field(
+        False,
+        description="Keep only compounds that common oxidation states of their elements "
+        "make neutral (pymatgen's Composition.oxi_state_guesses); for ionic compounds.",
+    )
+    seeds: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="CIF or POSCAR files (relative to the campaign file) of known "
+        "structures, substituted with the campaign's elements by pymatgen's data-driven "
+        "ionic substitution probabilities.",
+    )
+    substitution_threshold: float = Field(
+        1e-3, gt=0, le=1, description="Smallest substitution probability kept (seeds)."
+    )
 
     @field_validator("elements")
     @classmethod

@@ -10,6 +10,7 @@ from matdx.core.errors import CampaignError, InputError
 from matdx.core.hashing import stable_hash
 from matdx.core.yamlio import Loc, line_of, load_yaml, validate_yaml_model
 from matdx.engines.registry import ENGINES, check_elements, check_task
+from matdx.generation.ionic import read_seed
 from matdx.generation.prototypes import PROTOTYPES
 from matdx.schemas.campaign import CampaignSpec
 from matdx.schemas.names import PRESCREEN
@@ -196,4 +197,19 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
     except InputError as exc:
         raise CampaignError(str(exc)) from None
     spec = validate_campaign(data, lines, f"campaign file {p.name}")
+    space = spec.chemical_space
+    if space.seeds:
+        # seed files are named relative to the campaign file; each must be readable
+        seeds = [str((p.parent / s).resolve()) for s in space.seeds]
+        for i, seed in enumerate(seeds):
+            try:
+                read_seed(seed)
+            except InputError as exc:
+                loc = ("chemical_space", "seeds", i)
+                raise CampaignError(
+                    f"campaign file {p.name} line {line_of(loc, lines)}, field "
+                    f"chemical_space.seeds: {exc}"
+                ) from None
+        space = space.model_copy(update={"seeds": seeds})
+        spec = spec.model_copy(update={"chemical_space": space})
     return LoadedCampaign(spec, p, data)
