@@ -160,6 +160,9 @@ def test_selection_ranks_compounds_and_adds_every_elemental_phase():
     for task in ("md", "phonons"):
         assert select_materials(ROWS, "prescreen", {"top": 2}, task) == [
             "cu3au", "cuau", "au-fcc", "cu-fcc"]
+    # references: lowest takes the input step's lowest phase for any task
+    assert select_materials(ROWS, "prescreen", {"top": 2, "references": "lowest"}) == [
+        "cu3au", "cuau", "au-fcc", "cu-fcc"]
     # without references elements compete too (most negative formation energy first)
     assert select_materials(ROWS, "prescreen", {"top": 3, "references": False}) == [
         "cu3au", "cuau", "au-fcc"]

@@ -165,13 +165,13 @@ class Selection(StrictModel):
         None, ge=1, le=1_000_000, description="Then keep the N lowest by energy above hull."
     )
     max_sites: int | None = Field(None, ge=1, le=500, description="Skip larger cells.")
-    references: bool = Field(
+    references: bool | Literal["lowest"] = Field(
         True,
         description="Also compute the elemental phases of each element involved: every "
         "one the input step has (fcc, bcc, hcp and those the campaign generated) for a "
         "relax, vc-relax or static step, whose formation energies and hull take the lowest "
         "of them at the step's own level of theory; the input step's lowest for md and "
-        "phonons.",
+        "phonons, and for every step with 'lowest'.",
     )
 
 

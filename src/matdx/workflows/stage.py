@@ -62,7 +62,8 @@ def select_materials(
         The step's task: a relaxation or static step (:data:`REFERENCE_TASKS`) computes
         every elemental phase of the elements involved, so that its formation energies
         and hull take the lowest of them at its own level of theory, whatever the input
-        step ranked lowest; other tasks take the input step's lowest phase.
+        step ranked lowest; other tasks, and ``references: "lowest"``, take the input
+        step's lowest phase.
 
     Returns
     -------
@@ -91,7 +92,7 @@ def select_materials(
         pool = pool[: select["top"]]
     chosen = [r["material_id"] for r in pool]
     if select.get("references", True) and compounds:
-        every_phase = task in REFERENCE_TASKS
+        every_phase = task in REFERENCE_TASKS and select.get("references", True) is True
         elements = sorted({el for r in pool for el in r["elements"]})
         for el in elements:
             refs = [r for r in have if r["nelements"] == 1 and r["elements"] == [el]]
