@@ -244,6 +244,29 @@ def elemental_volume(element: str) -> float:
     return 4 / 3 * math.pi * covalent_radii[z] ** 3 / 0.74
 
 
+@cache
+def element_alone_volume(element: str) -> float:
+    """Volume per atom (Å³) of a cell of one element alone (an elemental reference phase).
+
+    :func:`elemental_volume` where ASE's reference state is a crystal; for an element
+    whose reference state is a molecule or an atom (H, N, O, F, He) the molar volume of
+    its solid (pymatgen's element data) instead of a covalent sphere, so that its cells do
+    not start compressed far into the repulsive wall of the molecule.
+    """
+    from pymatgen.core import Element
+
+    ref = reference_states[atomic_numbers[element]] or {}
+    molar = Element(element).molar_volume
+    if ref.get("symmetry") in ("diatom", "atom") and molar:
+        return float(molar) / 0.602214076  # cm³/mol → Å³/atom
+    return elemental_volume(element)
+
+
 def vegard_volume(species: Sequence[str]) -> float:
-    """Mean elemental volume over the given sites (Vegard's law), Å³/atom."""
+    """Mean elemental volume over the given sites (Vegard's law), Å³/atom.
+
+    A cell of a single element takes :func:`element_alone_volume`.
+    """
+    if len(set(species)) == 1:
+        return element_alone_volume(species[0])
     return sum(elemental_volume(s) for s in species) / len(species)
