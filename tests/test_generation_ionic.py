@@ -114,3 +114,31 @@ def test_oxide_campaign_file_validates():
     loaded = load_campaign(ROOT / "workflows" / "oxides_chgnet.yaml")
     assert loaded.spec.prescreen.engine == "chgnet"
     assert loaded.step_plan()[1]["options"]["pseudo_elements"] == ["Mg", "O", "Si"]
+
+
+def test_agreement_of_a_prescreen_with_a_later_step():
+    from matdx.analysis.agreement import agreement
+
+    def row(mid, formula, nel, e_pre, e_step, hull_pre):
+        return {"material_id": mid, "formula_pretty": formula, "nelements": nel,
+                "energy_per_atom": e_pre, "energy_above_hull": hull_pre,
+                "steps": {"dft": {"energy_per_atom": e_step}} if e_step is not None else {}}
+
+    rows = [
+        row("cu", "Cu", 1, -1.0, -4.0, 0.0),
+        row("au", "Au", 1, -2.0, -3.0, 0.0),
+        # formation energies: pre -0.1, -0.05, -0.02; step -0.2, -0.02, -0.15
+        row("cuau", "CuAu", 2, -1.6, -3.7, 0.0),
+        row("cu3au", "Cu3Au", 2, -1.3, -3.77, 0.0),
+        row("cuau3", "CuAu3", 2, -1.77, -3.4, 0.03),
+        row("other", "Cu3Au", 2, -1.2, None, 0.05),  # not computed by the step
+    ]
+    result = agreement(rows, "dft")
+    assert result["n_materials"] == 5 and result["n_compounds"] == 3
+    assert result["formation_mae"] == pytest.approx((0.1 + 0.03 + 0.13) / 3)
+    # at the step's level Cu3Au (-0.02) lies above the CuAu-Cu tie-line (-0.1)
+    per = {p["material_id"]: p for p in result["per_material"]}
+    assert per["cu3au"]["step_hull"] == pytest.approx(0.08)
+    assert sorted(result["stable"]) == ["CuAu", "CuAu3"]
+    # the pre-screen ranked cu3au, cuau (hull 0, by id) first, then cuau3
+    assert result["kept_in_top"] == {1: 0, 2: 1, 3: 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pymongo
@@ -64,6 +65,11 @@ def test_chgnet_prescreen_batch_gives_each_relaxation_alone(db_uri, tmp_path):
 
 @pytest.mark.ferretdb
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MATDX_TEST_OXIDE_CAMPAIGN") != "1",
+    reason="CHGNet pre-screen + 7 QE SCF runs (MATDX_TEST_OXIDE_CAMPAIGN=1 runs it; not yet "
+    "timed on a quiet machine)",
+)
 def test_oxide_campaign_chgnet_then_qe(db_uri):
     """CHGNet pre-screen of Mg-Si-O → QE LDA SCF of the four best and their references."""
     report = submit_campaign(load_campaign(OXIDES), db_uri=db_uri)
