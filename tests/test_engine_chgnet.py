@@ -32,6 +32,9 @@ def perturbed(s: Structure, seed: int) -> Structure:
 
 MGO = perturbed(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.3), ["Mg", "O"],
                                           [[0, 0, 0], [0.5, 0.5, 0.5]]), 1)
+LIF_PRIMITIVE = perturbed(Structure.from_spacegroup(
+    "Fm-3m", Lattice.cubic(4.1), ["Li", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+).get_primitive_structure(), 4)
 SRTIO3 = perturbed(Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.95), ["Sr", "Ti", "O"],
                                              [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]), 2)
 LIF = perturbed(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.1), ["Li", "F"],
@@ -77,7 +80,7 @@ def test_relax_takes_chgnets_structoptimizer_steps(task):
 
 
 def test_many_relaxed_together_are_each_relaxed_alone():
-    structures = [MGO, SRTIO3, LIF]
+    structures = [LIF_PRIMITIVE, SRTIO3, MGO]
     together = ENGINE.calculate_many(structures, "vc-relax", {"fmax": 0.05, "batch_size": 2})
     for s, res in zip(structures, together, strict=True):
         alone = ENGINE.calculate(s, "vc-relax", {"fmax": 0.05})
