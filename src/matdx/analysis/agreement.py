@@ -51,9 +51,9 @@ def agreement(
     -------
     dict
         ``n_materials``, ``n_compounds``, ``formation_mae`` (eV/atom, compounds),
-        ``hull_spearman`` (compounds), ``stable`` (the step's stable compounds, formulas),
-        ``kept_in_top`` (``{k: how many of them were in the pre-screen's top k}``) and
-        ``per_material`` (formula and both levels' values).
+        ``hull_spearman`` (compounds; ``None`` where undefined), ``stable`` (the step's
+        stable compounds, formulas), ``kept_in_top`` (``{k: how many of them were in the
+        pre-screen's top k}``) and ``per_material`` (formula and both levels' values).
     """
     from scipy.stats import spearmanr
 
@@ -85,11 +85,11 @@ def agreement(
         if per
         else None
     )
-    rho = (
-        float(spearmanr([p["prescreen_hull"] for p in per], [p["step_hull"] for p in per])[0])
-        if len(per) > 2
-        else None
-    )
+    a = [p["prescreen_hull"] for p in per]
+    b = [p["step_hull"] for p in per]
+    # undefined for fewer than three compounds or when one level puts them all on its hull
+    defined = len(per) > 2 and max(a) - min(a) > 1e-9 and max(b) - min(b) > 1e-9
+    rho = float(spearmanr(a, b)[0]) if defined else None
     ranked = sorted(
         (r for r in rows if r.get("nelements", 1) > 1 and r.get("energy_above_hull") is not None),
         key=lambda r: (float(r["energy_above_hull"]), r["material_id"]),
