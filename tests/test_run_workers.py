@@ -119,26 +119,30 @@ def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp
             env={**os.environ, "MATDX_DATA_DIR": str(data)}, stdout=subprocess.DEVNULL,
             stderr=stderr, start_new_session=True,
         )
-        end = time.monotonic() + 300
-        launches = data / "runs" / "workers"
-        # the second of the six batch Fireworks has started: the first one is done
-        while (
-            len(list(launches.glob("launcher_*"))) < 2
-            and proc.poll() is None
-            and time.monotonic() < end
-        ):
-            time.sleep(0.02)
-        assert proc.poll() is None, err.read_text()[-2000:]
-        if how == "ctrl-c":
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            os.kill(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=60) == 130
-        # its worker processes end with it
-        end = time.monotonic() + 10
-        while _session_members(proc.pid) and time.monotonic() < end:
-            time.sleep(0.1)
-        assert _session_members(proc.pid) == []
+        try:
+            end = time.monotonic() + 300
+            launches = data / "runs" / "workers"
+            # the second of the six batch Fireworks has started: the first one is done
+            while (
+                len(list(launches.glob("launcher_*"))) < 2
+                and proc.poll() is None
+                and time.monotonic() < end
+            ):
+                time.sleep(0.02)
+            assert proc.poll() is None, err.read_text()[-2000:]
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=120) == 130
+            # its worker processes end with it
+            end = time.monotonic() + 10
+            while _session_members(proc.pid) and time.monotonic() < end:
+                time.sleep(0.1)
+            assert _session_members(proc.pid) == []
+        finally:  # a failed check leaves nothing running
+            if _session_members(proc.pid):
+                os.killpg(proc.pid, signal.SIGKILL)
     text = err.read_text()
     assert text.splitlines()[-1] == "error: interrupted" and "Traceback" not in text
     states = subprocess.run(
