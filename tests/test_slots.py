@@ -277,6 +277,7 @@ def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
         [d for d in db.fireworks.find({"spec._matdx.campaign": name})])}
 
 
+# an MD long enough (about 40 s on two idle cores) that no 20 s job can finish it
 MD_SLOT_WALLTIME = """\
 name: {name}
 chemical_space: {{elements: [Cu], min_components: 1, max_components: 1, prototypes: [fcc]}}
@@ -293,7 +294,7 @@ steps:
       timestep: 2.0
       equilibration: 1000
       steps: 30000
-      supercell: [4, 4, 4]
+      supercell: [8, 8, 8]
       thermo_interval: 100
       dump_interval: 0
       checkpoint_interval: 2000
