@@ -291,7 +291,7 @@ def check_step_views(db_uri, tmp_path, summaries):
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("MATDX_TEST_QE_CAMPAIGN") != "1",
-    reason="QE campaign with every elemental reference at the moderate protocol (~20 min; "
+    reason="QE campaign with every elemental reference at the moderate protocol (over an hour; "
     "MATDX_TEST_QE_CAMPAIGN=1 runs it)",
 )
 @pytest.mark.timeout(5400)  # 16 pw.x runs and 5 held-out ones: longer than the suite's limit
@@ -392,7 +392,7 @@ def check_qe_against_hand_written_runs(db, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("MATDX_TEST_QE_CAMPAIGN") != "1",
-    reason="QE campaign with every elemental reference at the moderate protocol (~20 min; "
+    reason="QE campaign with every elemental reference at the moderate protocol (over an hour; "
     "MATDX_TEST_QE_CAMPAIGN=1 runs it)",
 )
 @pytest.mark.timeout(5400)
