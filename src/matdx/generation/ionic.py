@@ -103,6 +103,8 @@ def substitute(
         ``substitution:<seed file name>`` and the structure (no oxidation states), in the
         seed's cell; substitutions keep the cell charge neutral.
     """
+    if not seeds:  # the model costs seconds to load: only for campaigns with seeds
+        return
     substitutor = _substitutor(threshold)
     allowed = set(substitutor.get_allowed_species())
     for path in seeds:
