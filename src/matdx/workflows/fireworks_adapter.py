@@ -453,16 +453,25 @@ def serial_heartbeat() -> Iterator[None]:
     write that completes the launch. MongoDB applies both updates atomically; FerretDB 1.x
     applies an update as read-then-replace, so that last ping can put a COMPLETED launch
     back to RUNNING. Within this block the heartbeat pings only on its period (the Rocket
-    still pings once itself, in sequence).
+    still pings once itself, in sequence). A heartbeat the Rocket did not stop (it was
+    interrupted) stops when the block ends: its thread would keep the process alive.
     """
     from fireworks.core import rocket
 
+    stops: list[Event] = []
+
+    def ping(launchpad: LaunchPad, launch_id: int, stop: Event, master: Thread) -> None:
+        stops.append(stop)
+        _periodic_ping(launchpad, launch_id, stop, master)
+
     original = rocket.ping_launch
-    rocket.ping_launch = _periodic_ping
+    rocket.ping_launch = ping
     try:
         yield
     finally:
         rocket.ping_launch = original
+        for stop in stops:
+            stop.set()
 
 
 def run_fireworks(
