@@ -110,11 +110,11 @@ def run(
     import signal
 
     from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.runner import submit_campaign
 
     # `kill` stops a run as Ctrl-C does: the programs it started end with it, and the
     # Firework it was running is READY for the next run
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from matdx.workflows.runner import submit_campaign
 
     loaded = load_campaign(campaign_file)
     report = submit_campaign(
