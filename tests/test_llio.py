@@ -40,9 +40,11 @@ def test_volumes_come_from_resolved_paths(tmp_path, fugaku_here):
     paths = [link / "runs" / "submit-1", *node_paths(fugaku_here)]
     assert node_paths(fugaku_here) == ["/vol0004/apps/matdx/aarch64/bin/python"]
     # Spack's /vol0004 always, the job directory's real volume, not /tmp (the link)
-    assert job_volumes(fugaku_here, paths) == f"/vol0004:{TOP}"
-    job = resolve_job(fugaku_here, JobRequest(group="g", llio_gfscache=f"/vol0004:{TOP}"))
-    assert f"#PJM -x PJM_LLIO_GFSCACHE=/vol0004:{TOP}" in scheduler_for(fugaku_here).render(job)
+    # (in sorted order: /check sorts before /vol0004, /work after it)
+    volumes = ":".join(sorted(["/vol0004", TOP]))
+    assert job_volumes(fugaku_here, paths) == volumes
+    job = resolve_job(fugaku_here, JobRequest(group="g", llio_gfscache=volumes))
+    assert f"#PJM -x PJM_LLIO_GFSCACHE={volumes}" in scheduler_for(fugaku_here).render(job)
     # a profile without gfscache_from_paths keeps its fixed list
     fixed = fugaku_here.pjm.llio.model_copy(update={"gfscache_from_paths": False})
     plain = fugaku_here.model_copy(

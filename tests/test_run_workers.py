@@ -116,8 +116,8 @@ def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp
     with err.open("w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "matdx.cli.main", "run", str(path), "--workers", "2"],
-            env={**os.environ, "MATDX_DATA_DIR": str(data)}, stdout=subprocess.DEVNULL,
-            stderr=stderr, start_new_session=True,
+            env={**os.environ, "MATDX_DATA_DIR": str(data), "PYTHONFAULTHANDLER": "1"},
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
         )
         try:
             end = time.monotonic() + 300
@@ -134,7 +134,12 @@ def test_an_interrupted_run_stops_and_the_next_run_completes_it(one_process, tmp
                 os.killpg(proc.pid, signal.SIGINT)
             else:
                 os.kill(proc.pid, signal.SIGTERM)
-            assert proc.wait(timeout=120) == 130
+            try:
+                assert proc.wait(timeout=120) == 130
+            except subprocess.TimeoutExpired:  # show where it hangs: every thread's stack
+                os.kill(proc.pid, signal.SIGABRT)
+                proc.wait(timeout=30)
+                pytest.fail(f"still running 120 s after the signal:\n{err.read_text()[-6000:]}")
             # its worker processes end with it
             end = time.monotonic() + 10
             while _session_members(proc.pid) and time.monotonic() < end:
@@ -168,3 +173,27 @@ def _session_members(session: int) -> list[int]:
             if fields[0] != "Z" and int(fields[3]) == session:  # state, ..., session id
                 members.append(int(entry.name))
     return members
+
+
+def test_a_heartbeat_never_outlives_an_interrupted_launch(tmp_path, monkeypatch):
+    """FireWorks' heartbeat started within :func:`serial_heartbeat` stops when the block
+    ends by an interruption, even one that comes right after the thread started; it is a
+    daemon thread, so that it cannot keep the process alive either."""
+    import threading
+
+    from fireworks.core import rocket
+
+    from matdx.workflows.fireworks_adapter import serial_heartbeat
+
+    monkeypatch.chdir(tmp_path)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt), serial_heartbeat():
+        rocket.start_ping_launch(None, 7)
+        raise KeyboardInterrupt
+    started = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in started] in ([], ["matdx-fw-ping-7"])
+    for thread in started:
+        assert thread.daemon
+        thread.join(5)
+        assert not thread.is_alive()
+    assert rocket.start_ping_launch.__name__ == "start_ping_launch"

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from threading import Event, Thread
+from threading import Event, Thread, current_thread
 from typing import Any
 
 from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
@@ -453,23 +453,31 @@ def serial_heartbeat() -> Iterator[None]:
     write that completes the launch. MongoDB applies both updates atomically; FerretDB 1.x
     applies an update as read-then-replace, so that last ping can put a COMPLETED launch
     back to RUNNING. Within this block the heartbeat pings only on its period (the Rocket
-    still pings once itself, in sequence). A heartbeat the Rocket did not stop (it was
-    interrupted) stops when the block ends: its thread would keep the process alive.
+    still pings once itself, in sequence). The heartbeat is a daemon thread, registered
+    before it starts and stopped when the block ends: a heartbeat the Rocket did not stop
+    (it was interrupted) would otherwise keep the process alive for up to the ping period.
     """
     from fireworks.core import rocket
 
     stops: list[Event] = []
+    original = rocket.start_ping_launch
 
-    def ping(launchpad: LaunchPad, launch_id: int, stop: Event, master: Thread) -> None:
+    def start(launchpad: LaunchPad, launch_id: int) -> Event | None:
+        if rocket.FWData().MULTIPROCESSING:
+            return original(launchpad, launch_id)
+        stop = Event()
         stops.append(stop)
-        _periodic_ping(launchpad, launch_id, stop, master)
+        Thread(
+            target=_periodic_ping, args=(launchpad, launch_id, stop, current_thread()),
+            name=f"matdx-fw-ping-{launch_id}", daemon=True,
+        ).start()
+        return stop
 
-    original = rocket.ping_launch
-    rocket.ping_launch = ping
+    rocket.start_ping_launch = start
     try:
         yield
     finally:
-        rocket.ping_launch = original
+        rocket.start_ping_launch = original
         for stop in stops:
             stop.set()
 

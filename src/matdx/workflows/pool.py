@@ -141,9 +141,16 @@ class ComputePool:
         if held is not None:
             held[0].cancel()
 
-    def close(self) -> None:
-        """Stop the workers (work not yet started is cancelled)."""
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers (work not yet started is cancelled).
+
+        With ``abort`` (the caller was interrupted) running work is not waited for: the
+        workers are terminated.
+        """
         self._work.clear()
+        if abort:
+            for process in list(self._executor._processes.values()):  # type: ignore[attr-defined]
+                process.terminate()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -164,11 +171,16 @@ def compute_pool(workers: int | None) -> Iterator[ComputePool | None]:
         return
     pool = ComputePool(n)
     _active.append(pool)
+    interrupted = True
     try:
         yield pool
+        interrupted = False
+    except Exception:
+        interrupted = False
+        raise
     finally:
         _active.remove(pool)
-        pool.close()
+        pool.close(abort=interrupted)
 
 
 def active_pool() -> ComputePool | None:
