@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CAMPAIGN="${1:-workflows/emt_alloys.yaml}"
 OUT="${MATDX_DEMO_OUT:-out}"
-bash scripts/install.sh
+# the core only: EMT on the embedded store needs no optional group (the tests' set-up,
+# scripts/test.sh, installs them all into the same .venv)
+bash scripts/install.sh --extras=
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 name=$(.venv/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' "$CAMPAIGN")
 mkdir -p "$OUT"

@@ -5,14 +5,19 @@
 #   --latest    the newest releases pyproject.toml's ranges allow, instead of the tested
 #               versions locked in constraints.txt (to try the next versions before moving
 #               the lock: README "Dependencies")
+#   --extras=LIST  the optional dependency groups to install (comma-separated; default:
+#               all of them, as the tests need; --extras= installs the core only, enough
+#               for EMT campaigns on the embedded store, without the ~5 GB of torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SYSTEM=0; FERRET=0; LATEST=0
+EXTRAS="test,mpi,ml,mlip,phonons,vasp,service"
 for arg in "$@"; do
   case "$arg" in
     --system) SYSTEM=1 ;;
     --ferretdb) FERRET=1 ;;
     --latest) LATEST=1 ;;
+    --extras=*) EXTRAS="${arg#--extras=}" ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -47,9 +52,14 @@ PY="${PYTHON:-python3}"
   echo "install.sh: matdx needs Python >= 3.11 ($PY is $("$PY" -V 2>&1))" >&2; exit 2; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+case "$EXTRAS" in
+  *[!a-z,]*) echo "install.sh: --extras takes names separated by commas: $EXTRAS" >&2; exit 2 ;;
+esac
+TARGET="."
+[ -n "$EXTRAS" ] && TARGET=".[$EXTRAS]"
 if [ "$LATEST" = 1 ]; then
-  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,mpi,ml,mlip,phonons,vasp,service]"
+  .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e "$TARGET"
 else
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mpi,ml,mlip,phonons,vasp,service]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e "$TARGET"
 fi
 echo "matdx installed: $(.venv/bin/matdx --help >/dev/null && echo .venv/bin/matdx)"

@@ -79,6 +79,9 @@ class Plan:
     materials: list[NewMaterial]
     n_raw: int
     n_reused: int
+    reused: frozenset[str] = frozenset()
+    """Identifiers of the materials the store holds already (their stored structure is
+    the one computed, which may differ from the generated one within dedup's tolerance)."""
 
 
 def plan_materials(
@@ -113,12 +116,14 @@ def plan_materials(
         result.ids[g[0]] for pos, g in enumerate(result.groups) if pos not in result.known_ids
     ]
     hidden = store.hidden_ids(new_ids, reader) if reader is not None else set()
-    materials = []
+    materials, reused = [], set()
     for pos, group in enumerate(result.groups):
         rep = group[0]
         mid = result.known_ids.get(pos, result.ids[rep])
         if mid in hidden and reader is not None:
             mid = owner_scoped_id(mid, reader.user)
+        elif pos in result.known_ids:
+            reused.add(mid)
         materials.append(
             NewMaterial(
                 material_id=mid,
@@ -135,7 +140,7 @@ def plan_materials(
     limit = loaded.spec.max_candidates
     if limit is not None and len(materials) > limit:
         materials = subset(materials, limit, loaded.spec.seed)
-    return Plan(materials, len(cands), len(result.known_ids))
+    return Plan(materials, len(cands), len(result.known_ids), frozenset(reused))
 
 
 def owner_scoped_id(material_id: str, owner: str) -> str:
@@ -217,6 +222,13 @@ def _submit(
         materials, report.n_raw, report.n_reused = plan.materials, plan.n_raw, plan.n_reused
         report.n_unique = len(materials)
         ids = [m.material_id for m in materials]
+        done = store.completed(ids, loaded.settings_hash)
+        queued = fwa.queued_material_ids(lp, spec.name)
+        report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
+        todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
+        if launch:
+            with default_db(settings.db_uri):
+                _start_computing(loaded, todo, plan.reused, gov)
         store.add_materials(spec.name, materials, gov)
         store.upsert_campaign(
             spec.name,
@@ -226,10 +238,6 @@ def _submit(
             n_unique=report.n_unique,
             n_reused=report.n_reused,
         )
-        done = store.completed(ids, loaded.settings_hash)
-        queued = fwa.queued_material_ids(lp, spec.name)
-        report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
-        todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
         report.n_submitted = len(todo)
         later = len(loaded.step_plan()) > 1
         if todo or (later and not fwa.active_fireworks(lp, spec.name)):
@@ -248,6 +256,31 @@ def _submit(
     report.states = fwa.state_counts(lp, spec.name)
     backend.flush()
     return report
+
+
+def _start_computing(
+    loaded: LoadedCampaign, todo: list[NewMaterial], reused: frozenset[str], gov: Governance
+) -> None:
+    """Hand the first pre-screen calculations to the worker pool (if one is open) now.
+
+    The workers compute while this process writes the materials and the workflow; the
+    batches take the results when they run (:func:`~matdx.workflows.compute.prefetch_batch`
+    holds them by material). At most the first two batches go out ahead, and only new
+    materials, with the generated structure, which is the one stored (a material the
+    store held already is computed from its stored structure, when its batch runs).
+    """
+    from matdx.workflows.compute import prefetch_batch
+    from matdx.workflows.pool import active_pool
+
+    if active_pool() is None:
+        return
+    first = todo[: 2 * loaded.spec.batch_size]
+    items = [
+        {"material_id": m.material_id, "structure": m.structure}
+        for m in first
+        if m.material_id not in reused
+    ]
+    prefetch_batch(loaded.spec.name, loaded.step_plan()[0], items, gov.fields())
 
 
 def run_in_process(
