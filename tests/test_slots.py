@@ -344,3 +344,74 @@ def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
     extra = calc["output"]["extra"]
     assert calc["status"] == "completed" and extra["resumed"] >= 1
     assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 31000
+
+
+# --- Fujitsu MPI: the ranks' output is in per-rank files ------------------------------------
+
+STANDIN = ROOT / "tests" / "pjm_standin"
+ENGINE_TASKS = ROOT / "tests" / "pjm_engine_tasks.py"
+
+
+def test_rank_output_of_fujitsu_launches_follows_the_guide():
+    from matdx.core.rank_output import per_rank_output
+    from matdx.sites.slots import rank_output
+
+    fugaku = profile("fugaku")
+    slot = plan_job(fugaku, 2, resolve_request(fugaku, None))[1]
+    prefix = launch_prefix(fugaku, slot, vcoordfile="v")
+    # -stdout-proc ./output.%j/%m/%/1000r/stdout: <path>.<mpiexec count>.<rank>
+    expected = ("./output.*/*/0/stdout.*.0", "./output.*/*/0/stderr.*.0")
+    got = rank_output(fugaku, prefix)
+    assert (got.stdout, got.stderr) == expected
+    words = fugaku.launcher.command.split()
+    assert (per_rank_output(words).stdout, per_rank_output(words).stderr) == expected
+    # no options: ./output.<jobid>/<rank rounded down to 1000>/<count>/stdout.<count>.<rank>
+    plain = rank_output(fugaku, ("mpiexec", "--vcoordfile", "v", "-n", "4"))
+    assert plain.stdout == "./output.*/0/*/stdout.*.0"
+    # -std-proc: both streams in one file; another launcher passes the output on
+    both = per_rank_output(["mpiexec", "-std-proc", "log/%r/all", "pw.x"])
+    assert both.stdout == both.stderr == "log/0/all.*.0"
+    assert per_rank_output(["mpirun", "-np", "2", "pw.x"]) is None
+    assert rank_output(profile("ci_slurm"), ("srun", "-n", "1")) is None
+    assert qe_profile().output is None
+
+
+def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(programs, tmp_path):
+    """pw.x and lmp in a PJM stand-in job, started as the slot farm and as the profile's
+    launcher command start them: the stand-in's mpiexec writes each rank's output to its
+    own files, and the energies equal those of the programs run directly."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+           "PJM_STANDIN_STATE": str(tmp_path / "state")}
+    env.pop("PLE_MPI_STD_EMPTYFILE", None)
+    subprocess.run([sys.executable, str(ENGINE_TASKS), "direct.json", "direct"], cwd=tmp_path,
+                   env=env, check=True, timeout=300)
+    (tmp_path / "job.sh").write_text(
+        "#!/bin/bash\n#PJM -L node=1\n"
+        f"{sys.executable} {ENGINE_TASKS} slot.json slot || exit 1\n"
+        f"exec {sys.executable} {ENGINE_TASKS} profile.json profile\n")
+    sub = subprocess.run(["pjsub", "-X", "job.sh"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=True, timeout=30)
+    jobid = re.search(r"Job (\d+) submitted", sub.stdout).group(1)
+    deadline = time.monotonic() + 300
+    while not re.search(rf"^{jobid} .* EXT ", subprocess.run(
+            ["pjstat", "-H"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            check=True).stdout, re.M):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    err = (tmp_path / f"job.sh.{jobid}.err").read_text()
+    direct = json.loads((tmp_path / "direct.json").read_text())
+    banners = {"qe": "Program PWSCF", "lammps": "LAMMPS ("}
+    runs = {}
+    for mode in ("slot", "profile"):
+        assert (tmp_path / f"{mode}.json").exists(), err[-3000:]
+        runs[mode] = json.loads((tmp_path / f"{mode}.json").read_text())
+        for engine, run in runs[mode].items():
+            assert run["energy"] == pytest.approx(direct[engine]["energy"], abs=1e-6)
+            assert banners[engine] in run["stdout"]
+            # rank 0's standard output was in its own file; the empty stderr left none
+            (rank_file,) = run["rank_files"]
+            assert re.fullmatch(rf"output\.{jobid}/(\d+)/0/stdout\.\1\.0", rank_file)
+    assert runs["slot"]["qe"]["command"][:4] == ["mpiexec", "--vcoordfile",
+                                                 str(tmp_path / "vcoord.qe"), "-n"]
+    assert runs["profile"]["qe"]["command"][:2] == ["mpiexec", "-stdout-proc"]
