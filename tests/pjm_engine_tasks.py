@@ -4,14 +4,13 @@
 cell with LAMMPS, each in ``<mode>-<engine>/`` of the current directory, and writes their
 energies and the heads of their standard-output files to ``out.json``. Modes:
 
-- ``slot``: inside a PJM job, on a one-rank slot of ``hpc_profiles/fugaku.yaml`` launched as
-  the slot farm launches it (``mpiexec --vcoordfile ... -stdout-proc ...``);
 - ``profile``: inside a PJM job, with the engine command made of ``fugaku.yaml``'s launcher
   command and the program (``MATDX_QE_COMMAND``, ``MATDX_LAMMPS_COMMAND``);
 - ``direct``: anywhere, the programs started without a launcher.
 
 Used by tests/test_slots.py inside a job of the PJM stand-in (tests/pjm_standin), whose
-``mpiexec`` writes every rank's output to per-rank files, as Fujitsu MPI does.
+``mpiexec`` writes every rank's output to per-rank files, as Fujitsu MPI does. (The slot
+farm's launches are tested by a campaign in a stand-in job, in the same test module.)
 """
 
 from __future__ import annotations
@@ -19,17 +18,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 from ase.build import bulk
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from matdx.engines.base import task_launch
 from matdx.engines.registry import get_engine
-from matdx.execution.slots import job_nodes, slot_launch
 from matdx.sites.models import load_profile
-from matdx.sites.slots import WHOLE_NODES, CorePool, resolve_request
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = {"qe": ("MATDX_QE_COMMAND", "pw.x", "pw.out"),
@@ -49,18 +44,10 @@ def run(mode: str) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for engine, (variable, program, stdout) in PROGRAMS.items():
         workdir = Path.cwd() / f"{mode}-{engine}"
-        launch = None
-        if mode == "slot":
-            pool = CorePool(job_nodes(), fugaku.node, WHOLE_NODES[fugaku.scheduler])
-            slot = pool.take(resolve_request(fugaku, {"ranks": 1}))
-            launch = slot_launch(fugaku, slot, [], Path.cwd() / f"vcoord.{engine}")
-        elif mode == "profile":
-            os.environ[variable] = f"{fugaku.launcher.command} {program}"
-        else:
-            os.environ[variable] = program
-        with task_launch(launch) if launch is not None else nullcontext():
-            result = get_engine(engine).calculate(
-                structure(engine), "static", QE if engine == "qe" else {}, workdir)
+        launcher = fugaku.launcher.command if mode == "profile" else ""
+        os.environ[variable] = f"{launcher} {program}".strip()
+        result = get_engine(engine).calculate(
+            structure(engine), "static", QE if engine == "qe" else {}, workdir)
         out[engine] = {
             "energy": result.energy,
             "command": result.parameters.get("command"),

@@ -260,7 +260,7 @@ def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
     assert states == {"COMPLETED"}, log
     steps = {}
     for c in db.calculations.find({"campaign": name}):
-        assert c["status"] == "completed", c
+        assert c["status"] == "completed", (c.get("error"), c.get("settings"), log[-3000:])
         step = (c.get("settings") or {}).get("step", "prescreen")
         steps[step] = steps.get(step, 0) + 1
     assert steps["dft"] >= 2 and steps["md"] == 1, steps
@@ -377,8 +377,8 @@ def test_rank_output_of_fujitsu_launches_follows_the_guide():
 
 
 def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(programs, tmp_path):
-    """pw.x and lmp in a PJM stand-in job, started as the slot farm and as the profile's
-    launcher command start them: the stand-in's mpiexec writes each rank's output to its
+    """pw.x and lmp in a PJM stand-in job with fugaku.yaml's launcher command before the
+    program as the engine command: the stand-in's mpiexec writes each rank's output to its
     own files, and the energies equal those of the programs run directly."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
@@ -387,9 +387,7 @@ def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(progr
     subprocess.run([sys.executable, str(ENGINE_TASKS), "direct.json", "direct"], cwd=tmp_path,
                    env=env, check=True, timeout=300)
     (tmp_path / "job.sh").write_text(
-        "#!/bin/bash\n#PJM -L node=1\n"
-        f"{sys.executable} {ENGINE_TASKS} slot.json slot || exit 1\n"
-        f"exec {sys.executable} {ENGINE_TASKS} profile.json profile\n")
+        f"#!/bin/bash\n#PJM -L node=1\nexec {sys.executable} {ENGINE_TASKS} profile.json profile\n")
     sub = subprocess.run(["pjsub", "-X", "job.sh"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, check=True, timeout=30)
     jobid = re.search(r"Job (\d+) submitted", sub.stdout).group(1)
@@ -402,16 +400,102 @@ def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(progr
     err = (tmp_path / f"job.sh.{jobid}.err").read_text()
     direct = json.loads((tmp_path / "direct.json").read_text())
     banners = {"qe": "Program PWSCF", "lammps": "LAMMPS ("}
-    runs = {}
-    for mode in ("slot", "profile"):
-        assert (tmp_path / f"{mode}.json").exists(), err[-3000:]
-        runs[mode] = json.loads((tmp_path / f"{mode}.json").read_text())
-        for engine, run in runs[mode].items():
-            assert run["energy"] == pytest.approx(direct[engine]["energy"], abs=1e-6)
-            assert banners[engine] in run["stdout"]
-            # rank 0's standard output was in its own file; the empty stderr left none
-            (rank_file,) = run["rank_files"]
-            assert re.fullmatch(rf"output\.{jobid}/(\d+)/0/stdout\.\1\.0", rank_file)
-    assert runs["slot"]["qe"]["command"][:4] == ["mpiexec", "--vcoordfile",
-                                                 str(tmp_path / "vcoord.qe"), "-n"]
-    assert runs["profile"]["qe"]["command"][:2] == ["mpiexec", "-stdout-proc"]
+    assert (tmp_path / "profile.json").exists(), err[-3000:]
+    runs = json.loads((tmp_path / "profile.json").read_text())
+    for engine, run in runs.items():
+        assert run["energy"] == pytest.approx(direct[engine]["energy"], abs=1e-6)
+        assert banners[engine] in run["stdout"]
+        # rank 0's standard output was in its own file; the empty stderr left none
+        (rank_file,) = run["rank_files"]
+        assert re.fullmatch(rf"output\.{jobid}/(\d+)/0/stdout\.\1\.0", rank_file)
+    assert runs["qe"]["command"][:2] == ["mpiexec", "-stdout-proc"]
+
+
+PJM_SLOT_CAMPAIGN = """\
+name: {name}
+chemical_space:
+  elements: [Al]
+  max_components: 1
+  prototypes: [fcc, bcc]
+  orderings: null
+batch_size: 10
+steps:
+  - name: dft
+    engine: qe
+    task: static
+    settings: {{protocol: fast, ecutwfc: 15, ecutrho: 120, kspacing: 0.6}}
+    resources: {{ranks: 1}}
+  - name: md
+    engine: lammps
+    task: static
+    input: dft
+    select: {{top: 1, references: false}}
+    settings: {{supercell: [2, 2, 2]}}
+    resources: {{ranks: 1}}
+"""
+
+
+@pytest.mark.ferretdb
+def test_campaign_through_the_slot_farm_in_a_pjm_job_stores_the_direct_energies(
+    programs, db_uri, tmp_path, monkeypatch
+):
+    """``matdx submit --slots`` to the PJM stand-in: every pw.x and lmp starts with
+    ``mpiexec --vcoordfile ... -stdout-proc ...``, whose ranks write only per-rank files."""
+    import pymongo
+
+    from matdx.engines.lammps.parse import read_log
+    from matdx.engines.qe.parse import read_output
+    from matdx.execution.submit import submit
+    from matdx.schedulers import scheduler_for
+    from matdx.workflows.campaign import load_campaign
+
+    monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PJM_STANDIN_STATE", str(tmp_path / "pjm-state"))
+    monkeypatch.setenv("PJM_STANDIN_RSCGRPS", "test:1:3600")
+    monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
+    name = f"pjm-slots-{os.getpid()}"
+    path = tmp_path / "c.yaml"
+    path.write_text(PJM_SLOT_CAMPAIGN.format(name=name))
+    profile_path = STANDIN / "profile.yaml"
+    # the job finds the stand-in's mpiexec (and this tree's matdx) first
+    job_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "src")}
+    report = submit(load_campaign(path), profile_path, {"elapse": "10m", "env": job_env},
+                    db_uri=db_uri, task_estimate_s=5, slots=True)
+    scheduler = scheduler_for(load_profile(profile_path))
+    deadline = time.monotonic() + 600
+    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
+            "COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
+    base, dbname = db_uri.rsplit("/", 1)
+    db = pymongo.MongoClient(base + "/")[dbname]
+    launches = [ln for ln in log.splitlines() if ln.startswith("matdx farm: Firework")]
+    assert launches and all("mpiexec --vcoordfile" in ln and "-stdout-proc" in ln
+                            for ln in launches), log
+    calcs = {}
+    for c in db.calculations.find({"campaign": name}):
+        assert c["status"] == "completed", (c.get("error"), c.get("settings"), log[-3000:])
+        calcs.setdefault((c.get("settings") or {}).get("step"), []).append(c)
+    assert len(calcs.get("dft", [])) >= 2 and len(calcs.get("md", [])) == 1, log
+    # the stored energies are those of pw.x and lmp run directly on the same input
+    # the stored energies are those of pw.x and lmp run directly on the same inputs, and the
+    # engines' output files hold the programs' output, collected from rank 0's own files
+    direct = {"dft": (["pw.x", "-in", "pw.in"], "pw.out", "JOB DONE"),
+              "md": (["lmp", "-in", "in.lammps", "-log", "direct.log"], "lammps.out", "Total wall")}
+    for step, (command, stdout, last_words) in direct.items():
+        for c in calcs[step]:
+            workdir = Path(c["output"]["extra"]["workdir"])
+            assert last_words in (workdir / stdout).read_text()
+            assert len(list(workdir.glob("output.*/*/0/stdout.*.0"))) == 1
+            again = tmp_path / "direct" / step / workdir.name
+            shutil.copytree(workdir, again, ignore=shutil.ignore_patterns("output.*", "out"))
+            with open(again / "direct.out", "wb") as fh:
+                subprocess.run(command, cwd=again, stdout=fh, check=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if step == "dft":
+                energy = read_output(again / "direct.out").energy
+            else:
+                energy = read_log(again / "direct.log").blocks[-1].table()[
+                    "potential_energy_eV"][-1]
+            assert c["output"]["energy"] == pytest.approx(energy, abs=1e-6)
