@@ -376,6 +376,25 @@ def test_rank_output_of_fujitsu_launches_follows_the_guide():
     assert qe_profile().output is None
 
 
+def test_each_launch_collects_only_the_rank_files_it_wrote(tmp_path):
+    """A resumed run meets the files of earlier launches, even under the same name (the
+    ``mpiexec`` count restarts in each job): only what this launch wrote is collected."""
+    from matdx.core.rank_output import RankOutput
+    from matdx.engines.program import start_program
+
+    writes = "mkdir -p o && printf '%s' \"$1\" > o/out.1.0"
+    output = RankOutput("o/out.*.0", "o/err.*.0")
+    for text in ("first run\n", "second\n"):
+        proc = start_program(["sh", "-c", writes, "sh", text], tmp_path, "a.out", "a.err",
+                             output=output)
+        assert proc.wait() == 0
+        assert (tmp_path / "a.out").read_text() == text
+        assert (tmp_path / "a.err").read_text() == ""
+    # a launch that wrote nothing (no file, as Fujitsu MPI leaves none) collects nothing
+    assert start_program(["true"], tmp_path, "a.out", "a.err", output=output).wait() == 0
+    assert (tmp_path / "a.out").read_text() == ""
+
+
 def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(programs, tmp_path):
     """pw.x and lmp in a PJM stand-in job with fugaku.yaml's launcher command before the
     program as the engine command: the stand-in's mpiexec writes each rank's output to its
