@@ -500,3 +500,27 @@ def test_mpiexec_refuses_bad_or_overlapping_vcoord_files(pjm: PJM, vcoords, mess
     pjm.wait_end(jobid, 30)
     err = (pjm.work / f"bad.sh.{jobid}.err").read_text()
     assert message in err, err
+
+
+def test_mpiexec_output_goes_to_per_rank_files_never_to_its_own(pjm: PJM) -> None:
+    """MPI/InputOutputRedirection: default naming, -std-proc's one file, no empty files."""
+    pjm.script("io.sh", "#!/bin/bash\n#PJM -L node=1\n"
+               "mpiexec -n 2 sh -c 'echo out$PJM_STANDIN_RANK; echo err >&2'\n"
+               "mpiexec -n 1 -std-proc both sh -c 'echo a; echo b >&2; echo c'\n"
+               "mpiexec -n 1 -stdout-proc quiet/out true\n"
+               "PLE_MPI_STD_EMPTYFILE=on mpiexec -n 1 -stdout-proc kept/out true\n")
+    jobid = pjm.submit("-X", "io.sh")
+    assert pjm.wait_end(jobid, 30)["EC"] == "0"
+    work = pjm.work
+    assert (work / f"io.sh.{jobid}.out").read_text() == ""  # nothing on mpiexec's stdout
+    # ./output.<jobid>/<rank rounded down to 1000>/<count>/stdout.<count>.<rank>
+    first = work / f"output.{jobid}" / "0" / "1"
+    assert (first / "stdout.1.0").read_text() == "out0\n"
+    assert (first / "stdout.1.1").read_text() == "out1\n"
+    assert (first / "stderr.1.1").read_text() == "err\n"
+    assert (work / "both.2.0").read_text() == "a\nb\nc\n"
+    # an empty output makes no file (PLE_MPI_STD_EMPTYFILE=off by default); the directory is
+    # made all the same
+    assert (work / "quiet").is_dir() and not list((work / "quiet").iterdir())
+    assert not (work / f"output.{jobid}" / "0" / "3" / "stderr.3.0").exists()
+    assert (work / "kept" / "out.4.0").read_text() == ""

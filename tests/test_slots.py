@@ -260,7 +260,7 @@ def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
     assert states == {"COMPLETED"}, log
     steps = {}
     for c in db.calculations.find({"campaign": name}):
-        assert c["status"] == "completed", c
+        assert c["status"] == "completed", (c.get("error"), c.get("settings"), log[-3000:])
         step = (c.get("settings") or {}).get("step", "prescreen")
         steps[step] = steps.get(step, 0) + 1
     assert steps["dft"] >= 2 and steps["md"] == 1, steps
@@ -344,3 +344,177 @@ def test_slot_task_running_at_the_deadline_stops_and_resumes_in_the_next_job(
     extra = calc["output"]["extra"]
     assert calc["status"] == "completed" and extra["resumed"] >= 1
     assert extra["segments"][0]["ended"] == "deadline" and calc["output"]["n_steps"] == 31000
+
+
+# --- Fujitsu MPI: the ranks' output is in per-rank files ------------------------------------
+
+STANDIN = ROOT / "tests" / "pjm_standin"
+ENGINE_TASKS = ROOT / "tests" / "pjm_engine_tasks.py"
+
+
+def test_rank_output_of_fujitsu_launches_follows_the_guide():
+    from matdx.core.rank_output import per_rank_output
+    from matdx.sites.slots import rank_output
+
+    fugaku = profile("fugaku")
+    slot = plan_job(fugaku, 2, resolve_request(fugaku, None))[1]
+    prefix = launch_prefix(fugaku, slot, vcoordfile="v")
+    # -stdout-proc ./output.%j/%m/%/1000r/stdout: <path>.<mpiexec count>.<rank>
+    expected = ("./output.*/*/0/stdout.*.0", "./output.*/*/0/stderr.*.0")
+    got = rank_output(fugaku, prefix)
+    assert (got.stdout, got.stderr) == expected
+    words = fugaku.launcher.command.split()
+    assert (per_rank_output(words).stdout, per_rank_output(words).stderr) == expected
+    # no options: ./output.<jobid>/<rank rounded down to 1000>/<count>/stdout.<count>.<rank>
+    plain = rank_output(fugaku, ("mpiexec", "--vcoordfile", "v", "-n", "4"))
+    assert plain.stdout == "./output.*/0/*/stdout.*.0"
+    # -std-proc: both streams in one file; another launcher passes the output on
+    both = per_rank_output(["mpiexec", "-std-proc", "log/%r/all", "pw.x"])
+    assert both.stdout == both.stderr == "log/0/all.*.0"
+    assert per_rank_output(["mpirun", "-np", "2", "pw.x"]) is None
+    assert rank_output(profile("ci_slurm"), ("srun", "-n", "1")) is None
+    assert qe_profile().output is None
+
+
+def test_each_launch_collects_only_the_rank_files_it_wrote(tmp_path):
+    """A resumed run meets the files of earlier launches, even under the same name (the
+    ``mpiexec`` count restarts in each job): only what this launch wrote is collected."""
+    from matdx.core.rank_output import RankOutput
+    from matdx.engines.program import start_program
+
+    writes = "mkdir -p o && printf '%s' \"$1\" > o/out.1.0"
+    output = RankOutput("o/out.*.0", "o/err.*.0")
+    for text in ("first run\n", "second\n"):
+        proc = start_program(["sh", "-c", writes, "sh", text], tmp_path, "a.out", "a.err",
+                             output=output)
+        assert proc.wait() == 0
+        assert (tmp_path / "a.out").read_text() == text
+        assert (tmp_path / "a.err").read_text() == ""
+    # a launch that wrote nothing (no file, as Fujitsu MPI leaves none) collects nothing
+    assert start_program(["true"], tmp_path, "a.out", "a.err", output=output).wait() == 0
+    assert (tmp_path / "a.out").read_text() == ""
+
+
+def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(programs, tmp_path):
+    """pw.x and lmp in a PJM stand-in job with fugaku.yaml's launcher command before the
+    program as the engine command: the stand-in's mpiexec writes each rank's output to its
+    own files, and the energies equal those of the programs run directly."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+           "PJM_STANDIN_STATE": str(tmp_path / "state")}
+    env.pop("PLE_MPI_STD_EMPTYFILE", None)
+    subprocess.run([sys.executable, str(ENGINE_TASKS), "direct.json", "direct"], cwd=tmp_path,
+                   env=env, check=True, timeout=300)
+    (tmp_path / "job.sh").write_text(
+        f"#!/bin/bash\n#PJM -L node=1\nexec {sys.executable} {ENGINE_TASKS} profile.json profile\n")
+    sub = subprocess.run(["pjsub", "-X", "job.sh"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=True, timeout=30)
+    jobid = re.search(r"Job (\d+) submitted", sub.stdout).group(1)
+    deadline = time.monotonic() + 300
+    while not re.search(rf"^{jobid} .* EXT ", subprocess.run(
+            ["pjstat", "-H"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            check=True).stdout, re.M):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    err = (tmp_path / f"job.sh.{jobid}.err").read_text()
+    direct = json.loads((tmp_path / "direct.json").read_text())
+    banners = {"qe": "Program PWSCF", "lammps": "LAMMPS ("}
+    assert (tmp_path / "profile.json").exists(), err[-3000:]
+    runs = json.loads((tmp_path / "profile.json").read_text())
+    for engine, run in runs.items():
+        assert run["energy"] == pytest.approx(direct[engine]["energy"], abs=1e-6)
+        assert banners[engine] in run["stdout"]
+        # rank 0's standard output was in its own file; the empty stderr left none
+        (rank_file,) = run["rank_files"]
+        assert re.fullmatch(rf"output\.{jobid}/(\d+)/0/stdout\.\1\.0", rank_file)
+    assert runs["qe"]["command"][:2] == ["mpiexec", "-stdout-proc"]
+
+
+PJM_SLOT_CAMPAIGN = """\
+name: {name}
+chemical_space:
+  elements: [Al]
+  max_components: 1
+  prototypes: [fcc, bcc]
+  orderings: null
+batch_size: 10
+steps:
+  - name: dft
+    engine: qe
+    task: static
+    settings: {{protocol: fast, ecutwfc: 15, ecutrho: 120, kspacing: 0.6}}
+    resources: {{ranks: 1}}
+  - name: md
+    engine: lammps
+    task: static
+    input: dft
+    select: {{top: 1, references: false}}
+    settings: {{supercell: [2, 2, 2]}}
+    resources: {{ranks: 1}}
+"""
+
+
+@pytest.mark.ferretdb
+def test_campaign_through_the_slot_farm_in_a_pjm_job_stores_the_direct_energies(
+    programs, db_uri, tmp_path, monkeypatch
+):
+    """``matdx submit --slots`` to the PJM stand-in: every pw.x and lmp starts with
+    ``mpiexec --vcoordfile ... -stdout-proc ...``, whose ranks write only per-rank files."""
+    import pymongo
+
+    from matdx.engines.lammps.parse import read_log
+    from matdx.engines.qe.parse import read_output
+    from matdx.execution.submit import submit
+    from matdx.schedulers import scheduler_for
+    from matdx.workflows.campaign import load_campaign
+
+    monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PJM_STANDIN_STATE", str(tmp_path / "pjm-state"))
+    monkeypatch.setenv("PJM_STANDIN_RSCGRPS", "test:1:3600")
+    monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
+    name = f"pjm-slots-{os.getpid()}"
+    path = tmp_path / "c.yaml"
+    path.write_text(PJM_SLOT_CAMPAIGN.format(name=name))
+    profile_path = STANDIN / "profile.yaml"
+    # the job finds the stand-in's mpiexec (and this tree's matdx) first
+    job_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "src")}
+    report = submit(load_campaign(path), profile_path, {"elapse": "10m", "env": job_env},
+                    db_uri=db_uri, task_estimate_s=5, slots=True)
+    scheduler = scheduler_for(load_profile(profile_path))
+    deadline = time.monotonic() + 600
+    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
+            "COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
+    base, dbname = db_uri.rsplit("/", 1)
+    db = pymongo.MongoClient(base + "/")[dbname]
+    launches = [ln for ln in log.splitlines() if ln.startswith("matdx farm: Firework")]
+    assert launches and all("mpiexec --vcoordfile" in ln and "-stdout-proc" in ln
+                            for ln in launches), log
+    calcs = {}
+    for c in db.calculations.find({"campaign": name}):
+        assert c["status"] == "completed", (c.get("error"), c.get("settings"), log[-3000:])
+        calcs.setdefault((c.get("settings") or {}).get("step"), []).append(c)
+    assert len(calcs.get("dft", [])) >= 2 and len(calcs.get("md", [])) == 1, log
+    # the stored energies are those of pw.x and lmp run directly on the same input
+    # the stored energies are those of pw.x and lmp run directly on the same inputs, and the
+    # engines' output files hold the programs' output, collected from rank 0's own files
+    direct = {"dft": (["pw.x", "-in", "pw.in"], "pw.out", "JOB DONE"),
+              "md": (["lmp", "-in", "in.lammps", "-log", "direct.log"], "lammps.out", "Total wall")}
+    for step, (command, stdout, last_words) in direct.items():
+        for c in calcs[step]:
+            workdir = Path(c["output"]["extra"]["workdir"])
+            assert last_words in (workdir / stdout).read_text()
+            assert len(list(workdir.glob("output.*/*/0/stdout.*.0"))) == 1
+            again = tmp_path / "direct" / step / workdir.name
+            shutil.copytree(workdir, again, ignore=shutil.ignore_patterns("output.*", "out"))
+            with open(again / "direct.out", "wb") as fh:
+                subprocess.run(command, cwd=again, stdout=fh, check=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if step == "dft":
+                energy = read_output(again / "direct.out").energy
+            else:
+                energy = read_log(again / "direct.log").blocks[-1].table()[
+                    "potential_energy_eV"][-1]
+            assert c["output"]["energy"] == pytest.approx(energy, abs=1e-6)

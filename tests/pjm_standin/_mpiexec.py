@@ -17,13 +17,19 @@ test can see where it was placed. Rules, each from the Fugaku user guide 1.52
   (same page, "Notes on back ground execution").
 - At most 128 run at once; the next one is refused with
   ``[ERR.] PLE 0050 plexec cannot be executed any further.`` (same page).
-- ``-stdout-proc``/``-ofout-proc``, ``-stderr-proc``/``-oferr-proc``, ``-std-proc``/
-  ``-of-proc`` write each process's output to ``<path>.<mpiexec count>.<rank>``, with the
-  meta characters ``%j`` (job id), ``%m`` (count of mpiexec calls in the job), ``%r``
-  (rank) and ``%/Nr`` (rank rounded down to N); without them, to
-  ``./output.<jobid>/<rank rounded to 1000>/<count>/stdout.<count>.<rank>``.
-  ``-of``/``-std``, ``-ofout``/``-stdout``, ``-oferr``/``-stderr`` are ignored with
-  ``[WARN] PLE 0605 plexec ignore option ...`` (MPI/InputOutputRedirection).
+- A process's standard output and error never reach mpiexec's own: they go to files of
+  each process, relative to the current directory (MPI/InputOutputRedirection). Without
+  output options, ``./output.<jobid>/<rank rounded down to 1000>/<count>/stdout.<count>.
+  <rank>`` and ``stderr...`` ("Standard Output File Naming Conventions"; ``<count>``:
+  how many mpiexec the job has run). ``-stdout-proc``/``-ofout-proc`` and
+  ``-stderr-proc``/``-oferr-proc`` send one stream to ``<path>.<count>.<rank>`` (the other
+  keeps the default), ``-std-proc``/``-of-proc`` both to the same file ("Output list by
+  option specification"), with the meta characters ``%j`` (job id), ``%m`` (count of
+  mpiexec calls in the job), ``%r`` (rank) and ``%/Nr`` (rank rounded down to N). An
+  empty output leaves no file, its directory is made all the same, unless
+  ``PLE_MPI_STD_EMPTYFILE=on`` ("About standard output / standard error output when
+  executing large-scale jobs"). ``-of``/``-std``, ``-ofout``/``-stdout``,
+  ``-oferr``/``-stderr`` are ignored with ``[WARN] PLE 0605 plexec ignore option ...``.
 
 Error wording other than the two quoted messages is the stand-in's own.
 """
@@ -191,18 +197,29 @@ def mpiexec(argv: list[str]) -> int:
     jobid = rec["jobid"]
     try:
         procs_run = []
+        written: list[str] = []
         for rank in range(procs):
-            files = []
-            for kind, template in (("stdout", out_t), ("stderr", err_t)):
-                path = output_path(template, kind, jobid, count, rank)
+            # -std-proc: both streams to one file (one handle, so neither overwrites the other)
+            paths = [output_path(template, kind, jobid, count, rank)
+                     for kind, template in (("stdout", out_t), ("stderr", err_t))]
+            files = {}
+            for path in dict.fromkeys(paths):
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-                files.append(open(path, "wb"))  # noqa: SIM115 (closed once started)
+                files[path] = open(path, "wb")  # noqa: SIM115 (closed once started)
             env = {**os.environ, "PJM_STANDIN_RANK": str(rank),
                    "PJM_STANDIN_NODE": str(coords[rank] if coords else rank % nodes)}
-            procs_run.append(subprocess.Popen(program, stdout=files[0], stderr=files[1],
+            procs_run.append(subprocess.Popen(program, stdout=files[paths[0]],
+                                              stderr=files[paths[1]],
                                               stdin=subprocess.DEVNULL, env=env))
-            for fh in files:
+            for fh in files.values():
                 fh.close()
-        return max(p.wait() for p in procs_run)
+            written += files
+        code = max(p.wait() for p in procs_run)
+        if os.environ.get("PLE_MPI_STD_EMPTYFILE", "off") != "on":
+            # no file for an empty output; its directory stays
+            for path in written:
+                if os.path.getsize(path) == 0:
+                    os.remove(path)
+        return code
     finally:
         release(directory)

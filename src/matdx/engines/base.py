@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from matdx.core.errors import DeadlineReachedError, EngineError, InputError
+from matdx.core.rank_output import RankOutput, per_rank_output
 from matdx.engines.specs import ENGINES, EngineSpec
 
 if TYPE_CHECKING:
@@ -67,11 +68,23 @@ class EngineProfile:
         Extra environment of the run.
     data
         Site data paths (pseudopotential directory, potentials directory, ...).
+    output
+        Where the launcher writes rank 0's standard output and error, when it does not
+        pass them on (Fujitsu MPI's per-rank files); ``None``: on its own. The engine
+        collects them into its output files (:func:`matdx.engines.program.start_program`).
+        Left out, a command with Fujitsu MPI's per-rank output options (``mpiexec
+        -stdout-proc ...``) gets the files they name
+        (:func:`matdx.core.rank_output.per_rank_output`).
     """
 
     command: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)
+    output: RankOutput | None = None
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            object.__setattr__(self, "output", per_rank_output(self.command))
 
     @classmethod
     def from_text(cls, command: str, **kwargs: Any) -> EngineProfile:
@@ -105,10 +118,14 @@ class TaskLaunch:
         Launcher and its options, up to (not including) the program.
     env
         Environment of the program (``OMP_NUM_THREADS`` of the slot).
+    output
+        Where the launcher writes rank 0's standard output and error, when it does not
+        pass them on (:func:`matdx.sites.slots.rank_output`); ``None``: on its own.
     """
 
     prefix: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    output: RankOutput | None = None
 
 
 _TASK_LAUNCH: ContextVar[TaskLaunch | None] = ContextVar("matdx_task_launch", default=None)
@@ -128,14 +145,17 @@ def slot_profile(command: str, **kwargs: Any) -> EngineProfile:
     """An MPI engine's profile: the machine's ``command``, or the current slot's launch.
 
     Within :func:`task_launch` the command's last word (the program, ``pw.x``) runs after
-    the slot's prefix, with the slot's environment over ``kwargs["env"]``; elsewhere the
-    profile is ``command`` as it is.
+    the slot's prefix, with the slot's environment over ``kwargs["env"]`` and the slot's
+    ``output``; elsewhere the profile is ``command`` as it is
+    (:meth:`EngineProfile.from_text`).
     """
     launch = _TASK_LAUNCH.get()
     if launch is None:
         return EngineProfile.from_text(command, **kwargs)
     env = {**kwargs.pop("env", {}), **launch.env}
-    return EngineProfile((*launch.prefix, shlex.split(command)[-1]), env=env, **kwargs)
+    return EngineProfile(
+        (*launch.prefix, shlex.split(command)[-1]), env=env, output=launch.output, **kwargs
+    )
 
 
 def run_with_recovery(

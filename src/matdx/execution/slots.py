@@ -47,6 +47,7 @@ from matdx.sites.slots import (
     Slot,
     SlotRequest,
     launch_prefix,
+    rank_output,
     resolve_request,
     slot_env,
     vcoord_text,
@@ -190,6 +191,21 @@ def firework_request(lp: Any, profile: SiteProfile, fw_id: int) -> SlotRequest:
     return resolve_request(profile, step.get("resources"), mpi, f"step {step['name']}")
 
 
+def slot_launch(
+    profile: SiteProfile, slot: Slot, hosts: list[str], vcoord_path: Path
+) -> TaskLaunch:
+    """How an MPI task starts its program on ``slot``: prefix, environment, rank output.
+
+    On a PJM site the slot's VCOORD file is written to ``vcoord_path`` first.
+    """
+    vcoord = ""
+    if profile.scheduler == "pjm":
+        vcoord_path.write_text(vcoord_text(slot))
+        vcoord = str(vcoord_path)
+    prefix = launch_prefix(profile, slot, hosts, vcoord)
+    return TaskLaunch(prefix, slot_env(slot), rank_output(profile, prefix))
+
+
 def _preload() -> None:
     from importlib import import_module
 
@@ -289,12 +305,7 @@ def slot_farm(
         def start(fw_id: int, slot: Slot) -> Future[tuple[int, str]]:
             launch, cores = None, None
             if slot.request.mpi:
-                vcoord = ""
-                if profile.scheduler == "pjm":
-                    path = slot_dir / f"vcoord.{fw_id}"
-                    path.write_text(vcoord_text(slot))
-                    vcoord = str(path)
-                launch = TaskLaunch(launch_prefix(profile, slot, hosts, vcoord), slot_env(slot))
+                launch = slot_launch(profile, slot, hosts, slot_dir / f"vcoord.{fw_id}")
                 print(f"matdx farm: Firework {fw_id} on node(s) {list(slot.nodes)} cores "
                       f"{slot.core_list()}: {shlex.join(launch.prefix)}", flush=True)
             elif profile.scheduler == "local" or pool.nodes == 1:

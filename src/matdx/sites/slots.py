@@ -13,17 +13,19 @@ tasks on a node never exceeds its cores.
 from the profile's ``task_launcher`` template or the scheduler's default
 (:data:`TASK_LAUNCHERS`): a Slurm job step of its own (``srun --exact``), a Fujitsu MPI
 ``mpiexec --vcoordfile`` (:func:`vcoord_text`, one ``(node)`` line per rank, 0-based within
-the job's nodes), or Open MPI's ``mpirun`` on a set of cores.
+the job's nodes), or Open MPI's ``mpirun`` on a set of cores; :func:`rank_output` says
+where that launch writes rank 0's output when it does not pass it on (Fujitsu MPI).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from matdx.core.errors import InputError
+from matdx.core.rank_output import RankOutput, fujitsu_rank_output
 from matdx.schemas.campaign import TaskResources
 from matdx.sites.models import NodeSpec, SiteProfile
 
@@ -46,6 +48,11 @@ WHOLE_NODES: dict[str, bool] = {"slurm": False, "pjm": True, "local": False}
 Fujitsu MPI places the processes of concurrent ``mpiexec`` calls by the node coordinates of
 their VCOORD files, which must not overlap (Fugaku user guide, MPI/HowToExecuteABackgroundJob).
 """
+
+RANK_OUTPUT: dict[str, Callable[[Sequence[str]], RankOutput]] = {"pjm": fujitsu_rank_output}
+"""Where the scheduler's launcher writes rank 0's standard output and error, from the launch
+words, where it does not pass them on: Fujitsu MPI's ``mpiexec`` writes per-rank files
+(Fugaku user guide, MPI/InputOutputRedirection; :mod:`matdx.core.rank_output`)."""
 
 MAX_LAUNCHES: dict[str, int] = {"pjm": 128}
 """Most MPI tasks a job may run at once, where the launcher limits it: Fujitsu MPI runs at
@@ -312,6 +319,15 @@ def launch_prefix(
         vcoordfile=vcoordfile,
     )
     return tuple(shlex.split(text))
+
+
+def rank_output(profile: SiteProfile, prefix: Sequence[str]) -> RankOutput | None:
+    """Where a task launched with ``prefix`` writes rank 0's output (:data:`RANK_OUTPUT`).
+
+    ``None``: the launcher passes it on to its own standard output and error.
+    """
+    rule = RANK_OUTPUT.get(profile.scheduler)
+    return rule(prefix) if rule is not None else None
 
 
 def slot_env(slot: Slot) -> dict[str, str]:

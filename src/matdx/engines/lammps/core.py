@@ -31,6 +31,7 @@ from pymatgen.core import Structure
 
 from matdx.analysis.md import summarize_thermo
 from matdx.core.errors import DeadlineReachedError, EngineError
+from matdx.core.rank_output import RankOutput
 from matdx.core.symmetry import spacegroup
 from matdx.engines.base import Engine, EngineProfile, run_with_recovery, slot_profile
 from matdx.engines.emt.core import to_atoms, to_structure
@@ -59,6 +60,7 @@ from matdx.engines.lammps.inputs import (
     write_structure,
 )
 from matdx.engines.lammps.parse import LammpsLog, read_final_structure, read_log, read_text
+from matdx.engines.program import start_program
 from matdx.schemas.results import CalcResult
 
 _ATTEMPT_FILES = (INPUT_FILE, LOG_FILE, STDOUT_FILE, STDERR_FILE)
@@ -89,14 +91,22 @@ class LammpsJob(Job):
     deadline
         Seconds since the epoch: MD attempts get ``timer timeout`` from it
         (:func:`.checkpoint.timeout_seconds`); no attempt starts without time left.
+    output
+        Where the launcher writes rank 0's output instead of passing it on (the
+        profile's ``output``): collected into ``lammps.out`` and ``lammps.err``.
     """
 
     def __init__(
-        self, command: list[str], env: dict[str, str] | None = None, deadline: float | None = None
+        self,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        deadline: float | None = None,
+        output: RankOutput | None = None,
     ) -> None:
         self.command = list(command)
         self.env = dict(env or {})
         self.deadline = deadline
+        self.output = output
 
     def setup(self, directory: str = "./") -> None:
         """Nothing to do: the data and parameter files are written before the job."""
@@ -129,18 +139,13 @@ class LammpsJob(Job):
             checkpoint.truncate_trajectory(d / TRAJECTORY_FILE, int(resume["step"]))
         (d / INPUT_FILE).write_text(render_input({**params, "timeout_s": timeout if md else None}))
         env = {"OMP_NUM_THREADS": "1", **os.environ, **self.env}
-        with open(d / STDOUT_FILE, "wb") as out, open(d / STDERR_FILE, "wb") as err:
-            try:
-                return subprocess.Popen(
-                    [*self.command, "-in", INPUT_FILE, "-log", LOG_FILE],
-                    cwd=d,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                )
-            except OSError as exc:
-                raise EngineError(f"cannot start {self.command[0]}: {exc.strerror}") from None
+        try:
+            return start_program(
+                [*self.command, "-in", INPUT_FILE, "-log", LOG_FILE], d, STDOUT_FILE,
+                STDERR_FILE, env, self.output,
+            )
+        except OSError as exc:
+            raise EngineError(f"cannot start {self.command[0]}: {exc.strerror}") from None
 
     def postprocess(self, directory: str = "./") -> None:
         """Nothing to do: outputs are parsed by :class:`LammpsEngine`."""
@@ -358,7 +363,7 @@ class LammpsEngine(Engine):
             write_structure(atoms, d / DATA_FILE, specorder)
             save_parameters(d, _prepare(d, params, request))
             corrections = run_with_recovery(
-                LammpsJob(list(profile.command), profile.env, deadline),
+                LammpsJob(list(profile.command), profile.env, deadline, profile.output),
                 [UnstableMDHandler(), CheckpointHandler(), LammpsErrorHandler()],
                 max_errors=self.max_corrections,
                 directory=d,

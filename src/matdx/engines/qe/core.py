@@ -31,8 +31,10 @@ from custodian.custodian import Job
 from pymatgen.core import Structure
 
 from matdx.core.errors import DeadlineReachedError, EngineError
+from matdx.core.rank_output import RankOutput
 from matdx.core.symmetry import spacegroup
 from matdx.engines.base import Engine, EngineProfile, run_with_recovery, slot_profile
+from matdx.engines.program import start_program
 from matdx.engines.qe import resume
 from matdx.engines.qe.handlers import default_handlers
 from matdx.engines.qe.inputs import build_parameters, write_input
@@ -98,6 +100,9 @@ class PWJob(Job):
         the deadline set the last one.
     max_seconds
         The user's ``max_seconds`` (``None``: none).
+    output
+        Where the launcher writes rank 0's output instead of passing it on (the
+        profile's ``output``): collected into ``output_file`` and ``stderr_file``.
 
     Attributes
     ----------
@@ -115,6 +120,7 @@ class PWJob(Job):
         stderr_file: str = "pw.err",
         deadline: float | None = None,
         max_seconds: float | None = None,
+        output: RankOutput | None = None,
     ) -> None:
         self.parameters = parameters
         self.command = list(command)
@@ -124,6 +130,7 @@ class PWJob(Job):
         self.stderr_file = stderr_file
         self.deadline = deadline
         self.max_seconds = max_seconds
+        self.output = output
         self.deadline_limited = False
         self.history: list[dict[str, Any]] = []
         self.process: subprocess.Popen[bytes] | None = None
@@ -186,15 +193,10 @@ class PWJob(Job):
                 if (d / name).exists():
                     (d / name).rename(d / f"{name}.{n}")
         write_input(self.parameters, d / self.input_file)
-        with open(d / self.output_file, "wb") as out, open(d / self.stderr_file, "wb") as err:
-            self.process = subprocess.Popen(
-                self.command_line(),
-                cwd=d,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env={**os.environ, **self.env},
-            )
+        self.process = start_program(
+            self.command_line(), d, self.output_file, self.stderr_file,
+            {**os.environ, **self.env}, self.output,
+        )
         return self.process
 
     def postprocess(self, directory: str = "./") -> None:
@@ -399,7 +401,8 @@ class QeEngine(Engine):
             state = _continuation(directory, parameters, request, temporary)
             parameters, initial = state.parameters, state.input_data_initial
             job = PWJob(
-                parameters, profile.command, profile.env, deadline=deadline, max_seconds=user_limit
+                parameters, profile.command, profile.env, deadline=deadline,
+                max_seconds=user_limit, output=profile.output,
             )
             if not temporary:
                 state.save(directory)
