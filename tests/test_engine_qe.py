@@ -115,9 +115,15 @@ def test_scf_matches_direct_pw_run(tmp_path: Path) -> None:
     ry = re.findall(r"^!\s+total energy\s+=\s+(-?\d+\.\d+) Ry", run.stdout, re.M)
     assert len(ry) == 1
     assert result.energy == pytest.approx(float(ry[0]) * qe_units["Ry"], abs=1e-6)
+    # the engine splits the k-points over its two ranks (pw.x's -nk), the direct run the
+    # plane waves: the same energy
+    engine_out = (tmp_path / "engine" / "pw.out").read_text()
+    assert re.search(r"K-points division:\s+npool\s+=\s+2$", engine_out, re.M)
+    assert "K-points division" not in run.stdout
 
     assert result.engine == "qe" and result.task == "static" and result.converged
     assert result.corrections == []
+    assert result.parameters["command"][-4:] == ["-nk", "2", "-in", "pw.in"]
     assert result.parameters["command"][:5] == [
         "/usr/bin/mpirun",
         "--allow-run-as-root",
@@ -317,6 +323,7 @@ def test_killed_run_is_retried_with_fewer_ranks(tmp_path: Path, dense_reference)
     assert [c["handler"] for c in result.corrections] == ["KilledHandler"]
     assert "signal 9" in result.corrections[0]["errors"][0]
     assert result.corrections[0]["actions"][0]["action"]["_set"]["mpi_ranks"] == 1
+    assert result.parameters["command"][-4:] == ["-nk", "2", "-in", "pw.in"]
     assert result.parameters["command"][:5] == [
         "/usr/bin/mpirun",
         "--allow-run-as-root",
@@ -430,3 +437,23 @@ def test_parser_missing_file(tmp_path: Path) -> None:
     with pytest.raises(EngineError) as exc:
         read_output(tmp_path / "none.out")
     assert one_line(exc).startswith("cannot read pw.x output")
+
+
+def test_k_point_pools_follow_ranks_and_irreducible_k_points() -> None:
+    from matdx.engines.qe.inputs import pools
+
+    fcc = Structure(Lattice.cubic(3.61), ["Cu"] * 4,
+                    [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]).get_primitive_structure()
+    p = build_parameters(fcc, "static", {"kpts": [16, 16, 16]}, str(PSEUDO_DIR), "debian")
+    # 145 irreducible k-points (pw.x prints the same number): one pool per rank
+    assert [pools(p, r) for r in (None, 1, 2, 4, 48)] == [1, 1, 2, 4, 48]
+    gamma = build_parameters(fcc, "static", {"kpts": [1, 1, 1]}, str(PSEUDO_DIR), "debian")
+    assert pools(gamma, 4) == 1  # one k-point: the plane waves are split
+    two = build_parameters(fcc, "static", {"kpts": [2, 1, 1]}, str(PSEUDO_DIR), "debian")
+    assert pools(two, 4) == 2 and pools(two, 3) == 1  # a divisor of the ranks
+    asked = build_parameters(fcc, "static", {"kpts": [16, 16, 16], "pools": 4},
+                             str(PSEUDO_DIR), "debian")
+    assert pools(asked, 48) == 4 and pools(asked, 6) == 3 and pools(asked, 2) == 2
+    for bad in (0, 2.5, True, "2"):
+        with pytest.raises(InputError, match="pools"):
+            build_parameters(fcc, "static", {"pools": bad}, str(PSEUDO_DIR), "debian")

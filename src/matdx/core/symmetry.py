@@ -105,4 +105,39 @@ def spacegroup(
     return str(data.international), int(data.number)
 
 
-__all__ = ["ANGLE_TOLERANCE", "SYMPREC", "spacegroup", "spglib_cell", "symmetry_dataset"]
+def irreducible_kpoints(
+    structure: Any, mesh: Any, shift: Any = (0, 0, 0), symprec: float = SYMPREC
+) -> int:
+    """Number of k-points of a Monkhorst–Pack ``mesh`` left by symmetry and time reversal.
+
+    What a plane-wave code computes (the whole mesh if spglib finds no symmetry).
+
+    Parameters
+    ----------
+    structure
+        pymatgen ``Structure``, ASE ``Atoms`` or spglib cell.
+    mesh
+        Divisions along the three reciprocal vectors.
+    shift
+        Half-step offsets (0 or 1 each).
+    symprec
+        Distance tolerance (Å).
+    """
+    try:
+        mapping, _ = spglib.get_ir_reciprocal_mesh(
+            np.asarray(mesh, dtype="intc"), spglib_cell(structure),
+            is_shift=np.asarray(shift, dtype="intc"), symprec=symprec,
+        )
+    except Exception:  # spglib refuses odd cells: count the whole mesh
+        return int(np.prod(mesh))
+    return len(np.unique(mapping))
+
+
+__all__ = [
+    "ANGLE_TOLERANCE",
+    "SYMPREC",
+    "irreducible_kpoints",
+    "spacegroup",
+    "spglib_cell",
+    "symmetry_dataset",
+]

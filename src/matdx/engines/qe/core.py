@@ -37,7 +37,7 @@ from matdx.engines.base import Engine, EngineProfile, run_with_recovery, slot_pr
 from matdx.engines.program import start_program
 from matdx.engines.qe import resume
 from matdx.engines.qe.handlers import default_handlers
-from matdx.engines.qe.inputs import build_parameters, write_input
+from matdx.engines.qe.inputs import build_parameters, pools, write_input
 from matdx.engines.qe.parse import describe, read_output
 from matdx.engines.qe.pseudo import available_elements
 from matdx.engines.qe.resume import RunState
@@ -149,12 +149,13 @@ class PWJob(Job):
             return None
 
     def command_line(self) -> list[str]:
-        """The command of the next run."""
+        """The command of the next run (with ``-nk``, k-point pools, for more than one)."""
         command = list(self.command)
         index = self._rank_index()
         if index is not None and self.parameters.get("mpi_ranks"):
             command[index] = str(self.parameters["mpi_ranks"])
-        return [*command, "-in", self.input_file]
+        n = pools(self.parameters, self.ranks())
+        return [*command, *(["-nk", str(n)] if n > 1 else []), "-in", self.input_file]
 
     def setup(self, directory: str = "./") -> None:
         """Write the first input."""

@@ -23,6 +23,12 @@ keyword table) or nested (``input_data={"system": {...}}``), plus the engine's o
 ``pseudo_elements``
     Choose the pseudopotentials as for these elements too (a campaign's elements), so that
     every calculation of a hull uses the same files and cutoffs.
+``pools``
+    k-point pools (pw.x's ``-nk``): the ranks split into this many groups, each computing
+    its own k-points, far faster than splitting plane waves for the small cells of a
+    screening campaign (fcc Cu, 145 k-points, 2 ranks: 15 s instead of 74 s). Default:
+    as many as there are ranks, but no more than the irreducible k-points (a large cell
+    with few k-points keeps plane-wave parallelism); always a divisor of the ranks.
 ``keep_outdir``
     Keep pw.x's ``outdir`` (wavefunctions, charge density) after a successful run in a
     given work directory; by default it is removed (it is only needed for restarts).
@@ -74,6 +80,7 @@ _ENGINE_KEYS = frozenset(
         "pseudopotentials",
         "pseudo_elements",
         "keep_outdir",
+        "pools",
         "magmoms",
         "spin_polarized",
         "input_data",
@@ -201,7 +208,8 @@ def build_parameters(
         ``task``, ``input_data`` (namelists), ``kpts``, ``koffset``, ``pseudopotentials``
         (element → file), ``pseudo`` (family, directory, functional, files with MD5),
         ``structure`` (pymatgen dict), ``starting_magnetization`` (per site or ``None``),
-        ``mpi_ranks`` (``None``: as the profile says).
+        ``mpi_ranks`` (``None``: as the profile says), ``pools`` (``None``: chosen from
+        the ranks and k-points, :func:`pools`).
 
     Raises
     ------
@@ -252,6 +260,11 @@ def build_parameters(
         kpts = kpoint_mesh(structure.lattice, float(settings.get("kspacing", proto.kspacing)))
     koffset = settings.get("koffset", (0, 0, 0))
     koffset = [int(koffset)] * 3 if isinstance(koffset, (int, bool)) else [int(k) for k in koffset]
+    requested_pools = settings.get("pools")
+    if requested_pools is not None and (
+        type(requested_pools) is not int or requested_pools < 1
+    ):
+        raise InputError(f"pools must be a positive integer, not {requested_pools!r}")
     moments = _site_moments(structure, settings)
     fractions = None
     if moments is not None:
@@ -273,7 +286,29 @@ def build_parameters(
         "structure": bare.as_dict(),
         "starting_magnetization": fractions,
         "mpi_ranks": None,
+        "pools": requested_pools,
     }
+
+
+def pools(parameters: Mapping[str, Any], ranks: int | None) -> int:
+    """k-point pools of a run of ``parameters`` on ``ranks`` MPI ranks (see ``pools`` above).
+
+    The largest divisor of ``ranks`` that is at most the requested pools, or (by default)
+    at most the irreducible k-points (twice as many with spin: pw.x treats each spin as a
+    k-point of its own). 1 without ranks.
+    """
+    from matdx.core.symmetry import irreducible_kpoints
+
+    if not ranks or ranks < 2:
+        return 1
+    limit = parameters.get("pools")
+    if limit is None:
+        structure = Structure.from_dict(parameters["structure"])
+        shift = parameters.get("koffset", (0, 0, 0))
+        limit = irreducible_kpoints(structure, parameters["kpts"], shift)
+        if parameters.get("starting_magnetization") is not None:
+            limit *= 2
+    return max(d for d in range(1, ranks + 1) if ranks % d == 0 and d <= limit)
 
 
 def to_atoms(parameters: Mapping[str, Any]) -> Atoms:

@@ -79,8 +79,11 @@ def time_limit(
 
 
 def request_id(parameters: dict[str, Any]) -> str:
-    """Hash of a calculation's parameter dictionary, ``max_seconds`` and MPI ranks aside."""
-    data = copy.deepcopy({k: v for k, v in parameters.items() if k != "mpi_ranks"})
+    """Hash of a calculation's parameters but ``max_seconds``, MPI ranks and pools.
+
+    Those change how pw.x runs, not what it computes.
+    """
+    data = copy.deepcopy({k: v for k, v in parameters.items() if k not in ("mpi_ranks", "pools")})
     data["input_data"]["control"].pop("max_seconds", None)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
