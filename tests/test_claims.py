@@ -52,3 +52,53 @@ def test_a_rerun_is_a_new_attempt_with_its_own_claim(lp, tmp_path):
     lp.rerun_fw(fw_id)
     assert claim_next(lp, "c", "job-2") == fw_id  # attempt 1: the old claim is not in the way
     assert lp.db[CLAIMS].count_documents({}) == 2
+
+
+WORKER = """
+import sys
+from pathlib import Path
+from matdx.workflows import fireworks_adapter as fwa
+from matdx.workflows.context import open_store
+from matdx.workflows.coordination import claim_next
+
+_, backend = open_store(sys.argv[1])
+lp = fwa.get_launchpad(backend, init=False)
+n = 0
+while (fw_id := claim_next(lp, "c", sys.argv[2])) is not None:
+    fwa.run_one(lp, fw_id, "c", Path(sys.argv[3]) / str(fw_id))
+    n += 1
+print(n)
+"""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+def test_fireworks_completed_at_once_by_many_processes_all_reach_the_workflow(db_uri, tmp_path):
+    # FireWorks' workflow lock is a read-then-write on FerretDB: two processes completing
+    # Fireworks of one workflow together each rewrote it with only their own state, and the
+    # child waited for a parent the workflow document did not know had completed
+    import subprocess
+    import sys
+
+    from fireworks import Firework, ScriptTask, Workflow
+
+    _, backend = open_store(db_uri)
+    lp = fwa.get_launchpad(backend)
+    spec = {"_matdx": {"campaign": "c", "kind": "compute", "step": "prescreen"}}
+    parents = [Firework(ScriptTask.from_str("true"), spec=spec) for _ in range(32)]
+    child = Firework(ScriptTask.from_str("true"), parents=parents, spec={"_matdx": {}})
+    lp.add_wf(Workflow([*parents, child]))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, db_uri, f"w{i}", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    ran = [int(w.communicate(timeout=600)[0].split()[-1]) for w in workers]
+    assert sum(ran) == 32 and min(ran) > 0  # every parent ran once, in every process
+    wf = lp.workflows.find_one({"nodes": child.fw_id})
+    assert lp.fireworks.count_documents({"state": "COMPLETED"}) == 32
+    assert sorted(wf["fw_states"].values()) == ["COMPLETED"] * 32 + ["READY"]
+    assert lp.fireworks.find_one({"fw_id": child.fw_id})["state"] == "READY"
+    assert lp.db["matdx_locks"].count_documents({}) == 0

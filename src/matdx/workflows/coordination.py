@@ -243,28 +243,35 @@ LOCKS = "matdx_locks"
 
 
 @contextmanager
-def campaign_lock(
-    db: Any, campaign: str, timeout_s: float = 600.0, stale_after_s: float = 1800.0
+def exclusive(
+    db: Any,
+    key: str,
+    *,
+    stale_after_s: float,
+    timeout_s: float | None = None,
+    what: str = "",
 ) -> Iterator[None]:
-    """Hold the campaign's planning lock (one process plans and adds workflows at a time).
+    """Hold the lock ``key`` (a document with that unique ``_id`` in ``matdx_locks``).
 
-    The lock is a document with a unique ``_id``; a lock older than ``stale_after_s`` (its
-    holder died) is broken.
+    Inserting the document is atomic on every MongoDB-wire server and on mongomock, where a
+    ``find_one_and_update`` on a ``locked`` field is not on FerretDB 1.x. Waits with
+    growing pauses (5 ms to 0.5 s) while another process holds it; a lock older than
+    ``stale_after_s`` (its holder died) is broken.
 
     Raises
     ------
     StoreBusyError
-        If another process holds the lock for longer than ``timeout_s``.
+        If another process holds the lock for longer than ``timeout_s`` (no limit: ``None``).
     """
+    import random
     import time
 
     from pymongo.errors import DuplicateKeyError
 
     from matdx.core.errors import StoreBusyError
 
-    key = f"plan:{campaign}"
     me = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    start = time.monotonic()
+    start, pause = time.monotonic(), 0.005
     while True:
         try:
             db[LOCKS].insert_one({"_id": key, "owner": me, "at": utcnow()})
@@ -272,14 +279,34 @@ def campaign_lock(
         except DuplicateKeyError:
             held = db[LOCKS].find_one({"_id": key}) or {}
             if held.get("at") and held["at"] < utcnow() - timedelta(seconds=stale_after_s):
-                db[LOCKS].delete_one({"_id": key, "owner": held.get("owner")})
+                db[LOCKS].delete_one({"_id": key, "owner": held.get("owner"), "at": held["at"]})
                 continue
-            if time.monotonic() - start > timeout_s:
-                raise StoreBusyError(
-                    f"campaign {campaign!r} is being planned by {held.get('owner')}"
-                ) from None
-            time.sleep(0.5)
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise StoreBusyError(f"{what or key} is held by {held.get('owner')}") from None
+            time.sleep(pause * (1 + random.random()))
+            pause = min(2 * pause, 0.5)
     try:
         yield
     finally:
         db[LOCKS].delete_one({"_id": key, "owner": me})
+
+
+@contextmanager
+def campaign_lock(
+    db: Any, campaign: str, timeout_s: float = 600.0, stale_after_s: float = 1800.0
+) -> Iterator[None]:
+    """Hold the campaign's planning lock (one process plans and adds workflows at a time).
+
+    Raises
+    ------
+    StoreBusyError
+        If another process holds the lock for longer than ``timeout_s``.
+    """
+    with exclusive(
+        db,
+        f"plan:{campaign}",
+        stale_after_s=stale_after_s,
+        timeout_s=timeout_s,
+        what=f"the planning lock of campaign {campaign!r}",
+    ):
+        yield

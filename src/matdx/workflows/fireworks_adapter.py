@@ -35,6 +35,7 @@ from matdx.schemas.names import (
     spec_key,
 )
 from matdx.store.backend import Backend
+from matdx.workflows.fw_lock import WorkflowLocking
 from matdx.workflows.fw_queries import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -110,14 +111,16 @@ ID_CLAIMS = "matdx_id_claims"
 """Collection whose unique ``_id`` s make Firework and launch ids unique (see below)."""
 
 
-class MatdxLaunchPad(LaunchPad):
-    """A LaunchPad whose new Firework and launch ids are unique on FerretDB too.
+class MatdxLaunchPad(WorkflowLocking, LaunchPad):
+    """A LaunchPad whose new ids and workflow locks are unique on FerretDB too.
 
     FireWorks takes ids with ``find_one_and_update`` and ``$inc``. MongoDB does that
     atomically; FerretDB 1.x reads and then writes, so two workers starting launches at
     the same moment can get the same launch id (a ``DuplicateKeyError`` on ``launches``).
     Here each id handed out is also inserted as a unique key; an id that another process
-    got first is skipped and the next one taken.
+    got first is skipped and the next one taken. Workflows are rewritten under
+    :func:`~matdx.workflows.fw_lock.workflow_lock` (FireWorks' own lock does not exclude
+    on FerretDB either).
     """
 
     def _claim_ids(self, kind: str, first: int, quantity: int) -> bool:

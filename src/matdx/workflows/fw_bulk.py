@@ -53,8 +53,10 @@ def _set_workflow_states(lp: Any, states: dict[int, str], children: set[int]) ->
         return
     from fireworks.core.launchpad import WFLock
 
+    from matdx.workflows.fw_lock import workflow_lock
+
     first = next(iter(states))
-    with WFLock(lp, first):
+    with workflow_lock(lp, first), WFLock(lp, first):
         wf = lp.get_wf_by_fw_id_lzyfw(first)
         wf.fw_states.update(states)
         updated: set[int] = set()
