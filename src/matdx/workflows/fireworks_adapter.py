@@ -22,6 +22,7 @@ from typing import Any
 
 from fireworks import Firework, FWAction, FWorker, LaunchPad, Workflow
 from fireworks.core.firework import FiretaskBase
+from fireworks.fw_config import WFLOCK_EXPIRATION_SECS
 from fireworks.utilities.fw_utilities import explicit_serialize
 
 from matdx.schemas.names import (
@@ -122,6 +123,8 @@ class MatdxLaunchPad(WorkflowLocking, LaunchPad):
     :func:`~matdx.workflows.fw_lock.workflow_lock` (FireWorks' own lock does not exclude
     on FerretDB either).
     """
+
+    wf_lock_stale_after_s = float(WFLOCK_EXPIRATION_SECS)
 
     def _claim_ids(self, kind: str, first: int, quantity: int) -> bool:
         from pymongo.errors import BulkWriteError

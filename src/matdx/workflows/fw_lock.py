@@ -13,6 +13,7 @@ Here each LaunchPad method that rewrites a workflow first takes
 every server). A lock older than FireWorks' ``WFLOCK_EXPIRATION_SECS`` belongs to a process
 that died holding it (a job killed at its walltime) and is broken. FireWorks' own
 ``WFLock`` still runs inside, so plain ``lpad`` commands exclude each other as before.
+This module does not import FireWorks.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ _held = threading.local()
 def workflow_lock(lp: Any, fw_id: int) -> Iterator[None]:
     """Hold the lock of the workflow that contains Firework ``fw_id``.
 
-    Re-entrant within a thread (FireWorks' methods call each other).
+    Re-entrant within a thread (FireWorks' methods call each other). A lock held longer
+    than ``lp.wf_lock_stale_after_s`` is broken.
 
     Raises
     ------
     ValueError
         No workflow contains ``fw_id``.
     """
-    from fireworks.fw_config import WFLOCK_EXPIRATION_SECS
-
     wf = lp.workflows.find_one({"nodes": fw_id}, {"_id": 1})
     if wf is None:
         raise ValueError(f"no workflow contains Firework {fw_id}")
@@ -52,7 +52,7 @@ def workflow_lock(lp: Any, fw_id: int) -> Iterator[None]:
         finally:
             depth[key] -= 1
         return
-    with exclusive(lp.db, key, stale_after_s=WFLOCK_EXPIRATION_SECS):
+    with exclusive(lp.db, key, stale_after_s=lp.wf_lock_stale_after_s):
         depth[key] = 1
         try:
             yield
@@ -65,6 +65,10 @@ class WorkflowLocking:
 
     Mixed into a :class:`fireworks.LaunchPad` subclass, before ``LaunchPad``.
     """
+
+    wf_lock_stale_after_s: float = 300.0
+    """Age after which a workflow lock's holder is presumed dead (the adapter sets
+    FireWorks' ``WFLOCK_EXPIRATION_SECS``)."""
 
     def _refresh_wf(self, fw_id: int) -> None:
         with workflow_lock(self, fw_id):
