@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,3 +104,44 @@ def test_fireworks_completed_at_once_by_many_processes_all_reach_the_workflow(db
     assert sorted(wf["fw_states"].values()) == ["COMPLETED"] * 32 + ["READY"]
     assert lp.fireworks.find_one({"fw_id": child.fw_id})["state"] == "READY"
     assert lp.db["matdx_locks"].count_documents({}) == 0
+
+
+HOLDER = """
+import sys, time
+import pymongo
+from matdx.workflows.coordination import exclusive
+
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+with exclusive(db, "wf:1", stale_after_s=300):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_lock_whose_holder_was_killed_is_broken_at_once(db_uri):
+    import signal
+    import subprocess
+    import sys
+
+    import pymongo
+
+    from matdx.core.errors import StoreBusyError
+    from matdx.workflows.coordination import LOCKS, exclusive
+
+    db = pymongo.MongoClient(db_uri).get_default_database()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, db_uri], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = pytest.raises(StoreBusyError, match="wf:1 is held by")
+        with busy, exclusive(db, "wf:1", stale_after_s=300, timeout_s=1):  # alive: it holds it
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert db[LOCKS].count_documents({"_id": "wf:1"}) == 1  # left behind by the killed holder
+    with exclusive(db, "wf:1", stale_after_s=300, timeout_s=1):  # its process is gone
+        me = f":{os.getpid()}:{threading.get_ident()}"
+        assert db[LOCKS].find_one({"_id": "wf:1"})["owner"].endswith(me)
+    assert db[LOCKS].count_documents({}) == 0

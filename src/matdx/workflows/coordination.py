@@ -242,6 +242,21 @@ def release_unstarted(lp: Any, fw_ids: set[int]) -> list[int]:
 LOCKS = "matdx_locks"
 
 
+def _holder_is_dead(owner: str | None) -> bool:
+    """Whether a lock's ``host:pid:thread`` owner is a process of this host that has ended."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 @contextmanager
 def exclusive(
     db: Any,
@@ -250,13 +265,17 @@ def exclusive(
     stale_after_s: float,
     timeout_s: float | None = None,
     what: str = "",
+    where: str = "the database",
 ) -> Iterator[None]:
     """Hold the lock ``key`` (a document with that unique ``_id`` in ``matdx_locks``).
 
     Inserting the document is atomic on every MongoDB-wire server and on mongomock, where a
     ``find_one_and_update`` on a ``locked`` field is not on FerretDB 1.x. Waits with
-    growing pauses (5 ms to 0.5 s) while another process holds it; a lock older than
-    ``stale_after_s`` (its holder died) is broken.
+    growing pauses (5 ms to 0.5 s) while another process holds it. A lock is broken when
+    it is older than ``stale_after_s`` or its holder was a process of this host that has
+    ended (killed while holding it). Taking and giving back the lock are retried while
+    the server is unreachable (:func:`~matdx.core.retry.retry_db`); a lock whose insert
+    reached the server although its reply did not is recognised as one's own.
 
     Raises
     ------
@@ -269,26 +288,40 @@ def exclusive(
     from pymongo.errors import DuplicateKeyError
 
     from matdx.core.errors import StoreBusyError
+    from matdx.core.retry import retry_db
 
     me = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     start, pause = time.monotonic(), 0.005
-    while True:
+
+    def take() -> bool:
         try:
             db[LOCKS].insert_one({"_id": key, "owner": me, "at": utcnow()})
-            break
+            return True
         except DuplicateKeyError:
-            held = db[LOCKS].find_one({"_id": key}) or {}
-            if held.get("at") and held["at"] < utcnow() - timedelta(seconds=stale_after_s):
-                db[LOCKS].delete_one({"_id": key, "owner": held.get("owner"), "at": held["at"]})
-                continue
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
-                raise StoreBusyError(f"{what or key} is held by {held.get('owner')}") from None
-            time.sleep(pause * (1 + random.random()))
-            pause = min(2 * pause, 0.5)
+            pass
+        held = db[LOCKS].find_one({"_id": key}) or {}
+        if held.get("owner") == me:  # our insert arrived, its reply did not
+            return True
+        at = held.get("at")
+        stale = at is not None and at < utcnow() - timedelta(seconds=stale_after_s)
+        if at is not None and (stale or _holder_is_dead(held.get("owner"))):
+            db[LOCKS].delete_one({"_id": key, "owner": held.get("owner"), "at": at})
+            return take()
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            raise StoreBusyError(f"{what or key} is held by {held.get('owner')}")
+        return False
+
+    while not retry_db(take, f"take the lock of {what or key}", where):
+        time.sleep(pause * (1 + random.random()))
+        pause = min(2 * pause, 0.5)
     try:
         yield
     finally:
-        db[LOCKS].delete_one({"_id": key, "owner": me})
+        retry_db(
+            lambda: db[LOCKS].delete_one({"_id": key, "owner": me}),
+            f"give back the lock of {what or key}",
+            where,
+        )
 
 
 @contextmanager
