@@ -217,12 +217,41 @@ steps:
     resources: {{ranks: 1}}
   - name: md
     engine: lammps
-    task: md
+    task: {md_task}
     input: dft
     select: {{top: 1, references: false}}
-    settings: {{steps: 500, supercell: [2, 2, 2], dump_interval: 0}}
-    resources: {{ranks: 2}}
+    settings: {md_settings}
+    resources: {{ranks: {md_ranks}}}
 """
+SLURM_MD = {
+    "md_task": "md",
+    "md_settings": "{steps: 500, supercell: [2, 2, 2], dump_interval: 0}",
+    "md_ranks": 2,
+}
+"""The Slurm farm's LAMMPS step: NPT MD on two ranks."""
+
+
+def run_slot_job(tmp_path, profile_path, name, md, db_uri, options, poll_s=2.0):
+    """Submit the slot campaign with ``--slots``, wait for its job; ``(report, log, db)``."""
+    import pymongo
+
+    from matdx.execution.submit import submit
+    from matdx.schedulers import scheduler_for
+    from matdx.workflows.campaign import load_campaign
+
+    path = tmp_path / "c.yaml"
+    path.write_text(SLOT_CAMPAIGN.format(name=name, **md))
+    report = submit(load_campaign(path), profile_path, options, db_uri=db_uri,
+                    task_estimate_s=5, slots=True)
+    scheduler = scheduler_for(load_profile(profile_path))
+    deadline = time.monotonic() + 600
+    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
+            "COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline
+        time.sleep(poll_s)
+    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
+    base, dbname = db_uri.rsplit("/", 1)
+    return report, log, pymongo.MongoClient(base + "/")[dbname]
 
 
 @pytest.mark.ferretdb
@@ -230,32 +259,14 @@ steps:
 def test_campaign_with_qe_and_lammps_steps_through_the_slot_farm_under_slurm(
     programs, db_uri, tmp_path, monkeypatch
 ):
-    import pymongo
-
-    from matdx.execution.submit import submit
-    from matdx.schedulers import scheduler_for
-    from matdx.workflows.campaign import load_campaign
-
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     name = f"slots-{os.getpid()}"
-    path = tmp_path / "c.yaml"
-    path.write_text(SLOT_CAMPAIGN.format(name=name))
-
-    profile_path = PROFILES / "ci_slurm.yaml"
-    report = submit(load_campaign(path), profile_path, {"elapse": "10m"}, db_uri=db_uri,
-                    task_estimate_s=5, slots=True)
+    report, log, db = run_slot_job(
+        tmp_path, PROFILES / "ci_slurm.yaml", name, SLURM_MD, db_uri, {"elapse": "10m"}
+    )
     assert report.packing.n_jobs == 1
     script = report.script.read_text()
     assert "--slots" in script and "mpiexec" not in script and db_uri not in script
-    scheduler = scheduler_for(load_profile(profile_path))
-    deadline = time.monotonic() + 600
-    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
-            "COMPLETED", "FAILED", "CANCELLED"):
-        assert time.monotonic() < deadline
-        time.sleep(2)
-    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
-    base, dbname = db_uri.rsplit("/", 1)
-    db = pymongo.MongoClient(base + "/")[dbname]
     states = {d["state"] for d in db.fireworks.find({"spec._matdx.campaign": name})}
     assert states == {"COMPLETED"}, log
     steps = {}
@@ -430,28 +441,8 @@ def test_engines_read_the_programs_output_from_fujitsu_mpis_per_rank_files(progr
     assert runs["qe"]["command"][:2] == ["mpiexec", "-stdout-proc"]
 
 
-PJM_SLOT_CAMPAIGN = """\
-name: {name}
-chemical_space:
-  elements: [Al]
-  max_components: 1
-  prototypes: [fcc, bcc]
-  orderings: null
-batch_size: 10
-steps:
-  - name: dft
-    engine: qe
-    task: static
-    settings: {{protocol: fast, ecutwfc: 15, ecutrho: 120, kspacing: 0.6}}
-    resources: {{ranks: 1}}
-  - name: md
-    engine: lammps
-    task: static
-    input: dft
-    select: {{top: 1, references: false}}
-    settings: {{supercell: [2, 2, 2]}}
-    resources: {{ranks: 1}}
-"""
+PJM_MD = {"md_task": "static", "md_settings": "{supercell: [2, 2, 2]}", "md_ranks": 1}
+"""The PJM stand-in job's LAMMPS step: a static run on one rank."""
 
 
 @pytest.mark.ferretdb
@@ -460,35 +451,20 @@ def test_campaign_through_the_slot_farm_in_a_pjm_job_stores_the_direct_energies(
 ):
     """``matdx submit --slots`` to the PJM stand-in: every pw.x and lmp starts with
     ``mpiexec --vcoordfile ... -stdout-proc ...``, whose ranks write only per-rank files."""
-    import pymongo
-
     from matdx.engines.lammps.parse import read_log
     from matdx.engines.qe.parse import read_output
-    from matdx.execution.submit import submit
-    from matdx.schedulers import scheduler_for
-    from matdx.workflows.campaign import load_campaign
 
     monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PJM_STANDIN_STATE", str(tmp_path / "pjm-state"))
     monkeypatch.setenv("PJM_STANDIN_RSCGRPS", "test:1:3600")
     monkeypatch.setenv("MATDX_DATA_DIR", str(tmp_path / "data"))
     name = f"pjm-slots-{os.getpid()}"
-    path = tmp_path / "c.yaml"
-    path.write_text(PJM_SLOT_CAMPAIGN.format(name=name))
-    profile_path = STANDIN / "profile.yaml"
     # the job finds the stand-in's mpiexec (and this tree's matdx) first
     job_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "src")}
-    report = submit(load_campaign(path), profile_path, {"elapse": "10m", "env": job_env},
-                    db_uri=db_uri, task_estimate_s=5, slots=True)
-    scheduler = scheduler_for(load_profile(profile_path))
-    deadline = time.monotonic() + 600
-    while scheduler.status(report.job_ids)[report.job_ids[0]].name not in (
-            "COMPLETED", "FAILED", "CANCELLED"):
-        assert time.monotonic() < deadline
-        time.sleep(1)
-    log = "\n".join(p.read_text() for p in report.job_dir.glob("*.out"))
-    base, dbname = db_uri.rsplit("/", 1)
-    db = pymongo.MongoClient(base + "/")[dbname]
+    _, log, db = run_slot_job(
+        tmp_path, STANDIN / "profile.yaml", name, PJM_MD, db_uri,
+        {"elapse": "10m", "env": job_env}, poll_s=1.0,
+    )
     launches = [ln for ln in log.splitlines() if ln.startswith("matdx farm: Firework")]
     assert launches and all("mpiexec --vcoordfile" in ln and "-stdout-proc" in ln
                             for ln in launches), log
