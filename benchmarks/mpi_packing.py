@@ -16,7 +16,9 @@ Loop and farm runs alternate (``--rounds`` each; this shared machine's speed dri
 Reported: time to solution of each (median and spread), the farm/loop ratio (goal
 <= 1.05), and core efficiency = sum of the pw.x runs' CPU time (``PWSCF ... CPU`` in each
 pw.out) / (2 cores × wall) (goal >= 90 % on an idle machine; with other work on the cores
-the loop's efficiency is the reference).
+the loop's efficiency is the reference), and occupancy = the same with pw.x's own wall time
+(``PWSCF ... WALL``): how full the slots were kept, whatever pw.x does inside (its own
+CPU/wall is below 90 % here: MPI start-up and file I/O).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mpi_packing.py --rounds 3
 """
@@ -56,6 +58,14 @@ SETTINGS = {
            "diamond", np.linspace(5.35, 5.50, 5)),
 }
 TASKS = [(el, kind, float(a)) for el, (_, kind, lattice) in SETTINGS.items() for a in lattice]
+KSCALE = 1
+"""``--kscale``: each k-mesh dimension times this (tasks about KSCALE**3 times longer)."""
+
+
+def settings(el: str) -> dict:
+    """The engine settings of element ``el``'s tasks at the chosen k-mesh scale."""
+    base = SETTINGS[el][0]
+    return {**base, "kpts": [KSCALE * k for k in base["kpts"]]}
 
 
 def compute(index: int, workdir: str, launch: TaskLaunch) -> tuple[int, str]:
@@ -65,18 +75,18 @@ def compute(index: int, workdir: str, launch: TaskLaunch) -> tuple[int, str]:
     el, kind, a = TASKS[index]
     structure = AseAtomsAdaptor.get_structure(bulk(el, kind, a=a))
     with task_launch(launch):
-        result = QeEngine().calculate(structure, "static", SETTINGS[el][0], workdir)
+        result = QeEngine().calculate(structure, "static", settings(el), workdir)
     return index, f"{result.energy:.6f}"
 
 
-def cpu_seconds(dirs: list[Path]) -> float:
-    """Sum of pw.x's own CPU time over the runs."""
-    total = 0.0
+def pw_seconds(dirs: list[Path]) -> tuple[float, float]:
+    """Sums of pw.x's own CPU and wall time over the runs (``PWSCF : ... CPU ... WALL``)."""
+    cpu = wall = 0.0
     for d in dirs:
-        m = re.search(r"PWSCF\s*:\s*([\d.]+)s CPU", (d / "pw.out").read_text())
+        m = re.search(r"PWSCF\s*:\s*([\d.]+)s CPU\s+([\d.]+)s WALL", (d / "pw.out").read_text())
         assert m, d
-        total += float(m.group(1))
-    return total
+        cpu, wall = cpu + float(m.group(1)), wall + float(m.group(2))
+    return cpu, wall
 
 
 def farm_run(workers: ProcessPoolExecutor, root: Path, ranks: int) -> tuple[float, list[Path]]:
@@ -123,13 +133,18 @@ def main() -> None:
     parser.add_argument("--loop-bind", default="none",
                         help="Open MPI --bind-to of the loop's runs ('' for Open MPI's default)")
     parser.add_argument("--layouts", default="1,2", help="slot sizes (ranks) to run")
+    parser.add_argument("--kscale", type=int, default=1,
+                        help="k-mesh scale: 2 makes each task about 8 times longer")
     args = parser.parse_args()
+    global KSCALE
+    KSCALE = args.kscale
     names = ["loop", *(f"farm{r}" for r in args.layouts.split(","))]
     import matdx.engines.qe.core  # noqa: F401  (imported before the workers fork)
 
     base = Path(tempfile.mkdtemp(prefix="matdx-mpi-packing-"))
     results: dict[str, list[float]] = {"loop": [], "farm1": [], "farm2": []}
     eff: dict[str, list[float]] = {"loop": [], "farm1": [], "farm2": []}
+    occupancy: dict[str, list[float]] = {"loop": [], "farm1": [], "farm2": []}
     with ProcessPoolExecutor(2) as workers:
         # warm-up (untimed): starts the workers and writes the inputs the loop runs
         _, inputs = farm_run(workers, base / "warmup", 1)
@@ -141,13 +156,18 @@ def main() -> None:
                 else:
                     wall, dirs = farm_run(workers, root, int(name[-1]))
                 results[name].append(wall)
-                eff[name].append(cpu_seconds(dirs) / (2 * wall))
+                cpu, busy = pw_seconds(dirs)
+                eff[name].append(cpu / (2 * wall))
+                occupancy[name].append(busy / (2 * wall))
                 print(f"round {r} {name}: {wall:.1f} s, core efficiency "
-                      f"{100 * eff[name][-1]:.0f} %", flush=True)
-    summary: dict[str, object] = {"tasks": len(TASKS), "loop bind": args.loop_bind}
+                      f"{100 * eff[name][-1]:.0f} %, occupancy {100 * occupancy[name][-1]:.0f} %",
+                      flush=True)
+    summary: dict[str, object] = {"tasks": len(TASKS), "kscale": KSCALE,
+                                  "loop bind": args.loop_bind}
     for name in names:
         summary[name] = spread(results[name])
         summary[f"efficiency {name} %"] = [round(100 * x, 1) for x in eff[name]]
+        summary[f"occupancy {name} %"] = [round(100 * x, 1) for x in occupancy[name]]
         if name != "loop":
             summary[f"{name}/loop per round"] = [
                 round(f / lp, 3) for f, lp in zip(results[name], results["loop"], strict=True)]
