@@ -351,7 +351,7 @@ def check_qe_against_hand_written_runs(db, tmp_path):
     pseudos = {"Al": "Al.pz-vbc.UPF", "Cu": "Cu.pz-d-rrkjus.UPF"}
     summaries = {s["material_id"]: s for s in map(unpack, db.summaries.find({"campaign": "qe-binaries"}))}
     fcc, compounds, energies = {}, {}, {}
-    for c in db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_static"}):
+    for c in map(unpack, db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_static"})):
         block = summaries[c["material_id"]]["steps"]["qe_static"]
         s = Structure.from_dict(c["output"]["structure"])
         if len(s.composition.elements) == 1:
@@ -374,7 +374,7 @@ def check_qe_against_hand_written_runs(db, tmp_path):
     # lattice constants: a direct vc-relax from the experimental cell (Al 4.05, Cu 3.61 Å)
     relaxed = {
         summaries[c["material_id"]]["formula_pretty"]: Structure.from_dict(c["output"]["structure"])
-        for c in db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_relax"})
+        for c in map(unpack, db.calculations.find({"campaign": "qe-binaries", "settings.step": "qe_relax"}))
         if summaries[c["material_id"]]["steps"]["qe_relax"]["spacegroup"] == "Fm-3m"
     }
     for el, a0 in (("Al", 4.05), ("Cu", 3.61)):
