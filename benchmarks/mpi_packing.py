@@ -58,24 +58,23 @@ SETTINGS = {
            "diamond", np.linspace(5.35, 5.50, 5)),
 }
 TASKS = [(el, kind, float(a)) for el, (_, kind, lattice) in SETTINGS.items() for a in lattice]
-KSCALE = 1
-"""``--kscale``: each k-mesh dimension times this (tasks about KSCALE**3 times longer)."""
 
 
-def settings(el: str) -> dict:
-    """The engine settings of element ``el``'s tasks at the chosen k-mesh scale."""
+def settings(el: str, kscale: int) -> dict:
+    """The engine settings of element ``el``'s tasks, each k-mesh dimension times ``kscale``
+    (``--kscale``: tasks about ``kscale**3`` times longer)."""
     base = SETTINGS[el][0]
-    return {**base, "kpts": [KSCALE * k for k in base["kpts"]]}
+    return {**base, "kpts": [kscale * k for k in base["kpts"]]}
 
 
-def compute(index: int, workdir: str, launch: TaskLaunch) -> tuple[int, str]:
+def compute(index: int, workdir: str, launch: TaskLaunch, kscale: int) -> tuple[int, str]:
     """One SCF on the slot's launch (worker side)."""
     from matdx.engines.qe.core import QeEngine
 
     el, kind, a = TASKS[index]
     structure = AseAtomsAdaptor.get_structure(bulk(el, kind, a=a))
     with task_launch(launch):
-        result = QeEngine().calculate(structure, "static", settings(el), workdir)
+        result = QeEngine().calculate(structure, "static", settings(el, kscale), workdir)
     return index, f"{result.energy:.6f}"
 
 
@@ -89,7 +88,9 @@ def pw_seconds(dirs: list[Path]) -> tuple[float, float]:
     return cpu, wall
 
 
-def farm_run(workers: ProcessPoolExecutor, root: Path, ranks: int) -> tuple[float, list[Path]]:
+def farm_run(
+    workers: ProcessPoolExecutor, root: Path, ranks: int, kscale: int
+) -> tuple[float, list[Path]]:
     profile = load_profile(ROOT / "hpc_profiles" / "local.yaml")
     pool = CorePool(1, profile.node)
     todo = list(range(len(TASKS)))
@@ -97,7 +98,7 @@ def farm_run(workers: ProcessPoolExecutor, root: Path, ranks: int) -> tuple[floa
 
     def start(i: int, slot: Slot) -> Future[tuple[int, str]]:
         launch = TaskLaunch(launch_prefix(profile, slot), slot_env(slot))
-        return workers.submit(compute, i, str(dirs[i]), launch)
+        return workers.submit(compute, i, str(dirs[i]), launch, kscale)
 
     t0 = time.perf_counter()
     ran = run_slots(pool, lambda: todo.pop(0) if todo else None,
@@ -136,8 +137,6 @@ def main() -> None:
     parser.add_argument("--kscale", type=int, default=1,
                         help="k-mesh scale: 2 makes each task about 8 times longer")
     args = parser.parse_args()
-    global KSCALE
-    KSCALE = args.kscale
     names = ["loop", *(f"farm{r}" for r in args.layouts.split(","))]
     import matdx.engines.qe.core  # noqa: F401  (imported before the workers fork)
 
@@ -147,14 +146,14 @@ def main() -> None:
     occupancy: dict[str, list[float]] = {"loop": [], "farm1": [], "farm2": []}
     with ProcessPoolExecutor(2) as workers:
         # warm-up (untimed): starts the workers and writes the inputs the loop runs
-        _, inputs = farm_run(workers, base / "warmup", 1)
+        _, inputs = farm_run(workers, base / "warmup", 1, args.kscale)
         for r in range(args.rounds):
             for name in names:
                 root = base / f"{name}-{r}"
                 if name == "loop":
                     wall, dirs = loop_run(inputs, root, args.loop_bind)
                 else:
-                    wall, dirs = farm_run(workers, root, int(name[-1]))
+                    wall, dirs = farm_run(workers, root, int(name[-1]), args.kscale)
                 results[name].append(wall)
                 cpu, busy = pw_seconds(dirs)
                 eff[name].append(cpu / (2 * wall))
@@ -162,7 +161,7 @@ def main() -> None:
                 print(f"round {r} {name}: {wall:.1f} s, core efficiency "
                       f"{100 * eff[name][-1]:.0f} %, occupancy {100 * occupancy[name][-1]:.0f} %",
                       flush=True)
-    summary: dict[str, object] = {"tasks": len(TASKS), "kscale": KSCALE,
+    summary: dict[str, object] = {"tasks": len(TASKS), "kscale": args.kscale,
                                   "loop bind": args.loop_bind}
     for name in names:
         summary[name] = spread(results[name])

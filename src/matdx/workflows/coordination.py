@@ -1,4 +1,4 @@
-"""Heartbeats, claims and planning locks: how processes share a LaunchPad, plain queries only.
+"""Heartbeats, claims and locks: how processes share a LaunchPad, plain queries only.
 
 Every running Firework has a heartbeat (every :data:`HEARTBEAT_S` seconds, in the
 ``matdx_heartbeats`` collection of the LaunchPad's database, or a file offline), from which
