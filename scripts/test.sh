@@ -18,7 +18,7 @@ export MATDX_TEST_SLURM_PROFILE=hpc_profiles/ci_slurm.yaml
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/lint-imports
 set +e
-.venv/bin/python -m pytest -q -ra "$@"
+.venv/bin/python -m pytest -q -ra --durations=25 "$@"
 rc=$?
 set -e
 # pytest exit code 5 means "no tests collected": not a failure of the suite itself

@@ -127,12 +127,13 @@ def test_kill_9_of_a_worker_is_detected_rerun_and_nothing_is_lost(db_uri, tmp_pa
     assert detected_after <= stale_after + 1.0
     print(f"lost run detected {detected_after:.1f} s after kill -9 (stale_after {stale_after})")
     before = db.calculations.count_documents({})
-    subprocess.run(
+    rerun = subprocess.run(
         farm_cmd(db_uri, "--stale-after", str(stale_after)),
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     unique = assert_exactly_once(db, "faulty")
     assert before < unique
     fw = db.fireworks.find_one({"fw_id": running["fw_id"]})
