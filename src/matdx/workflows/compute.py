@@ -16,7 +16,7 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -241,21 +241,33 @@ def prefetch_batch(
     items: list[dict[str, Any]],
     governance: dict[str, Any],
     fw_id: int | None = None,
+    planned: Mapping[tuple[str, str], Any] | None = None,
 ) -> None:
     """Hand a batch's calculations to the worker pool before the batch runs.
 
     Takes :func:`compute_batch`'s arguments. Outside a :func:`~matdx.workflows.pool.
     compute_pool` block, and for resumable steps (which run one at a time, each engine
     with its own parallelism), nothing happens; the batch computes when it runs.
+
+    ``planned`` maps ``(settings_hash, material_id)`` to the input structure of each
+    material this process planned as new with those settings (not computed before, and
+    stored as generated): those are handed out without asking the store whether they are
+    done or for their structure (two collection scans a batch on FerretDB). The batch
+    still looks up what is done when it runs.
     """
     pool = active_pool()
     step = plan_entry(step)
     if pool is None or step["resumable"] or _batched(step):
         return
     sink = open_sink()
-    done = sink.completed([it["material_id"] for it in items], step["settings_hash"])
-    todo = [it for it in items if it["material_id"] not in done]
-    _submit(pool, sink, partial(compute_one, campaign, step), step["settings_hash"], todo)
+    key = step["settings_hash"]
+    planned = planned or {}
+    known = [{**it, "structure": planned[key, it["material_id"]]}
+             for it in items if (key, it["material_id"]) in planned]
+    rest = [it for it in items if (key, it["material_id"]) not in planned]
+    done = sink.completed([it["material_id"] for it in rest], key) if rest else set()
+    todo = known + [it for it in rest if it["material_id"] not in done]
+    _submit(pool, sink, partial(compute_one, campaign, step), key, todo)
 
 
 def _submit(
@@ -331,13 +343,17 @@ def run_items(
         those not computed because the job's deadline (``MATDX_DEADLINE``) came first.
     """
     sink = open_sink()
-    done = sink.completed([it["material_id"] for it in items], settings_hash)
     pool = None if use_deadline or compute_many is not None else active_pool()
+    # what the pool holds was found not done when it was handed out (prefetch_batch)
+    held = {
+        it["material_id"]
+        for it in items
+        if pool is not None and pool.holds((settings_hash, it["material_id"]))
+    }
+    ask = [it["material_id"] for it in items if it["material_id"] not in held]
+    done = sink.completed(ask, settings_hash) if ask else set()
     batch: dict[str, Outcome] = {}
     if pool is not None:
-        for it in items:
-            if it["material_id"] in done:  # done elsewhere since it was handed out
-                pool.discard((settings_hash, it["material_id"]))
         _submit(pool, sink, compute, settings_hash,
                 [it for it in items if it["material_id"] not in done])
         stored: dict[str, Any] = {}

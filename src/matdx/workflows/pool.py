@@ -135,12 +135,6 @@ class ComputePool:
         for key, (_, fn, args) in list(self._work.items()):
             self._work[key] = (self._executor.submit(fn, *args), fn, args)
 
-    def discard(self, key: tuple[str, str]) -> None:
-        """Forget the work under ``key`` (cancelled if it has not started)."""
-        held = self._work.pop(key, None)
-        if held is not None:
-            held[0].cancel()
-
     def close(self, abort: bool = False) -> None:
         """Stop the workers (work not yet started is cancelled).
 

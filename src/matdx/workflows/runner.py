@@ -226,9 +226,10 @@ def _submit(
         queued = fwa.queued_material_ids(lp, spec.name)
         report.n_done_before, report.n_queued_before = len(done), len(queued & set(ids))
         todo = [m for m in materials if m.material_id not in done and m.material_id not in queued]
+        planned: dict[tuple[str, str], Any] = {}
         if launch:
             with default_db(settings.db_uri):
-                _start_computing(loaded, todo, plan.reused, gov)
+                planned = _start_computing(loaded, todo, plan.reused, gov)
         store.add_materials(spec.name, materials, gov)
         store.upsert_campaign(
             spec.name,
@@ -247,7 +248,7 @@ def _submit(
     backend.flush()
     if launch:
         runs = settings.runs_dir / spec.name
-        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later)
+        run_in_process(lp, spec.name, settings.db_uri, runs, progress, later, planned=planned)
         if not todo and not queued and not later:
             from matdx.workflows.analyse import analyse_step
 
@@ -260,27 +261,35 @@ def _submit(
 
 def _start_computing(
     loaded: LoadedCampaign, todo: list[NewMaterial], reused: frozenset[str], gov: Governance
-) -> None:
+) -> dict[tuple[str, str], Any]:
     """Hand the first pre-screen calculations to the worker pool (if one is open) now.
 
     The workers compute while this process writes the materials and the workflow; the
     batches take the results when they run (:func:`~matdx.workflows.compute.prefetch_batch`
-    holds them by material). At most the first two batches go out ahead, and only new
-    materials, with the generated structure, which is the one stored (a material the
-    store held already is computed from its stored structure, when its batch runs).
+    holds them by material). At most the first two batches go out ahead.
+
+    Returns
+    -------
+    dict
+        ``(settings_hash, material_id)`` → generated structure of each new material
+        (not computed before; its generated structure is the one stored), for
+        ``prefetch_batch``'s ``planned``; empty without a pool. A material the store held
+        already is computed from its stored structure.
     """
     from matdx.workflows.compute import prefetch_batch
     from matdx.workflows.pool import active_pool
 
     if active_pool() is None:
-        return
-    first = todo[: 2 * loaded.spec.batch_size]
-    items = [
-        {"material_id": m.material_id, "structure": m.structure}
-        for m in first
+        return {}
+    step = loaded.step_plan()[0]
+    planned = {
+        (step["settings_hash"], m.material_id): m.structure
+        for m in todo
         if m.material_id not in reused
-    ]
-    prefetch_batch(loaded.spec.name, loaded.step_plan()[0], items, gov.fields())
+    }
+    first = [{"material_id": m.material_id} for m in todo[: 2 * loaded.spec.batch_size]]
+    prefetch_batch(loaded.spec.name, step, first, gov.fields(), planned=planned)
+    return planned
 
 
 def run_in_process(
@@ -291,6 +300,7 @@ def run_in_process(
     progress: ProgressSink,
     report_steps: bool = False,
     workers: int | None = 1,
+    planned: dict[tuple[str, str], Any] | None = None,
 ) -> None:
     """Run the campaign's READY Fireworks here, with a progress bar of its candidates.
 
@@ -316,6 +326,9 @@ def run_in_process(
     workers
         Worker processes for the pre-screen (``None``: every core; 1: none, all here),
         unless a pool is open already.
+    planned
+        Input structures of the materials this process planned as new (see
+        :func:`~matdx.workflows.compute.prefetch_batch`).
     """
     from matdx.workflows import fireworks_adapter as fwa
     from matdx.workflows.compute import prefetch_batch
@@ -338,7 +351,9 @@ def run_in_process(
             if report_steps:
                 _report_steps(progress, fwa.state_counts(lp, campaign)["steps"], reported)
 
-        ahead = (lambda kwargs: prefetch_batch(**kwargs)) if pool is not None else None
+        ahead = (
+            (lambda kwargs: prefetch_batch(**kwargs, planned=planned)) if pool is not None else None
+        )
         fwa.run_fireworks(lp, campaign, run_dir, on_progress, ahead=ahead)
 
 
